@@ -1,0 +1,70 @@
+//! The engine's error type and the user / external / internal classification every crate's
+//! error maps onto, so the CLI knows whether to tell the user to fix something, retry, or
+//! report a bug.
+
+use std::fmt;
+
+/// Who has to act on an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Bad config, bad rule, unknown table: the user fixes it; nothing was written.
+    User,
+    /// Network or server trouble: retrying later may succeed.
+    External,
+    /// A bug in ferry.
+    Internal,
+}
+
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorClass::User => "user error",
+            ErrorClass::External => "external error",
+            ErrorClass::Internal => "internal error",
+        })
+    }
+}
+
+/// An error of some crate that knows its own class. Connector errors implement this so the
+/// engine can carry them without knowing the connector.
+pub trait ClassifiedError: std::error::Error + Send + Sync + 'static {
+    /// Who has to act on this error.
+    fn class(&self) -> ErrorClass;
+}
+
+/// Errors crossing the engine's stages.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A connector (source or sink) failed; the boxed error says how.
+    #[error("{0}")]
+    Connector(Box<dyn ClassifiedError>),
+    /// A transform failed on a batch of `table`.
+    #[error("transforming rows of {table}: {message}")]
+    Transform {
+        /// The source table whose batch failed.
+        table: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The run was stopped (Ctrl-C or `ferry stop`) before it finished.
+    #[error("the run was stopped before it finished")]
+    Stopped,
+    /// A stage ended unexpectedly (a task panicked or a channel closed early): a bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Who has to act on this error.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Connector(inner) => inner.class(),
+            Error::Transform { .. } => ErrorClass::User,
+            Error::Stopped => ErrorClass::User,
+            Error::Internal(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// Result with the engine's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

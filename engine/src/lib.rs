@@ -1,0 +1,30 @@
+//! ferry-engine: the core every connector stands on.
+//!
+//! A migration moves [`ChangeBatch`]es — Arrow rows of one table, the change [`Op`] of each row
+//! and the source [`Position`] they came from — from a [`Source`] through [`Transform`]s into a
+//! [`Sink`]. The [`pipeline`] runs those stages as tokio tasks joined by bounded channels, so
+//! memory is bounded by batch size × queue depth × parallelism, never by table size.
+//!
+//! This crate knows no database driver and no SQL parser: connectors, rules and transforms
+//! depend on it, never the other way round.
+#![warn(missing_docs)]
+
+pub mod batch;
+pub mod error;
+pub mod pipeline;
+pub mod position;
+pub mod progress;
+pub mod schema;
+pub mod sink;
+pub mod source;
+pub mod transform;
+
+pub use batch::{ChangeBatch, Op, Ops};
+pub use error::{Error, ErrorClass, Result};
+pub use pipeline::{run_snapshot, Route, RunOptions, TableFlow};
+pub use position::Position;
+pub use progress::{Progress, TableProgress};
+pub use schema::{TableId, TableSchema};
+pub use sink::{ExistingRows, PrepareOptions, Sink, SinkWriter};
+pub use source::{Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source};
+pub use transform::Transform;

@@ -1,0 +1,97 @@
+//! The source contract: discover the catalog, open one consistent snapshot split into parts,
+//! read parts in parallel.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+use crate::batch::ChangeBatch;
+use crate::error::Result;
+use crate::schema::TableSchema;
+
+/// One table a snapshot reads.
+#[derive(Clone, Debug)]
+pub struct SnapshotTable {
+    /// The table as the catalog describes it.
+    pub table: TableSchema,
+    /// Indexes into `table.columns` of the columns to read, in the order batches carry them.
+    pub columns: Vec<usize>,
+    /// A WHERE condition in the source's own SQL, already checked to be safe to run there;
+    /// rows it rejects are not read at all.
+    pub filter: Option<String>,
+}
+
+impl SnapshotTable {
+    /// The schema of the batches read for this table (the selected columns, in order).
+    pub fn batch_schema(&self) -> SchemaRef {
+        let fields: Vec<_> = self
+            .columns
+            .iter()
+            .map(|&i| self.table.columns.field(i).clone())
+            .collect();
+        Arc::new(arrow::datatypes::Schema::new(fields))
+    }
+}
+
+/// What a snapshot is to read and how finely to split it.
+#[derive(Clone, Debug)]
+pub struct SnapshotRequest {
+    /// The tables, in the order parts refer to them.
+    pub tables: Vec<SnapshotTable>,
+    /// Rows per batch.
+    pub batch_size: usize,
+    /// How many parts will be read at once; a source splits large tables into at least this
+    /// many parts where it can.
+    pub parallelism: usize,
+    /// The number of rows a part should hold at most, where the source can split a table.
+    pub chunk_rows: u64,
+}
+
+/// One independently readable piece of a snapshot: a whole table or a key range of one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotPart {
+    /// Index of the part in the snapshot's plan.
+    pub index: u32,
+    /// Index into [`SnapshotRequest::tables`].
+    pub table: usize,
+    /// What the part covers, for logs (`id >= 0 AND id < 250000`).
+    pub description: String,
+}
+
+/// The source side of a migration.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// The engine's name (`postgres`), used to pick SQL push-down and same-engine type mapping.
+    fn engine(&self) -> &'static str;
+
+    /// Every user table visible to the source with columns, primary key and size estimate.
+    /// Fails with a user error when a column's type cannot be carried only once that column
+    /// is selected (see [`Snapshot`]), never here.
+    async fn catalog(&self) -> Result<Vec<TableSchema>>;
+
+    /// Opens one consistent snapshot over all requested tables: every part, read by any
+    /// worker, sees the same point in the source's history. Fails with a user error naming
+    /// the column when a selected column's type cannot be carried.
+    async fn snapshot(&self, request: SnapshotRequest) -> Result<Arc<dyn Snapshot>>;
+}
+
+/// An open, consistent snapshot. It stays valid until [`Snapshot::close`] or drop.
+#[async_trait]
+pub trait Snapshot: Send + Sync {
+    /// The parts, in plan order. Each row of each table is in exactly one part.
+    fn parts(&self) -> &[SnapshotPart];
+
+    /// The schema of the batches read for table `table` (an index into the request).
+    fn batch_schema(&self, table: usize) -> SchemaRef;
+
+    /// Reads one part and sends its rows in batches of at most the request's batch size, in
+    /// source order. Parts may be read concurrently. Waits when `out` is full (backpressure).
+    /// Returns the number of rows read. On error, rows already sent stay sent: the caller
+    /// must not commit the part.
+    async fn read(&self, part: &SnapshotPart, out: mpsc::Sender<ChangeBatch>) -> Result<u64>;
+
+    /// Releases the snapshot on the source. Reading after close fails.
+    async fn close(&self) -> Result<()>;
+}
