@@ -1,0 +1,279 @@
+//! The job file: TOML mapped with serde, unknown keys rejected, defaults as named constants.
+//!
+//! ```toml
+//! [source]
+//! url = "postgres://user@127.0.0.1:5432/shop"
+//! [sink]
+//! url = "postgres://user@127.0.0.1:5433/warehouse"   # or "parquet:///path/to/dir"
+//! [migration]
+//! types = ["schema", "full"]
+//! batch_size = 8192
+//! parallelism = 4
+//! [[rules]]
+//! sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.orders WHERE amount > 100"
+//! ```
+
+use serde::Deserialize;
+
+use crate::error::SqlError;
+
+/// Rows per batch unless the job says otherwise: large enough that per-batch costs (a channel
+/// hop, a transform call, a COPY message) vanish, small enough to stay in L2-sized chunks.
+pub const DEFAULT_BATCH_SIZE: usize = 8192;
+/// Largest batch accepted: beyond this a batch of wide rows can take hundreds of megabytes.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+/// Parts read and written at once unless the job says otherwise: saturates a small server
+/// without opening many connections.
+pub const DEFAULT_PARALLELISM: usize = 4;
+/// Most parts at once: each holds a source and a sink connection.
+pub const MAX_PARALLELISM: usize = 64;
+/// Rows per snapshot part where a table can be split: large enough that a part's setup (a
+/// transaction and a query) is negligible, small enough that workers share a table evenly.
+pub const DEFAULT_CHUNK_ROWS: u64 = 250_000;
+
+/// A whole job file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFile {
+    /// Where rows come from.
+    pub source: SourceConfig,
+    /// Where rows go.
+    pub sink: SinkConfig,
+    /// What kind of migration and how to schedule it.
+    #[serde(default)]
+    pub migration: MigrationConfig,
+    /// The rules: which tables move, renamed and filtered how.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+/// The `[source]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+}
+
+/// The `[sink]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// `postgres://…` or `parquet:///absolute/dir`.
+    pub url: String,
+    /// What to do when a target table already has rows: `fail` (default), `append` or
+    /// `truncate`.
+    #[serde(default)]
+    pub existing_rows: ExistingRowsConfig,
+}
+
+/// `sink.existing_rows`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExistingRowsConfig {
+    /// Refuse to start when a target table has rows.
+    #[default]
+    Fail,
+    /// Add to the rows already there.
+    Append,
+    /// Empty the target tables first.
+    Truncate,
+}
+
+/// A migration type, as in `migration.types`.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationType {
+    /// Create target schemas and tables.
+    Schema,
+    /// Copy a consistent snapshot of the rows.
+    Full,
+    /// Follow the source's change log.
+    Incremental,
+}
+
+/// The `[migration]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationConfig {
+    /// Which migration types to run, in the order schema → full → incremental.
+    #[serde(default = "default_types")]
+    pub types: Vec<MigrationType>,
+    /// Rows per batch.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Parts read and written at once.
+    #[serde(default = "default_parallelism")]
+    pub parallelism: usize,
+    /// Rows per snapshot part where a table can be split by its key.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u64,
+}
+
+impl Default for MigrationConfig {
+    fn default() -> Self {
+        MigrationConfig {
+            types: default_types(),
+            batch_size: DEFAULT_BATCH_SIZE,
+            parallelism: DEFAULT_PARALLELISM,
+            chunk_rows: DEFAULT_CHUNK_ROWS,
+        }
+    }
+}
+
+fn default_types() -> Vec<MigrationType> {
+    vec![MigrationType::Schema, MigrationType::Full]
+}
+fn default_batch_size() -> usize {
+    DEFAULT_BATCH_SIZE
+}
+fn default_parallelism() -> usize {
+    DEFAULT_PARALLELISM
+}
+fn default_chunk_rows() -> u64 {
+    DEFAULT_CHUNK_ROWS
+}
+
+/// One `[[rules]]` entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// The rule as SQL.
+    pub sql: String,
+}
+
+impl JobFile {
+    /// Parses and validates a job file's text.
+    pub fn parse(text: &str) -> Result<JobFile, SqlError> {
+        let job: JobFile = toml::from_str(text).map_err(|error| SqlError::JobFile {
+            message: error.to_string().trim_end().to_string(),
+        })?;
+        job.validate()?;
+        Ok(job)
+    }
+
+    /// Whether the job runs migration type `kind`.
+    pub fn runs(&self, kind: MigrationType) -> bool {
+        self.migration.types.contains(&kind)
+    }
+
+    fn validate(&self) -> Result<(), SqlError> {
+        let invalid = |field: &str, message: String| SqlError::InvalidField {
+            field: field.to_string(),
+            message,
+        };
+        let migration = &self.migration;
+        if migration.types.is_empty() {
+            return Err(invalid(
+                "migration.types",
+                "is empty; list at least one of \"schema\", \"full\"".into(),
+            ));
+        }
+        let mut seen = migration.types.clone();
+        seen.sort();
+        if seen.windows(2).any(|pair| pair[0] == pair[1]) {
+            return Err(invalid("migration.types", "lists a type twice".into()));
+        }
+        if migration.types.contains(&MigrationType::Incremental) {
+            return Err(invalid(
+                "migration.types",
+                "\"incremental\" is not available yet in this version of ferry; use [\"schema\", \"full\"]".into(),
+            ));
+        }
+        if !(1..=MAX_BATCH_SIZE).contains(&migration.batch_size) {
+            return Err(invalid(
+                "migration.batch_size",
+                format!(
+                    "is {}; it must be between 1 and {MAX_BATCH_SIZE} rows",
+                    migration.batch_size
+                ),
+            ));
+        }
+        if !(1..=MAX_PARALLELISM).contains(&migration.parallelism) {
+            return Err(invalid(
+                "migration.parallelism",
+                format!(
+                    "is {}; it must be between 1 and {MAX_PARALLELISM}",
+                    migration.parallelism
+                ),
+            ));
+        }
+        if migration.chunk_rows == 0 {
+            return Err(invalid(
+                "migration.chunk_rows",
+                "is 0; it must be at least 1".into(),
+            ));
+        }
+        if self.rules.is_empty() {
+            return Err(invalid(
+                "rules",
+                "no rules: only tables that a rule selects are moved; add one, e.g.\n  [[rules]]\n  sql = \"SELECT * FROM public.*\"".into(),
+            ));
+        }
+        for (index, rule) in self.rules.iter().enumerate() {
+            if rule.sql.trim().is_empty() {
+                return Err(invalid(&format!("rules[{index}].sql"), "is empty".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[source]
+url = "postgres://user@127.0.0.1:5432/shop"
+[sink]
+url = "postgres://user@127.0.0.1:5433/warehouse"
+[migration]
+types = ["schema", "full"]
+batch_size = 8192
+parallelism = 4
+[[rules]]
+sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.orders WHERE amount > 100"
+"#;
+
+    #[test]
+    fn the_documented_minimal_job_parses() {
+        let job = JobFile::parse(MINIMAL).unwrap();
+        assert_eq!(job.migration.batch_size, 8192);
+        assert_eq!(job.migration.chunk_rows, DEFAULT_CHUNK_ROWS);
+        assert!(job.runs(MigrationType::Schema) && job.runs(MigrationType::Full));
+        assert_eq!(job.sink.existing_rows, ExistingRowsConfig::Fail);
+    }
+
+    #[test]
+    fn an_unknown_key_names_the_key_and_the_valid_ones() {
+        let text = MINIMAL.replace("batch_size", "batchsize");
+        let error = JobFile::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("unknown field `batchsize`"), "{error}");
+        assert!(error.contains("batch_size"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_field() {
+        let text = MINIMAL.replace("batch_size = 8192", "batch_size = 0");
+        let error = JobFile::parse(&text).unwrap_err().to_string();
+        assert!(error.starts_with("migration.batch_size: is 0"), "{error}");
+        let text = MINIMAL.replace("parallelism = 4", "parallelism = 1000");
+        let error = JobFile::parse(&text).unwrap_err().to_string();
+        assert!(error.starts_with("migration.parallelism"), "{error}");
+    }
+
+    #[test]
+    fn a_job_without_rules_says_how_to_add_one() {
+        let text = MINIMAL.split("[[rules]]").next().unwrap();
+        let error = JobFile::parse(text).unwrap_err().to_string();
+        assert!(error.contains("[[rules]]"), "{error}");
+    }
+
+    #[test]
+    fn an_unknown_migration_type_is_rejected() {
+        let text = MINIMAL.replace("\"schema\", \"full\"", "\"schema\", \"fulll\"");
+        let error = JobFile::parse(&text).unwrap_err().to_string();
+        assert!(error.contains("fulll"), "{error}");
+    }
+}

@@ -1,0 +1,318 @@
+//! Parsing one rule: `[INSERT INTO target] SELECT items FROM source [WHERE condition]`.
+//!
+//! The table names may be patterns (see [`crate::table_spec`]), which plain SQL cannot parse,
+//! so they are cut out of the token stream first and the rest is parsed by sqlparser with
+//! the PostgreSQL dialect.
+
+use sqlparser::ast::{
+    Expr, GroupByExpr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
+use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
+
+use crate::error::SqlError;
+use crate::table_spec::{parse_source, parse_target, SourceSpec, TargetSpec};
+
+/// The identifier that stands in for the source name while sqlparser parses the rest.
+const SOURCE_PLACEHOLDER: &str = "__ferry_source";
+
+/// One item of a rule's SELECT list.
+#[derive(Clone, Debug)]
+pub enum RuleItem {
+    /// `*`: every column, with its own name.
+    Wildcard,
+    /// An expression, named by its alias or, for a plain column, by the column.
+    Expr {
+        /// The expression as parsed (boxed: an `Expr` is large).
+        expr: Box<Expr>,
+        /// The `AS` name, if any.
+        alias: Option<Ident>,
+    },
+}
+
+/// A parsed rule, not yet checked against a catalog.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    /// Index in the job's `rules`.
+    pub index: usize,
+    /// The rule's text.
+    pub sql: String,
+    pub(crate) source: SourceSpec,
+    pub(crate) target: TargetSpec,
+    /// The source's alias (`FROM shop.orders o`), for qualified column names.
+    pub(crate) alias: Option<String>,
+    /// The SELECT list.
+    pub items: Vec<RuleItem>,
+    /// The WHERE condition.
+    pub filter: Option<Expr>,
+}
+
+impl Rule {
+    /// Parses the rule at `index` of a job.
+    pub fn parse(index: usize, sql: &str) -> Result<Rule, SqlError> {
+        let syntax = |message: String| SqlError::RuleSyntax {
+            rule: index,
+            sql: sql.to_string(),
+            message,
+        };
+        let unsupported = |message: String| SqlError::RuleUnsupported {
+            rule: index,
+            message,
+        };
+        let dialect = PostgreSqlDialect {};
+        let mut tokens = Tokenizer::new(&dialect, sql)
+            .tokenize()
+            .map_err(|e| syntax(e.to_string()))?;
+
+        let mut target = TargetSpec::Same;
+        let first = next_significant(&tokens, 0);
+        if let Some((at, Token::Word(word))) = first {
+            if word.keyword == Keyword::INSERT {
+                let into = next_significant(&tokens, at + 1)
+                    .filter(|(_, t)| matches!(t, Token::Word(w) if w.keyword == Keyword::INTO))
+                    .ok_or_else(|| syntax("expected INTO after INSERT".into()))?;
+                let start = next_significant(&tokens, into.0 + 1)
+                    .map(|(i, _)| i)
+                    .ok_or_else(|| syntax("expected a table name after INSERT INTO".into()))?;
+                let end = name_end(&tokens, start);
+                target = parse_target(&tokens[start..end]).map_err(&syntax)?;
+                if end < tokens.len() && matches!(tokens[end], Token::LParen) {
+                    return Err(unsupported(
+                        "a column list after the target table is not supported; name the columns in the SELECT list with AS".into(),
+                    ));
+                }
+                tokens.drain(..end);
+            }
+        }
+
+        let from =
+            find_from(&tokens).ok_or_else(|| syntax("expected SELECT … FROM table".into()))?;
+        let start = next_significant(&tokens, from + 1)
+            .map(|(i, _)| i)
+            .ok_or_else(|| syntax("expected a table name after FROM".into()))?;
+        let end = name_end(&tokens, start);
+        if start == end {
+            return Err(syntax("expected a table name after FROM".into()));
+        }
+        let source = parse_source(&tokens[start..end]).map_err(&syntax)?;
+        tokens.splice(
+            start..end,
+            [Token::Word(Word {
+                value: SOURCE_PLACEHOLDER.into(),
+                quote_style: None,
+                keyword: Keyword::NoKeyword,
+            })],
+        );
+        let text: String = tokens.iter().map(|t| t.to_string()).collect();
+        let mut statements =
+            Parser::parse_sql(&dialect, &text).map_err(|e| syntax(e.to_string()))?;
+        if statements.len() != 1 {
+            return Err(syntax("a rule is exactly one statement".into()));
+        }
+        let Statement::Query(query) = statements.remove(0) else {
+            return Err(syntax(
+                "a rule is [INSERT INTO target] SELECT … FROM source".into(),
+            ));
+        };
+        let (items, alias, filter) = select_parts(*query).map_err(unsupported)?;
+        if let Some(filter) = &filter {
+            reject_subqueries(filter).map_err(unsupported)?;
+        }
+        for item in &items {
+            if let RuleItem::Expr { expr, .. } = item {
+                reject_subqueries(expr).map_err(unsupported)?;
+            }
+        }
+        Ok(Rule {
+            index,
+            sql: sql.to_string(),
+            source,
+            target,
+            alias,
+            items,
+            filter,
+        })
+    }
+}
+
+type SelectParts = (Vec<RuleItem>, Option<String>, Option<Expr>);
+
+fn select_parts(query: Query) -> Result<SelectParts, String> {
+    if query.with.is_some()
+        || query.order_by.is_some()
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+    {
+        return Err("WITH, ORDER BY, LIMIT and FETCH are not supported in rules: a rule maps rows one by one".into());
+    }
+    let SetExpr::Select(select) = *query.body else {
+        return Err("UNION, INTERSECT, EXCEPT and VALUES are not supported in rules".into());
+    };
+    let select = *select;
+    let grouped = match &select.group_by {
+        GroupByExpr::Expressions(expressions, modifiers) => {
+            !expressions.is_empty() || !modifiers.is_empty()
+        }
+        GroupByExpr::All(_) => true,
+    };
+    if select.distinct.is_some() || grouped || select.having.is_some() || select.qualify.is_some() {
+        return Err("DISTINCT, GROUP BY, HAVING and QUALIFY are not supported in rules: a rule maps rows one by one".into());
+    }
+    if select.from.len() != 1 || !select.from[0].joins.is_empty() {
+        return Err("a rule reads exactly one table: joins are not supported".into());
+    }
+    let alias = match &select.from[0].relation {
+        TableFactor::Table {
+            name, alias, args, ..
+        } if args.is_none()
+            && matches!(name.0.as_slice(), [ObjectNamePart::Identifier(ident)] if ident.value == SOURCE_PLACEHOLDER) =>
+        {
+            alias.as_ref().map(|a| a.name.value.clone())
+        }
+        _ => return Err("a rule reads a table by name after FROM".into()),
+    };
+    let mut items = Vec::with_capacity(select.projection.len());
+    for item in select.projection {
+        items.push(match item {
+            SelectItem::Wildcard(options) => {
+                if options.to_string().trim().is_empty() {
+                    RuleItem::Wildcard
+                } else {
+                    return Err(format!(
+                        "`*{options}` is not supported; list the columns to keep instead"
+                    ));
+                }
+            }
+            SelectItem::UnnamedExpr(expr) => RuleItem::Expr {
+                expr: Box::new(expr),
+                alias: None,
+            },
+            SelectItem::ExprWithAlias { expr, alias } => RuleItem::Expr {
+                expr: Box::new(expr),
+                alias: Some(alias),
+            },
+            other => return Err(format!("the select item `{other}` is not supported")),
+        });
+    }
+    Ok((items, alias, select.selection))
+}
+
+fn reject_subqueries(expr: &Expr) -> Result<(), String> {
+    let mut found = None;
+    let _ = sqlparser::ast::visit_expressions(expr, |e| {
+        if matches!(
+            e,
+            Expr::Subquery(_) | Expr::Exists { .. } | Expr::InSubquery { .. }
+        ) {
+            found = Some(e.to_string());
+            return std::ops::ControlFlow::Break(());
+        }
+        std::ops::ControlFlow::Continue(())
+    });
+    match found {
+        Some(text) => Err(format!(
+            "subqueries are not supported in rules (`{text}`): a rule sees one row at a time"
+        )),
+        None => Ok(()),
+    }
+}
+
+fn is_space(token: &Token) -> bool {
+    matches!(token, Token::Whitespace(_))
+}
+
+/// The first non-whitespace token at or after `from`.
+fn next_significant(tokens: &[Token], from: usize) -> Option<(usize, &Token)> {
+    tokens
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, t)| !is_space(t) && !matches!(t, Token::EOF))
+}
+
+/// The end of a table name starting at `start`: it runs over words, `*`, `.` and a quoted
+/// regex, up to whitespace or anything else.
+fn name_end(tokens: &[Token], start: usize) -> usize {
+    let mut end = start;
+    while let Some(token) = tokens.get(end) {
+        let part_of_name = match token {
+            Token::Word(word) => {
+                word.quote_style.is_some()
+                    || !matches!(word.keyword, Keyword::WHERE | Keyword::AS | Keyword::SELECT)
+            }
+            Token::Mul | Token::Period | Token::SingleQuotedString(_) => true,
+            _ => false,
+        };
+        if !part_of_name {
+            break;
+        }
+        end += 1;
+    }
+    end
+}
+
+/// The index of the top-level FROM keyword.
+fn find_from(tokens: &[Token]) -> Option<usize> {
+    let mut depth = 0i32;
+    for (index, token) in tokens.iter().enumerate() {
+        match token {
+            Token::LParen => depth += 1,
+            Token::RParen => depth -= 1,
+            Token::Word(word) if depth == 0 && word.keyword == Keyword::FROM => return Some(index),
+            Token::Whitespace(Whitespace::SingleLineComment { .. }) => {}
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_engine::TableId;
+
+    #[test]
+    fn parses_the_documented_rule() {
+        let rule = Rule::parse(
+            0,
+            "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.orders WHERE amount > 100",
+        )
+        .unwrap();
+        assert!(rule.source.matches(&TableId::new("shop", "orders")));
+        let target = rule
+            .target
+            .target_for(&rule.source, &TableId::new("shop", "orders"))
+            .unwrap();
+        assert_eq!(target, TableId::new("sales", "big_orders"));
+        assert_eq!(rule.items.len(), 2);
+        assert_eq!(rule.filter.unwrap().to_string(), "amount > 100");
+    }
+
+    #[test]
+    fn patterns_and_aliases_survive_parsing() {
+        let rule = Rule::parse(
+            1,
+            "INSERT INTO archive.old_* SELECT * FROM shop.* s WHERE s.id IN (1, 2)",
+        )
+        .unwrap();
+        assert!(rule.source.is_pattern());
+        assert_eq!(rule.alias.as_deref(), Some("s"));
+        assert!(matches!(rule.items[0], RuleItem::Wildcard));
+        let rule = Rule::parse(2, r"SELECT * FROM 'shop\.orders_[0-9]+'").unwrap();
+        assert!(rule.source.matches(&TableId::new("shop", "orders_7")));
+    }
+
+    #[test]
+    fn unsupported_shapes_say_what_is_unsupported() {
+        let error = |sql: &str| Rule::parse(3, sql).unwrap_err().to_string();
+        assert!(error("SELECT count(*) FROM t GROUP BY a").contains("GROUP BY"));
+        assert!(error("SELECT * FROM a JOIN b ON a.id = b.id").contains("joins"));
+        assert!(error("SELECT * FROM t ORDER BY id").contains("ORDER BY"));
+        assert!(error("SELECT * FROM t WHERE id IN (SELECT 1)").contains("subqueries"));
+        let syntax = error("SELEC * FROM t");
+        assert!(syntax.starts_with("rules[3].sql: "), "{syntax}");
+        assert!(error("SELECT * FROM t WHERE").contains("does not parse"));
+    }
+}
