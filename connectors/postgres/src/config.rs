@@ -1,0 +1,130 @@
+//! Connection settings from a job's URL, and connecting.
+
+use std::str::FromStr;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Client, Config, NoTls};
+use tracing::warn;
+
+use crate::error::PgError;
+
+/// A PostgreSQL server and database to connect to.
+#[derive(Clone)]
+pub struct PgEndpoint {
+    config: Config,
+    display: String,
+}
+
+impl std::fmt::Debug for PgEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+impl PgEndpoint {
+    /// Parses `postgres://user[:password]@host[:port]/database`; `field` names the job field
+    /// for errors (`source.url`).
+    pub fn parse(url: &str, field: &str) -> Result<PgEndpoint, PgError> {
+        let mut config = Config::from_str(url).map_err(|e| PgError::Url {
+            field: field.to_string(),
+            message: e.to_string(),
+        })?;
+        if config.get_hosts().is_empty() {
+            return Err(PgError::Url {
+                field: field.to_string(),
+                message: "no host".into(),
+            });
+        }
+        if config.get_dbname().is_none() {
+            return Err(PgError::Url {
+                field: field.to_string(),
+                message: "no database name".into(),
+            });
+        }
+        config.application_name("ferry");
+        let host = match &config.get_hosts()[0] {
+            Host::Tcp(host) => host.clone(),
+            Host::Unix(path) => path.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let display = format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default());
+        Ok(PgEndpoint { config, display })
+    }
+
+    /// `host:port/database`, safe to print (no password).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// Opens a new connection; its I/O runs on a spawned task until the client is dropped.
+    pub async fn connect(&self) -> Result<Client, PgError> {
+        let (client, connection) =
+            self.config
+                .connect(NoTls)
+                .await
+                .map_err(|source| PgError::Connect {
+                    endpoint: self.display.clone(),
+                    source,
+                })?;
+        let endpoint = self.display.clone();
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                warn!(%endpoint, %error, "postgres connection ended with an error");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A [`PgError::Query`] for this endpoint.
+    pub(crate) fn query_error(
+        &self,
+        context: impl Into<String>,
+    ) -> impl FnOnce(tokio_postgres::Error) -> PgError + '_ {
+        let context = context.into();
+        move |source| PgError::Query {
+            endpoint: self.display.clone(),
+            context,
+            source,
+        }
+    }
+}
+
+/// `name` quoted as a PostgreSQL identifier.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `schema.table` with both parts quoted.
+pub(crate) fn quote_table(id: &ferry_engine::TableId) -> String {
+    format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_and_never_show_the_password() {
+        let endpoint =
+            PgEndpoint::parse("postgres://u:secret@127.0.0.1:5433/shop", "source.url").unwrap();
+        assert_eq!(endpoint.display(), "127.0.0.1:5433/shop");
+        assert!(!format!("{endpoint:?}").contains("secret"));
+        let error = PgEndpoint::parse("postgres://127.0.0.1:5433", "sink.url")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("sink.url: ") && error.contains("database"),
+            "{error}"
+        );
+        assert!(PgEndpoint::parse("mysql://x", "source.url").is_err());
+    }
+
+    #[test]
+    fn identifiers_are_quoted_safely() {
+        assert_eq!(quote_ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(
+            quote_table(&ferry_engine::TableId::new("Shop", "orders")),
+            "\"Shop\".\"orders\""
+        );
+    }
+}

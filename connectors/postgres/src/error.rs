@@ -1,0 +1,128 @@
+//! The PostgreSQL connector's errors, each classed as the user's, the server's or ours.
+
+use ferry_engine::error::{ClassifiedError, ErrorClass};
+
+/// An error of the PostgreSQL connector.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    /// The URL is not a PostgreSQL connection URL.
+    #[error("{field}: not a valid PostgreSQL URL ({message}); expected postgres://user[:password]@host:port/database")]
+    Url {
+        /// The job field holding the URL (`source.url`).
+        field: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// Connecting failed.
+    #[error("cannot connect to PostgreSQL at {endpoint}: {source}")]
+    Connect {
+        /// `host:port/database`, never the password.
+        endpoint: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A statement failed.
+    #[error("PostgreSQL at {endpoint}: {context}: {}", describe(.source))]
+    Query {
+        /// `host:port/database`.
+        endpoint: String,
+        /// What ferry was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// Rows from the server could not be decoded.
+    #[error("reading {table}{}: {message}", column_suffix(.column))]
+    Decode {
+        /// The source table.
+        table: String,
+        /// The column, when one is to blame.
+        column: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// A value cannot be written into its target column.
+    #[error("writing {table}{}: {message}", column_suffix(.column))]
+    Encode {
+        /// The target table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The target table does not fit the rows (missing, wrong columns, rows present).
+    #[error("target table {table}: {message}")]
+    Target {
+        /// The target table.
+        table: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A selected column has a type ferry cannot carry.
+    #[error("column {column} of {table}: {message}")]
+    UnsupportedColumn {
+        /// The source table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Why, and what to do instead.
+        message: String,
+    },
+}
+
+fn column_suffix(column: &str) -> String {
+    if column.is_empty() {
+        String::new()
+    } else {
+        format!(", column {column}")
+    }
+}
+
+/// The server's own message (with detail and hint) when there is one, else the driver's.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => error.to_string(),
+    }
+}
+
+impl ClassifiedError for PgError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            PgError::Url { .. }
+            | PgError::Target { .. }
+            | PgError::UnsupportedColumn { .. }
+            | PgError::Encode { .. } => ErrorClass::User,
+            PgError::Connect { source, .. } | PgError::Query { source, .. } => {
+                // SQLSTATE classes 22 (data), 23 (constraint), 28 (authorization), 3D (no such
+                // database), 42 (syntax / undefined object / privilege) need the user to act.
+                match source
+                    .as_db_error()
+                    .map(|db| db.code().code().get(..2).unwrap_or(""))
+                {
+                    Some("22" | "23" | "28" | "3D" | "42") => ErrorClass::User,
+                    _ => ErrorClass::External,
+                }
+            }
+            PgError::Decode { .. } => ErrorClass::External,
+        }
+    }
+}
+
+impl From<PgError> for ferry_engine::Error {
+    fn from(error: PgError) -> Self {
+        ferry_engine::Error::Connector(Box::new(error))
+    }
+}

@@ -1,0 +1,284 @@
+//! The PostgreSQL sink: creates target schemas and tables (the `schema` migration type), checks
+//! existing ones against the rows, and writes with binary `COPY … FROM STDIN`, one transaction
+//! per writer, committed as a whole.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use futures::SinkExt;
+use tokio_postgres::{Client, CopyInSink};
+use tracing::info;
+
+use ferry_engine::{
+    ChangeBatch, ExistingRows, PrepareOptions, Sink, SinkWriter, TableId, TableSchema,
+};
+
+use crate::config::{quote_ident, quote_table, PgEndpoint};
+use crate::encode::{wire_type, CopyEncoder, TargetColumn};
+use crate::error::PgError;
+use crate::types::{target_declaration, PgType};
+
+/// A PostgreSQL database as a migration sink.
+#[derive(Debug)]
+pub struct PostgresSink {
+    endpoint: PgEndpoint,
+    prepared: Mutex<HashMap<TableId, Arc<Vec<TargetColumn>>>>,
+}
+
+impl PostgresSink {
+    /// A sink writing into the database `endpoint` names. Connects only when used.
+    pub fn new(endpoint: PgEndpoint) -> PostgresSink {
+        PostgresSink {
+            endpoint,
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// The target's columns: name, type oid and typmod (domains resolved to their base type).
+const TARGET_COLUMNS: &str = "
+SELECT a.attname::text,
+       CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END,
+       CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END,
+       format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid
+WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum";
+
+impl PostgresSink {
+    async fn prepare_table(
+        &self,
+        client: &Client,
+        table: &TableSchema,
+        options: &PrepareOptions,
+    ) -> Result<Vec<TargetColumn>, PgError> {
+        let name = quote_table(&table.id);
+        let target_error = |message: String| PgError::Target {
+            table: table.id.to_string(),
+            message,
+        };
+        let rows = client.query(TARGET_COLUMNS, &[&name]).await.map_err(
+            self.endpoint
+                .query_error(format!("reading the columns of {}", table.id)),
+        )?;
+        if rows.is_empty() {
+            if !options.create_missing {
+                return Err(target_error(
+                    "does not exist; create it, or add \"schema\" to migration.types so ferry creates it".into(),
+                ));
+            }
+            let mut definitions = Vec::new();
+            let mut columns = Vec::new();
+            for field in table.columns.fields() {
+                let declared = target_declaration(field).ok_or_else(|| {
+                    target_error(format!(
+                        "column {} has type {}, which has no PostgreSQL equivalent; cast it in the rule",
+                        field.name(),
+                        field.data_type()
+                    ))
+                })?;
+                let (ty, _) = PgType::for_arrow_field(field).expect("a declaration implies a type");
+                definitions.push(format!(
+                    "{} {declared}{}",
+                    quote_ident(field.name()),
+                    if field.is_nullable() { "" } else { " NOT NULL" }
+                ));
+                columns.push(TargetColumn {
+                    name: field.name().clone(),
+                    ty,
+                });
+            }
+            if !table.primary_key.is_empty() {
+                let key: Vec<String> = table
+                    .primary_key
+                    .iter()
+                    .map(|&i| quote_ident(table.columns.field(i).name()))
+                    .collect();
+                definitions.push(format!("PRIMARY KEY ({})", key.join(", ")));
+            }
+            if !options.dry_run {
+                let statement = format!(
+                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {name} ({})",
+                    quote_ident(&table.id.schema),
+                    definitions.join(", ")
+                );
+                client
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(self.endpoint.query_error(format!("creating {}", table.id)))?;
+                info!(table = %table.id, "target table created");
+            }
+            return Ok(columns);
+        }
+
+        let existing: HashMap<String, (u32, i32, String)> = rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2), row.get(3))))
+            .collect();
+        let mut columns = Vec::new();
+        for field in table.columns.fields() {
+            let Some((type_oid, typmod, declared)) = existing.get(field.name()) else {
+                let mut names: Vec<_> = existing.keys().cloned().collect();
+                names.sort();
+                return Err(target_error(format!(
+                    "has no column {}; its columns are {}",
+                    field.name(),
+                    names.join(", ")
+                )));
+            };
+            let ty = PgType::from_oid(*type_oid, *typmod).ok_or_else(|| {
+                target_error(format!(
+                    "column {} has type {declared}, which ferry cannot write yet",
+                    field.name()
+                ))
+            })?;
+            if wire_type(ty, field.data_type()).is_none() {
+                return Err(target_error(format!(
+                    "column {} has type {declared}, but the rows carry {}; change the column or cast in the rule",
+                    field.name(),
+                    field.data_type()
+                )));
+            }
+            columns.push(TargetColumn {
+                name: field.name().clone(),
+                ty,
+            });
+        }
+        let has_rows: bool = client
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
+            .await
+            .map_err(
+                self.endpoint
+                    .query_error(format!("checking {} for rows", table.id)),
+            )?
+            .get(0);
+        if has_rows {
+            match options.existing_rows {
+                ExistingRows::Fail => {
+                    return Err(target_error(
+                        "already has rows; empty it, or set sink.existing_rows = \"truncate\" or \"append\"".into(),
+                    ))
+                }
+                ExistingRows::Truncate if !options.dry_run => {
+                    client
+                        .batch_execute(&format!("TRUNCATE {name}"))
+                        .await
+                        .map_err(self.endpoint.query_error(format!("truncating {}", table.id)))?;
+                    info!(table = %table.id, "target table truncated");
+                }
+                ExistingRows::Truncate | ExistingRows::Append => {}
+            }
+        }
+        Ok(columns)
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresSink {
+    async fn prepare(
+        &self,
+        tables: &[TableSchema],
+        options: &PrepareOptions,
+    ) -> ferry_engine::Result<()> {
+        let client = self.endpoint.connect().await?;
+        for table in tables {
+            let columns = self.prepare_table(&client, table, options).await?;
+            if let Ok(mut prepared) = self.prepared.lock() {
+                prepared.insert(table.id.clone(), Arc::new(columns));
+            }
+        }
+        Ok(())
+    }
+
+    async fn writer(&self, table: &TableSchema) -> ferry_engine::Result<Box<dyn SinkWriter>> {
+        let columns = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|prepared| prepared.get(&table.id).cloned())
+            .ok_or_else(|| {
+                ferry_engine::Error::Internal(format!("{} was not prepared", table.id))
+            })?;
+        let client = self.endpoint.connect().await?;
+        let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let statement = format!(
+            "COPY {} ({}) FROM STDIN (FORMAT binary)",
+            quote_table(&table.id),
+            column_list.join(", ")
+        );
+        Ok(Box::new(PostgresWriter {
+            endpoint: self.endpoint.clone(),
+            table: table.id.clone(),
+            client,
+            encoder: CopyEncoder::new(table.id.to_string(), columns.as_ref().clone()),
+            statement,
+            copy: None,
+            buffer: BytesMut::new(),
+        }))
+    }
+}
+
+/// Writes one target table through one COPY in one transaction.
+struct PostgresWriter {
+    endpoint: PgEndpoint,
+    table: TableId,
+    client: Client,
+    encoder: CopyEncoder,
+    statement: String,
+    copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
+    buffer: BytesMut,
+}
+
+impl PostgresWriter {
+    fn copy_error(&self) -> impl FnOnce(tokio_postgres::Error) -> PgError + '_ {
+        self.endpoint.query_error(format!("writing {}", self.table))
+    }
+}
+
+#[async_trait]
+impl SinkWriter for PostgresWriter {
+    async fn write(&mut self, batch: &ChangeBatch) -> ferry_engine::Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        if self.copy.is_none() {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(self.copy_error())?;
+            let copy = self
+                .client
+                .copy_in(&self.statement)
+                .await
+                .map_err(self.copy_error())?;
+            self.copy = Some(Box::pin(copy));
+            CopyEncoder::header(&mut self.buffer);
+        }
+        self.encoder.encode(&batch.rows, &mut self.buffer)?;
+        let data = self.buffer.split().freeze();
+        let result = match self.copy.as_mut() {
+            Some(copy) => copy.send(data).await,
+            None => return Err(ferry_engine::Error::Internal("COPY not started".into())),
+        };
+        result.map_err(self.copy_error())?;
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> ferry_engine::Result<()> {
+        let Some(mut copy) = self.copy.take() else {
+            return Ok(());
+        };
+        CopyEncoder::trailer(&mut self.buffer);
+        let data = self.buffer.split().freeze();
+        copy.send(data).await.map_err(self.copy_error())?;
+        copy.as_mut().finish().await.map_err(self.copy_error())?;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(self.copy_error())?;
+        Ok(())
+    }
+}

@@ -1,0 +1,362 @@
+//! The snapshot source: one exported snapshot shared by every worker, tables split into
+//! primary-key ranges, each part read with `COPY (SELECT …) TO STDOUT (FORMAT binary)`.
+//!
+//! A coordinator connection opens a `REPEATABLE READ` transaction and exports its snapshot;
+//! every part runs in its own `REPEATABLE READ READ ONLY` transaction that adopts it with
+//! `SET TRANSACTION SNAPSHOT`, so all parts of all tables see the same instant however many
+//! run at once. The coordinator stays open until the snapshot is closed.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::datatypes::{DataType, SchemaRef};
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::Client;
+use tracing::{debug, info};
+
+use ferry_engine::schema::UNSUPPORTED_KEY;
+use ferry_engine::{
+    ChangeBatch, Error, Position, Snapshot, SnapshotPart, SnapshotRequest, Source, TableId,
+    TableSchema,
+};
+
+use crate::config::{quote_ident, quote_table, PgEndpoint};
+use crate::decode::CopyDecoder;
+use crate::error::PgError;
+use crate::schema::load_catalog;
+use crate::types::{PgType, ENGINE};
+
+/// A PostgreSQL database as a migration source.
+#[derive(Debug)]
+pub struct PostgresSource {
+    endpoint: PgEndpoint,
+}
+
+impl PostgresSource {
+    /// A source reading the database `endpoint` names. Connects only when used.
+    pub fn new(endpoint: PgEndpoint) -> PostgresSource {
+        PostgresSource { endpoint }
+    }
+}
+
+/// What a part of one table reads: the query's pieces and the decoder's types.
+struct PartTable {
+    id: Arc<TableId>,
+    schema: SchemaRef,
+    types: Vec<PgType>,
+    select_list: String,
+    filter: Option<String>,
+}
+
+/// A key range of a table, `[low, high)`; `None` is unbounded.
+#[derive(Clone, Debug)]
+struct KeyRange {
+    column: String,
+    low: Option<i128>,
+    high: Option<i128>,
+}
+
+impl KeyRange {
+    fn condition(&self) -> Option<String> {
+        let column = quote_ident(&self.column);
+        match (self.low, self.high) {
+            (Some(low), Some(high)) => Some(format!("{column} >= {low} AND {column} < {high}")),
+            (Some(low), None) => Some(format!("{column} >= {low}")),
+            (None, Some(high)) => Some(format!("{column} < {high}")),
+            (None, None) => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn engine(&self) -> &'static str {
+        ENGINE
+    }
+
+    async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {
+        let client = self.endpoint.connect().await?;
+        Ok(load_catalog(&client, &self.endpoint).await?)
+    }
+
+    async fn snapshot(&self, request: SnapshotRequest) -> ferry_engine::Result<Arc<dyn Snapshot>> {
+        let mut tables = Vec::with_capacity(request.tables.len());
+        for table in &request.tables {
+            let mut types = Vec::with_capacity(table.columns.len());
+            let schema = table.batch_schema();
+            for field in schema.fields() {
+                let unsupported = |message: String| PgError::UnsupportedColumn {
+                    table: table.table.id.to_string(),
+                    column: field.name().clone(),
+                    message,
+                };
+                if let Some(reason) = field.metadata().get(UNSUPPORTED_KEY) {
+                    return Err(unsupported(format!(
+                        "{reason}; leave it out of the rule's SELECT list"
+                    ))
+                    .into());
+                }
+                let (ty, _) = PgType::for_arrow_field(field).ok_or_else(|| {
+                    unsupported(format!("type {} is not carried", field.data_type()))
+                })?;
+                types.push(ty);
+            }
+            let select_list = schema
+                .fields()
+                .iter()
+                .map(|f| quote_ident(f.name()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            tables.push(PartTable {
+                id: Arc::new(table.table.id.clone()),
+                schema,
+                types,
+                select_list,
+                filter: table.filter.clone(),
+            });
+        }
+
+        let coordinator = self.endpoint.connect().await?;
+        coordinator
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(
+                self.endpoint
+                    .query_error("starting the snapshot transaction"),
+            )?;
+        let row = coordinator
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(self.endpoint.query_error("exporting the snapshot"))?;
+        let snapshot_name: String = row.get(0);
+
+        let mut parts = Vec::new();
+        let mut ranges = Vec::new();
+        for (index, table) in request.tables.iter().enumerate() {
+            for range in plan_ranges(&coordinator, &self.endpoint, &table.table, &request).await? {
+                parts.push(SnapshotPart {
+                    index: parts.len() as u32,
+                    table: index,
+                    description: range
+                        .as_ref()
+                        .and_then(KeyRange::condition)
+                        .unwrap_or_else(|| "whole table".into()),
+                });
+                ranges.push(range);
+            }
+        }
+        info!(snapshot = %snapshot_name, parts = parts.len(), tables = tables.len(), "snapshot opened");
+        Ok(Arc::new(PgSnapshot {
+            endpoint: self.endpoint.clone(),
+            snapshot_name,
+            coordinator: tokio::sync::Mutex::new(Some(coordinator)),
+            idle: Mutex::new(Vec::new()),
+            parts,
+            ranges,
+            tables,
+            batch_size: request.batch_size,
+        }))
+    }
+}
+
+/// Splits a table into key ranges of about `chunk_rows` rows when its primary key is one
+/// integer column; otherwise one part. Runs inside the coordinator's snapshot.
+async fn plan_ranges(
+    coordinator: &Client,
+    endpoint: &PgEndpoint,
+    table: &TableSchema,
+    request: &SnapshotRequest,
+) -> Result<Vec<Option<KeyRange>>, PgError> {
+    let whole = vec![None];
+    let [key] = table.primary_key.as_slice() else {
+        return Ok(whole);
+    };
+    let field = table.columns.field(*key);
+    if !matches!(
+        field.data_type(),
+        DataType::Int16 | DataType::Int32 | DataType::Int64
+    ) {
+        return Ok(whole);
+    }
+    if table
+        .estimated_rows
+        .is_some_and(|rows| rows <= request.chunk_rows)
+    {
+        return Ok(whole);
+    }
+    let column = quote_ident(field.name());
+    let row = coordinator
+        .query_one(
+            &format!(
+                "SELECT min({column})::int8, max({column})::int8 FROM {}",
+                quote_table(&table.id)
+            ),
+            &[],
+        )
+        .await
+        .map_err(endpoint.query_error(format!("reading the key range of {}", table.id)))?;
+    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+    else {
+        return Ok(whole);
+    };
+    let span = max as i128 - min as i128 + 1;
+    // Without statistics the key span bounds the row count.
+    let rows = table.estimated_rows.map_or(span, |rows| rows as i128);
+    let parts =
+        ((rows + request.chunk_rows as i128 - 1) / request.chunk_rows as i128).clamp(1, 4096);
+    if parts == 1 {
+        return Ok(whole);
+    }
+    let step = (span + parts - 1) / parts;
+    debug!(table = %table.id, parts, step, "split by primary key");
+    Ok((0..parts)
+        .map(|i| {
+            let low = min as i128 + i * step;
+            Some(KeyRange {
+                column: field.name().clone(),
+                low: (i > 0).then_some(low),
+                high: (i < parts - 1).then_some(low + step),
+            })
+        })
+        .collect())
+}
+
+/// An open snapshot: the coordinator holding it, plus a pool of worker connections.
+struct PgSnapshot {
+    endpoint: PgEndpoint,
+    snapshot_name: String,
+    coordinator: tokio::sync::Mutex<Option<Client>>,
+    idle: Mutex<Vec<Client>>,
+    parts: Vec<SnapshotPart>,
+    ranges: Vec<Option<KeyRange>>,
+    tables: Vec<PartTable>,
+    batch_size: usize,
+}
+
+impl PgSnapshot {
+    async fn worker(&self) -> Result<Client, PgError> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match idle {
+            Some(client) if !client.is_closed() => Ok(client),
+            _ => self.endpoint.connect().await,
+        }
+    }
+
+    fn part_query(&self, part: &SnapshotPart) -> String {
+        let table = &self.tables[part.table];
+        let mut conditions = Vec::new();
+        if let Some(range) = self.ranges[part.index as usize]
+            .as_ref()
+            .and_then(KeyRange::condition)
+        {
+            conditions.push(range);
+        }
+        if let Some(filter) = &table.filter {
+            conditions.push(format!("({filter})"));
+        }
+        let mut query = format!(
+            "SELECT {} FROM {}",
+            table.select_list,
+            quote_table(&table.id)
+        );
+        if !conditions.is_empty() {
+            query.push_str(" WHERE ");
+            query.push_str(&conditions.join(" AND "));
+        }
+        format!("COPY ({query}) TO STDOUT (FORMAT binary)")
+    }
+}
+
+#[async_trait]
+impl Snapshot for PgSnapshot {
+    fn parts(&self) -> &[SnapshotPart] {
+        &self.parts
+    }
+
+    fn batch_schema(&self, table: usize) -> SchemaRef {
+        Arc::clone(&self.tables[table].schema)
+    }
+
+    async fn read(
+        &self,
+        part: &SnapshotPart,
+        out: mpsc::Sender<ChangeBatch>,
+    ) -> ferry_engine::Result<u64> {
+        let table = &self.tables[part.table];
+        let client = self.worker().await?;
+        let endpoint = &self.endpoint;
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                self.snapshot_name
+            ))
+            .await
+            .map_err(endpoint.query_error(format!("joining the snapshot to read {}", table.id)))?;
+        let query = self.part_query(part);
+        debug!(table = %table.id, part = part.index, %query, "reading part");
+        let stream = client
+            .copy_out(&query)
+            .await
+            .map_err(endpoint.query_error(format!("reading {}", table.id)))?;
+        futures::pin_mut!(stream);
+        let mut decoder = CopyDecoder::new(
+            table.id.to_string(),
+            Arc::clone(&table.schema),
+            &table.types,
+            self.batch_size,
+        );
+        let mut ready = Vec::new();
+        let mut rows = 0u64;
+        let send = |batch: arrow::record_batch::RecordBatch, bytes: u64, offset: u64| {
+            ChangeBatch::snapshot(
+                Arc::clone(&table.id),
+                batch,
+                Position::Snapshot {
+                    part: part.index,
+                    offset,
+                },
+                bytes,
+            )
+        };
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(endpoint.query_error(format!("reading {}", table.id)))?;
+            decoder.feed(&chunk, &mut ready)?;
+            for (batch, bytes) in ready.drain(..) {
+                let count = batch.num_rows() as u64;
+                out.send(send(batch, bytes, rows)).await.map_err(|_| {
+                    Error::Internal(format!("the writer of part {} stopped", part.index))
+                })?;
+                rows += count;
+            }
+        }
+        if let Some((batch, bytes)) = decoder.finish()? {
+            let count = batch.num_rows() as u64;
+            out.send(send(batch, bytes, rows)).await.map_err(|_| {
+                Error::Internal(format!("the writer of part {} stopped", part.index))
+            })?;
+            rows += count;
+        }
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(endpoint.query_error("ending the snapshot transaction"))?;
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(client);
+        }
+        Ok(rows)
+    }
+
+    async fn close(&self) -> ferry_engine::Result<()> {
+        if let Some(coordinator) = self.coordinator.lock().await.take() {
+            coordinator
+                .batch_execute("COMMIT")
+                .await
+                .map_err(self.endpoint.query_error("closing the snapshot"))?;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        Ok(())
+    }
+}
