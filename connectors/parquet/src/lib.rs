@@ -1,0 +1,298 @@
+//! ferry-parquet: a columnar file sink. Each target table is a directory
+//! (`<root>/<schema>/<table>/`) of Parquet files, one per writer, whose row groups are built
+//! from the batches written.
+//!
+//! A writer writes to a hidden temporary file and renames it into place only on commit, after
+//! syncing it to disk, so a reader never sees a partial file and an aborted part leaves none.
+#![warn(missing_docs)]
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use tracing::info;
+
+use ferry_engine::error::{ClassifiedError, ErrorClass};
+use ferry_engine::{
+    ChangeBatch, ExistingRows, Op, Ops, PrepareOptions, Sink, SinkWriter, TableId, TableSchema,
+};
+
+/// Rows per row group at most: large groups compress and scan well; batches are appended to
+/// the open group until it reaches this size.
+pub const ROW_GROUP_ROWS: usize = 1 << 17;
+
+/// An error of the Parquet sink.
+#[derive(Debug, thiserror::Error)]
+pub enum ParquetError {
+    /// The URL is not `parquet:///dir`.
+    #[error("{field}: {message}")]
+    Url {
+        /// The job field.
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file or directory operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing Parquet failed.
+    #[error("writing {path}: {source}")]
+    Write {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The target directory does not fit the migration.
+    #[error("target {table}: {message}")]
+    Target {
+        /// The target table.
+        table: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl ClassifiedError for ParquetError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            ParquetError::Url { .. } | ParquetError::Target { .. } => ErrorClass::User,
+            ParquetError::Io { .. } => ErrorClass::External,
+            ParquetError::Write { .. } => ErrorClass::Internal,
+        }
+    }
+}
+
+impl From<ParquetError> for ferry_engine::Error {
+    fn from(error: ParquetError) -> Self {
+        ferry_engine::Error::Connector(Box::new(error))
+    }
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ParquetError + '_ {
+    move |source| ParquetError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Parquet files under a root directory.
+#[derive(Debug)]
+pub struct ParquetSink {
+    root: PathBuf,
+    run: u64,
+    next_file: AtomicU64,
+    prepared: Mutex<HashMap<TableId, PathBuf>>,
+}
+
+impl ParquetSink {
+    /// A sink for `parquet:///absolute/dir` (or `parquet://relative/dir`); `field` names the
+    /// job field for errors.
+    pub fn from_url(url: &str, field: &str) -> Result<ParquetSink, ParquetError> {
+        let path = url
+            .strip_prefix("parquet://")
+            .ok_or_else(|| ParquetError::Url {
+                field: field.to_string(),
+                message: format!("'{url}' is not a parquet URL; expected parquet:///path/to/dir"),
+            })?;
+        if path.is_empty() {
+            return Err(ParquetError::Url {
+                field: field.to_string(),
+                message: "no directory after parquet://".into(),
+            });
+        }
+        Ok(ParquetSink::new(PathBuf::from(path)))
+    }
+
+    /// A sink writing under `root`.
+    pub fn new(root: PathBuf) -> ParquetSink {
+        let run = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        ParquetSink {
+            root,
+            run,
+            next_file: AtomicU64::new(0),
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The directory holding `table`'s files.
+    pub fn table_dir(&self, table: &TableId) -> PathBuf {
+        self.root.join(&table.schema).join(&table.name)
+    }
+}
+
+fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ParquetError> {
+    let mut files = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.extension().is_some_and(|e| e == "parquet") {
+            files.push(path);
+        }
+    }
+    Ok(files)
+}
+
+#[async_trait]
+impl Sink for ParquetSink {
+    async fn prepare(
+        &self,
+        tables: &[TableSchema],
+        options: &PrepareOptions,
+    ) -> ferry_engine::Result<()> {
+        for table in tables {
+            let dir = self.table_dir(&table.id);
+            if dir.exists() {
+                let files = parquet_files(&dir)?;
+                if !files.is_empty() {
+                    match options.existing_rows {
+                        ExistingRows::Fail => {
+                            return Err(ParquetError::Target {
+                                table: table.id.to_string(),
+                                message: format!(
+                                    "{} already holds {} Parquet files; remove them, or set sink.existing_rows = \"truncate\" or \"append\"",
+                                    dir.display(),
+                                    files.len()
+                                ),
+                            }
+                            .into())
+                        }
+                        ExistingRows::Truncate if !options.dry_run => {
+                            for file in files {
+                                fs::remove_file(&file).map_err(io(&file))?;
+                            }
+                        }
+                        ExistingRows::Truncate | ExistingRows::Append => {}
+                    }
+                }
+            } else if !options.dry_run {
+                fs::create_dir_all(&dir).map_err(io(&dir))?;
+            }
+            if let Ok(mut prepared) = self.prepared.lock() {
+                prepared.insert(table.id.clone(), dir);
+            }
+        }
+        Ok(())
+    }
+
+    async fn writer(&self, table: &TableSchema) -> ferry_engine::Result<Box<dyn SinkWriter>> {
+        let dir = self
+            .prepared
+            .lock()
+            .ok()
+            .and_then(|prepared| prepared.get(&table.id).cloned())
+            .ok_or_else(|| {
+                ferry_engine::Error::Internal(format!("{} was not prepared", table.id))
+            })?;
+        let number = self.next_file.fetch_add(1, Ordering::Relaxed);
+        let name = format!("part-{}-{number:05}.parquet", self.run);
+        let path = dir.join(&name);
+        let temporary = dir.join(format!(".{name}.tmp"));
+        let file = File::create(&temporary).map_err(io(&temporary))?;
+        let properties = WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+            .build();
+        let writer = ArrowWriter::try_new(file, table.columns.clone(), Some(properties)).map_err(
+            |source| ParquetError::Write {
+                path: temporary.display().to_string(),
+                source,
+            },
+        )?;
+        Ok(Box::new(ParquetWriter {
+            table: table.id.clone(),
+            rows: 0,
+            writer: Some(writer),
+            temporary,
+            path,
+        }))
+    }
+}
+
+/// Writes one Parquet file.
+struct ParquetWriter {
+    table: TableId,
+    rows: usize,
+    writer: Option<ArrowWriter<File>>,
+    temporary: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for ParquetWriter {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            // Not committed: the part will be read again, so its file must go.
+            let _ = fs::remove_file(&self.temporary);
+        }
+    }
+}
+
+#[async_trait]
+impl SinkWriter for ParquetWriter {
+    async fn write(&mut self, batch: &ChangeBatch) -> ferry_engine::Result<()> {
+        if let Ops::PerRow(_) = batch.ops {
+            if (0..batch.num_rows()).any(|row| batch.ops.op(row) != Op::Insert) {
+                return Err(ParquetError::Target {
+                    table: self.table.to_string(),
+                    message:
+                        "Parquet files take inserts only; updates and deletes need a database sink"
+                            .into(),
+                }
+                .into());
+            }
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| ferry_engine::Error::Internal("write after commit".into()))?;
+        writer
+            .write(&batch.rows)
+            .map_err(|source| ParquetError::Write {
+                path: self.temporary.display().to_string(),
+                source,
+            })?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> ferry_engine::Result<()> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let write_error = |source| ParquetError::Write {
+            path: self.temporary.display().to_string(),
+            source,
+        };
+        let file = writer.into_inner().map_err(write_error)?;
+        if self.rows == 0 {
+            // A part whose rows were all filtered out leaves no file behind.
+            drop(file);
+            return Ok(fs::remove_file(&self.temporary).map_err(io(&self.temporary))?);
+        }
+        file.sync_all().map_err(io(&self.temporary))?;
+        fs::rename(&self.temporary, &self.path).map_err(io(&self.path))?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        info!(table = %self.table, file = %self.path.display(), "parquet file committed");
+        Ok(())
+    }
+}
