@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The demo: starts two local PostgreSQL servers, loads a sample shop, migrates it with a
+# filter and renames, prints the summary and checks the sink, then stops the servers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cargo run --release --locked -- demo "$@"

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what ferry's demo, tests and benchmarks need on a fresh Debian machine:
+# PostgreSQL 15 server binaries (initdb, pg_ctl, psql). Idempotent; needs root for apt-get.
+set -euo pipefail
+
+need_postgres() {
+  ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1
+}
+
+if need_postgres; then
+  echo "setup: installing PostgreSQL (Debian packages) …"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # Debian's package would start a cluster of its own; ferry starts private servers instead.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  $SUDO apt-get install -y -qq --no-install-recommends postgresql postgresql-client >/dev/null
+  $SUDO rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "setup: cargo is missing; install the Rust toolchain (rustup) first" >&2
+  exit 1
+fi
+if ! command -v runuser >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+  echo "setup: runuser (util-linux) is needed to run PostgreSQL as an unprivileged user" >&2
+  exit 1
+fi

@@ -1,0 +1,15 @@
+//! ferry: the job runner behind the `ferry` command.
+//!
+//! [`plan`] turns a job file into a checked plan — source catalog read, rules parsed and
+//! resolved, filters pushed down where the source can run them, transforms compiled, target
+//! tables derived — without writing anything. [`run`] executes it: schema migration, then a
+//! consistent full snapshot through the pipeline. [`report`] shows progress and the summary.
+
+pub mod bench;
+pub mod demo;
+pub mod plan;
+pub mod report;
+pub mod run;
+
+pub use plan::{plan, JobError, Plan};
+pub use run::{run, RunSummary};

@@ -1,0 +1,336 @@
+//! From a job file to a checked plan: nothing is written here, and every user error (a bad
+//! URL, a rule that does not parse, an unknown table or column, a type error, a column type
+//! ferry cannot carry, two rules writing one table differently) is found here.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use ferry_engine::error::{ClassifiedError, ErrorClass};
+use ferry_engine::schema::UNSUPPORTED_KEY;
+use ferry_engine::{
+    ExistingRows, PrepareOptions, Route, Sink, SnapshotRequest, SnapshotTable, Source, TableFlow,
+    TableId, TableSchema, Transform,
+};
+use ferry_parquet::ParquetSink;
+use ferry_postgres::{PgEndpoint, PostgresSink, PostgresSource};
+use ferry_sql::job::ExistingRowsConfig;
+use ferry_sql::pushdown::{self, Dialect};
+use ferry_sql::{resolve_rules, JobFile, MigrationType, ResolvedRule, Rule};
+use ferry_transforms::Compiler;
+use tracing::warn;
+
+/// Errors of planning that belong to no connector.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// A URL names an engine ferry does not support on that side.
+    #[error("{field}: ferry cannot {role} '{scheme}' yet; use {supported}")]
+    UnsupportedUrl {
+        /// `source.url` or `sink.url`.
+        field: &'static str,
+        /// "read from" or "write to".
+        role: &'static str,
+        /// The URL's scheme.
+        scheme: String,
+        /// What is supported.
+        supported: &'static str,
+    },
+    /// A selected column cannot be carried.
+    #[error(
+        "rules[{rule}].sql: column {column} of {table}: {reason}; leave it out of the SELECT list"
+    )]
+    UnsupportedColumn {
+        /// The rule.
+        rule: usize,
+        /// The source table.
+        table: TableId,
+        /// The column.
+        column: String,
+        /// Why.
+        reason: String,
+    },
+    /// Two rules write the same target table with different columns.
+    #[error("rules[{first}] and rules[{second}] both write {target} but with different columns; give one of them another target")]
+    TargetConflict {
+        /// The first rule.
+        first: usize,
+        /// The second rule.
+        second: usize,
+        /// The target table.
+        target: TableId,
+    },
+}
+
+impl ClassifiedError for JobError {
+    fn class(&self) -> ErrorClass {
+        ErrorClass::User
+    }
+}
+
+impl From<JobError> for ferry_engine::Error {
+    fn from(error: JobError) -> Self {
+        ferry_engine::Error::Connector(Box::new(error))
+    }
+}
+
+/// What one rule does with one source table, for `ferry check` and logs.
+#[derive(Clone, Debug)]
+pub struct RouteDescription {
+    /// The rule's index.
+    pub rule: usize,
+    /// The target table.
+    pub target: TableId,
+    /// The output columns.
+    pub columns: Vec<String>,
+    /// The WHERE condition ferry evaluates itself (not pushed down).
+    pub filter_in_ferry: Option<String>,
+}
+
+/// What is read from one source table.
+#[derive(Clone, Debug)]
+pub struct TableDescription {
+    /// The source table.
+    pub source: TableId,
+    /// The source's row estimate.
+    pub estimated_rows: Option<u64>,
+    /// The columns read.
+    pub columns: Vec<String>,
+    /// The condition the source evaluates.
+    pub pushed_down: Option<String>,
+    /// Where the rows go.
+    pub routes: Vec<RouteDescription>,
+}
+
+/// A checked job, ready to run.
+pub struct Plan {
+    /// The job file.
+    pub job: JobFile,
+    /// The source.
+    pub source: Arc<dyn Source>,
+    /// The sink.
+    pub sink: Arc<dyn Sink>,
+    /// What the snapshot reads.
+    pub request: SnapshotRequest,
+    /// Where each snapshot table's rows go (indexed like `request.tables`).
+    pub flows: Vec<TableFlow>,
+    /// Every target table, once.
+    pub targets: Vec<TableSchema>,
+    /// The plan in words.
+    pub tables: Vec<TableDescription>,
+}
+
+impl Plan {
+    /// How the sink is to treat target tables.
+    pub fn prepare_options(&self, dry_run: bool) -> PrepareOptions {
+        PrepareOptions {
+            create_missing: self.job.runs(MigrationType::Schema),
+            existing_rows: match self.job.sink.existing_rows {
+                ExistingRowsConfig::Fail => ExistingRows::Fail,
+                ExistingRowsConfig::Append => ExistingRows::Append,
+                ExistingRowsConfig::Truncate => ExistingRows::Truncate,
+            },
+            dry_run,
+        }
+    }
+}
+
+fn scheme(url: &str) -> &str {
+    url.split_once("://").map_or("", |(scheme, _)| scheme)
+}
+
+fn open_source(url: &str) -> ferry_engine::Result<Arc<dyn Source>> {
+    match scheme(url) {
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresSource::new(PgEndpoint::parse(
+            url,
+            "source.url",
+        )?))),
+        other => Err(JobError::UnsupportedUrl {
+            field: "source.url",
+            role: "read from",
+            scheme: other.to_string(),
+            supported: "postgres://user@host:port/database",
+        }
+        .into()),
+    }
+}
+
+fn open_sink(url: &str) -> ferry_engine::Result<Arc<dyn Sink>> {
+    match scheme(url) {
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresSink::new(PgEndpoint::parse(
+            url, "sink.url",
+        )?))),
+        "parquet" => Ok(Arc::new(ParquetSink::from_url(url, "sink.url")?)),
+        other => Err(JobError::UnsupportedUrl {
+            field: "sink.url",
+            role: "write to",
+            scheme: other.to_string(),
+            supported: "postgres://user@host:port/database or parquet:///path/to/dir",
+        }
+        .into()),
+    }
+}
+
+/// Reads the source catalog and checks every rule against it. Connects to the source; writes
+/// nothing anywhere.
+pub async fn plan(job: JobFile) -> ferry_engine::Result<Plan> {
+    let source = open_source(&job.source.url)?;
+    let sink = open_sink(&job.sink.url)?;
+    let rules = job
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(index, rule)| Rule::parse(index, &rule.sql))
+        .collect::<Result<Vec<_>, _>>()?;
+    let catalog = source.catalog().await?;
+    let resolved = resolve_rules(&rules, &catalog)?;
+
+    // Group the resolved rules by source table, in order of first appearance.
+    let mut by_table: Vec<(TableSchema, Vec<ResolvedRule>)> = Vec::new();
+    for rule in resolved {
+        match by_table
+            .iter_mut()
+            .find(|(table, _)| table.id == rule.source.id)
+        {
+            Some((_, rules)) => rules.push(rule),
+            None => by_table.push((rule.source.clone(), vec![rule])),
+        }
+    }
+
+    let dialect = Dialect::for_engine(source.engine());
+    let compiler = Compiler::new();
+    let mut request_tables = Vec::new();
+    let mut flows = Vec::new();
+    let mut descriptions = Vec::new();
+    let mut targets: BTreeMap<TableId, (usize, TableSchema)> = BTreeMap::new();
+    for (table, rules) in by_table {
+        // Push down the rules' conditions when every rule has one the source can run; with
+        // one rule it is exact, with several their OR only narrows what is read.
+        let rendered: Option<Vec<String>> = rules
+            .iter()
+            .map(|rule| {
+                rule.filter
+                    .as_ref()
+                    .and_then(|f| dialect.and_then(|d| pushdown::render(f, d)))
+            })
+            .collect();
+        let pushed_down = rendered.map(|conditions| match conditions.as_slice() {
+            [single] => single.clone(),
+            many => many
+                .iter()
+                .map(|c| format!("({c})"))
+                .collect::<Vec<_>>()
+                .join(" OR "),
+        });
+        let exact = pushed_down.is_some() && rules.len() == 1;
+
+        let mut columns = std::collections::BTreeSet::new();
+        for rule in &rules {
+            for index in rule.referenced_columns(!exact) {
+                let field = table.columns.field(index);
+                if let Some(reason) = field.metadata().get(UNSUPPORTED_KEY) {
+                    return Err(JobError::UnsupportedColumn {
+                        rule: rule.rule,
+                        table: table.id.clone(),
+                        column: field.name().clone(),
+                        reason: reason.clone(),
+                    }
+                    .into());
+                }
+                columns.insert(index);
+            }
+        }
+        let snapshot_table = SnapshotTable {
+            table: table.clone(),
+            columns: columns.into_iter().collect(),
+            filter: pushed_down.clone(),
+        };
+        let input = snapshot_table.batch_schema();
+
+        let mut routes = Vec::new();
+        let mut route_descriptions = Vec::new();
+        for rule in &rules {
+            let transform = compiler.compile(rule, &input, exact)?;
+            let output = transform.output_schema();
+            let primary_key = target_key(rule);
+            let target = TableSchema {
+                id: rule.target.clone(),
+                columns: output,
+                primary_key,
+                estimated_rows: None,
+            };
+            match targets.get(&target.id) {
+                Some((first, existing)) if existing.columns.fields() != target.columns.fields() => {
+                    return Err(JobError::TargetConflict {
+                        first: *first,
+                        second: rule.rule,
+                        target: target.id.clone(),
+                    }
+                    .into());
+                }
+                Some(_) => {}
+                None => {
+                    targets.insert(target.id.clone(), (rule.rule, target.clone()));
+                }
+            }
+            route_descriptions.push(RouteDescription {
+                rule: rule.rule,
+                target: rule.target.clone(),
+                columns: rule.columns.iter().map(|c| c.name.clone()).collect(),
+                filter_in_ferry: transform
+                    .filters()
+                    .then(|| rule.filter.as_ref().map(ToString::to_string))
+                    .flatten(),
+            });
+            routes.push(Route {
+                transform: Arc::new(transform),
+                target,
+            });
+        }
+        descriptions.push(TableDescription {
+            source: table.id.clone(),
+            estimated_rows: table.estimated_rows,
+            columns: input.fields().iter().map(|f| f.name().clone()).collect(),
+            pushed_down,
+            routes: route_descriptions,
+        });
+        request_tables.push(snapshot_table);
+        flows.push(TableFlow { routes });
+    }
+
+    let request = SnapshotRequest {
+        tables: request_tables,
+        batch_size: job.migration.batch_size,
+        parallelism: job.migration.parallelism,
+        chunk_rows: job.migration.chunk_rows,
+    };
+    Ok(Plan {
+        job,
+        source,
+        sink,
+        request,
+        flows,
+        targets: targets.into_values().map(|(_, target)| target).collect(),
+        tables: descriptions,
+    })
+}
+
+/// The target's primary key: the source key's columns, where the rule keeps every one of
+/// them as a plain column; otherwise none (and a warning).
+fn target_key(rule: &ResolvedRule) -> Vec<usize> {
+    let key: Option<Vec<usize>> = rule
+        .source
+        .primary_key
+        .iter()
+        .map(|k| {
+            rule.columns
+                .iter()
+                .position(|c| c.source_column == Some(*k))
+        })
+        .collect();
+    match key {
+        Some(key) => key,
+        None => {
+            warn!(rule = rule.rule, target = %rule.target, "the rule drops a primary-key column, so the target gets no primary key");
+            Vec::new()
+        }
+    }
+}

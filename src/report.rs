@@ -1,0 +1,211 @@
+//! What the user sees: the plan (`ferry check`), progress while running (a bar per table on a
+//! terminal, log lines otherwise) and the summary table at the end.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::Progress;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::plan::Plan;
+
+/// The plan in words: per source table, what is read, what the source filters, where rows go.
+pub fn describe_plan(plan: &Plan) -> String {
+    let mut text = String::new();
+    let types: Vec<String> = plan
+        .job
+        .migration
+        .types
+        .iter()
+        .map(|t| format!("{t:?}").to_lowercase())
+        .collect();
+    let _ = writeln!(
+        text,
+        "migration: {} · batch_size {} · parallelism {}",
+        types.join(" + "),
+        plan.job.migration.batch_size,
+        plan.job.migration.parallelism
+    );
+    for table in &plan.tables {
+        let estimate = table.estimated_rows.map_or_else(
+            || "rows unknown".to_string(),
+            |rows| format!("~{rows} rows"),
+        );
+        let _ = writeln!(text, "{} ({estimate})", table.source);
+        let _ = writeln!(text, "  reads    {}", table.columns.join(", "));
+        if let Some(condition) = &table.pushed_down {
+            let _ = writeln!(text, "  source filters  WHERE {condition}");
+        }
+        for route in &table.routes {
+            let _ = writeln!(
+                text,
+                "  → {} ({}) by rules[{}]",
+                route.target,
+                route.columns.join(", "),
+                route.rule
+            );
+            if let Some(condition) = &route.filter_in_ferry {
+                let _ = writeln!(text, "      ferry filters  WHERE {condition}");
+            }
+        }
+    }
+    text
+}
+
+fn rate(amount: f64, elapsed: Duration) -> f64 {
+    let seconds = elapsed.as_secs_f64();
+    if seconds > 0.0 {
+        amount / seconds
+    } else {
+        0.0
+    }
+}
+
+fn megabytes(bytes: u64) -> f64 {
+    bytes as f64 / 1_000_000.0
+}
+
+/// Shows progress until [`ProgressDisplay::finish`].
+pub struct ProgressDisplay {
+    done: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl ProgressDisplay {
+    /// Starts showing `progress`: bars when `interactive`, else a log line per table every
+    /// `log_every`.
+    pub fn start(
+        progress: Arc<Progress>,
+        interactive: bool,
+        log_every: Duration,
+    ) -> ProgressDisplay {
+        let done = CancellationToken::new();
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            if interactive {
+                show_bars(progress, stop).await
+            } else {
+                log_lines(progress, stop, log_every).await
+            }
+        });
+        ProgressDisplay { done, task }
+    }
+
+    /// Stops showing progress (bars are left at their final state).
+    pub async fn finish(self) {
+        self.done.cancel();
+        let _ = self.task.await;
+    }
+}
+
+async fn show_bars(progress: Arc<Progress>, done: CancellationToken) {
+    let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos:>10}/{len:<10} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let per_table: Vec<ProgressBar> = progress
+        .tables()
+        .iter()
+        .map(|table| {
+            let bar = bars.add(ProgressBar::new(table.estimated_rows.unwrap_or(0)));
+            bar.set_style(style.clone());
+            bar.set_prefix(table.table.to_string());
+            bar
+        })
+        .collect();
+    loop {
+        for (bar, table) in per_table.iter().zip(progress.tables()) {
+            let rows = table.rows_read();
+            if rows > bar.length().unwrap_or(0) {
+                bar.set_length(rows);
+            }
+            bar.set_position(rows);
+            let elapsed = table.elapsed();
+            bar.set_message(format!(
+                "{:>9.0} rows/s {:>7.1} MB/s{}",
+                rate(rows as f64, elapsed),
+                rate(megabytes(table.bytes_read()), elapsed),
+                if table.is_finished() { " done" } else { "" }
+            ));
+        }
+        tokio::select! {
+            _ = done.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+    for bar in per_table {
+        bar.abandon();
+    }
+}
+
+async fn log_lines(progress: Arc<Progress>, done: CancellationToken, every: Duration) {
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => break,
+            _ = tokio::time::sleep(every) => {}
+        }
+        for table in progress.tables() {
+            if table.is_finished() || table.rows_read() == 0 {
+                continue;
+            }
+            let elapsed = table.elapsed();
+            let (parts_done, parts) = table.parts();
+            info!(
+                table = %table.table,
+                rows = table.rows_read(),
+                estimated_rows = table.estimated_rows.unwrap_or(0),
+                parts_done,
+                parts,
+                rows_per_second = rate(table.rows_read() as f64, elapsed) as u64,
+                megabytes_per_second = format!("{:.1}", rate(megabytes(table.bytes_read()), elapsed)),
+                "progress"
+            );
+        }
+    }
+}
+
+/// The summary table: per source table rows read and written, size, time and rates.
+pub fn summary(progress: &Progress) -> String {
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "{:<32} {:>12} {:>12} {:>10} {:>8} {:>12} {:>8}",
+        "table", "rows read", "rows written", "MB", "seconds", "rows/s", "MB/s"
+    );
+    for table in progress.tables() {
+        let elapsed = table.elapsed();
+        let _ = writeln!(
+            text,
+            "{:<32} {:>12} {:>12} {:>10.1} {:>8.2} {:>12.0} {:>8.1}",
+            table.table.to_string(),
+            table.rows_read(),
+            table.rows_written(),
+            megabytes(table.bytes_read()),
+            elapsed.as_secs_f64(),
+            rate(table.rows_read() as f64, elapsed),
+            rate(megabytes(table.bytes_read()), elapsed)
+        );
+    }
+    let (rows, bytes) = progress.totals();
+    let elapsed = progress.elapsed();
+    let _ = writeln!(
+        text,
+        "{:<32} {:>12} {:>12} {:>10.1} {:>8.2} {:>12.0} {:>8.1}",
+        "total",
+        rows,
+        progress
+            .tables()
+            .iter()
+            .map(|t| t.rows_written())
+            .sum::<u64>(),
+        megabytes(bytes),
+        elapsed.as_secs_f64(),
+        rate(rows as f64, elapsed),
+        rate(megabytes(bytes), elapsed)
+    );
+    text
+}
