@@ -156,3 +156,234 @@ impl PartContext {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+    use arrow::record_batch::RecordBatch;
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::batch::ChangeBatch;
+    use crate::position::Position;
+    use crate::schema::TableId;
+    use crate::sink::PrepareOptions;
+
+    fn schema() -> SchemaRef {
+        Arc::new(arrow::datatypes::Schema::new(vec![Field::new(
+            "v",
+            DataType::Int64,
+            false,
+        )]))
+    }
+
+    /// `parts` parts of `batches` batches of 10 consecutive values each.
+    struct CountingSnapshot {
+        parts: Vec<SnapshotPart>,
+        batches: i64,
+    }
+
+    impl CountingSnapshot {
+        fn new(parts: u32, batches: i64) -> CountingSnapshot {
+            CountingSnapshot {
+                parts: (0..parts)
+                    .map(|index| SnapshotPart {
+                        index,
+                        table: 0,
+                        description: format!("part {index}"),
+                    })
+                    .collect(),
+                batches,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Snapshot for CountingSnapshot {
+        fn parts(&self) -> &[SnapshotPart] {
+            &self.parts
+        }
+        fn batch_schema(&self, _table: usize) -> SchemaRef {
+            schema()
+        }
+        async fn read(&self, part: &SnapshotPart, out: mpsc::Sender<ChangeBatch>) -> Result<u64> {
+            let table = Arc::new(TableId::new("s", "t"));
+            for batch in 0..self.batches {
+                let start = (part.index as i64 * self.batches + batch) * 10;
+                let rows = RecordBatch::try_new(
+                    schema(),
+                    vec![Arc::new(Int64Array::from_iter_values(start..start + 10))],
+                )
+                .map_err(|e| Error::Internal(e.to_string()))?;
+                let position = Position::Snapshot {
+                    part: part.index,
+                    offset: batch as u64 * 10,
+                };
+                if out
+                    .send(ChangeBatch::snapshot(
+                        Arc::clone(&table),
+                        rows,
+                        position,
+                        80,
+                    ))
+                    .await
+                    .is_err()
+                {
+                    return Err(Error::Internal("writer gone".into()));
+                }
+            }
+            Ok(self.batches as u64 * 10)
+        }
+        async fn close(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    struct Identity;
+
+    impl Transform for Identity {
+        fn output_schema(&self) -> SchemaRef {
+            schema()
+        }
+        fn apply(&self, batch: &ChangeBatch) -> Result<Option<ChangeBatch>> {
+            Ok(Some(batch.clone()))
+        }
+    }
+
+    /// Keeps values only when a writer commits; fails writes of `poison`.
+    #[derive(Default)]
+    struct MemorySink {
+        committed: Arc<Mutex<Vec<i64>>>,
+        poison: Option<i64>,
+    }
+
+    struct MemoryWriter {
+        accepted: Vec<i64>,
+        committed: Arc<Mutex<Vec<i64>>>,
+        poison: Option<i64>,
+    }
+
+    #[async_trait]
+    impl Sink for MemorySink {
+        async fn prepare(&self, _tables: &[TableSchema], _options: &PrepareOptions) -> Result<()> {
+            Ok(())
+        }
+        async fn writer(&self, _table: &TableSchema) -> Result<Box<dyn SinkWriter>> {
+            Ok(Box::new(MemoryWriter {
+                accepted: Vec::new(),
+                committed: Arc::clone(&self.committed),
+                poison: self.poison,
+            }))
+        }
+    }
+
+    #[async_trait]
+    impl SinkWriter for MemoryWriter {
+        async fn write(&mut self, batch: &ChangeBatch) -> Result<()> {
+            let values = batch.rows.column(0).as_primitive::<Int64Type>();
+            if values.values().iter().any(|v| Some(*v) == self.poison) {
+                return Err(Error::Internal("poisoned value".into()));
+            }
+            self.accepted.extend(values.values().iter());
+            tokio::task::yield_now().await;
+            Ok(())
+        }
+        async fn commit(&mut self) -> Result<()> {
+            self.committed.lock().unwrap().append(&mut self.accepted);
+            Ok(())
+        }
+    }
+
+    fn flows() -> Arc<Vec<TableFlow>> {
+        Arc::new(vec![TableFlow {
+            routes: vec![Route {
+                transform: Arc::new(Identity),
+                target: TableSchema {
+                    id: TableId::new("s", "t"),
+                    columns: Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, false)])),
+                    primary_key: vec![0],
+                    estimated_rows: None,
+                },
+            }],
+        }])
+    }
+
+    async fn run(
+        snapshot: CountingSnapshot,
+        sink: &Arc<MemorySink>,
+        stop: CancellationToken,
+    ) -> (Result<()>, Arc<Progress>) {
+        let progress = Arc::new(Progress::new([(TableId::new("s", "t"), None)]));
+        let result = run_snapshot(
+            Arc::new(snapshot),
+            flows(),
+            Arc::clone(sink) as Arc<dyn Sink>,
+            Arc::clone(&progress),
+            RunOptions {
+                parallelism: 3,
+                queue_depth: 2,
+            },
+            stop,
+        )
+        .await;
+        (result, progress)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_part_is_committed_once_and_counted() {
+        let sink = Arc::new(MemorySink::default());
+        let (result, progress) =
+            run(CountingSnapshot::new(7, 5), &sink, CancellationToken::new()).await;
+        result.unwrap();
+        let mut values = sink.committed.lock().unwrap().clone();
+        values.sort();
+        assert_eq!(values, (0..350).collect::<Vec<_>>());
+        let table = &progress.tables()[0];
+        assert_eq!(
+            (table.rows_read(), table.rows_written(), table.bytes_read()),
+            (350, 350, 35 * 80)
+        );
+        assert_eq!(table.parts(), (7, 7));
+        assert!(table.is_finished());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_part_commits_nothing_and_fails_the_run() {
+        let sink = Arc::new(MemorySink {
+            poison: Some(125),
+            ..MemorySink::default()
+        });
+        let (result, _) = run(CountingSnapshot::new(7, 5), &sink, CancellationToken::new()).await;
+        assert!(result.unwrap_err().to_string().contains("poisoned"));
+        // Part 2 holds values 100..150: none of them may be committed.
+        let committed = sink.committed.lock().unwrap().clone();
+        assert!(
+            committed.iter().all(|v| !(100..150).contains(v)),
+            "{committed:?}"
+        );
+        // Whatever was committed is whole parts.
+        for part in 0..7 {
+            let count = committed
+                .iter()
+                .filter(|v| (part * 50..part * 50 + 50).contains(*v))
+                .count();
+            assert!(
+                count == 0 || count == 50,
+                "part {part} committed {count} rows"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_run_says_so_and_commits_nothing_partial() {
+        let sink = Arc::new(MemorySink::default());
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let (result, _) = run(CountingSnapshot::new(4, 50), &sink, stop).await;
+        assert!(matches!(result, Err(Error::Stopped)));
+        assert!(sink.committed.lock().unwrap().is_empty());
+    }
+}
