@@ -25,6 +25,6 @@ pub use pipeline::{run_snapshot, Route, RunOptions, TableFlow};
 pub use position::Position;
 pub use progress::{Progress, TableProgress};
 pub use schema::{TableId, TableSchema};
-pub use sink::{ExistingRows, PrepareOptions, Sink, SinkWriter};
+pub use sink::{ExistingRows, PrepareOptions, PreparedTables, Sink, SinkWriter};
 pub use source::{Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source};
 pub use transform::Transform;

@@ -59,3 +59,35 @@ pub trait SinkWriter: Send {
     /// ferry and of the sink. The writer may not be used afterwards.
     async fn commit(&mut self) -> Result<()>;
 }
+
+/// What [`Sink::prepare`] learned about each target table, for its writers to look up.
+#[derive(Debug)]
+pub struct PreparedTables<T> {
+    tables: std::sync::Mutex<std::collections::HashMap<crate::schema::TableId, T>>,
+}
+
+impl<T> Default for PreparedTables<T> {
+    fn default() -> Self {
+        PreparedTables {
+            tables: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone> PreparedTables<T> {
+    /// Records what was prepared for `table`.
+    pub fn insert(&self, table: crate::schema::TableId, prepared: T) {
+        if let Ok(mut tables) = self.tables.lock() {
+            tables.insert(table, prepared);
+        }
+    }
+
+    /// What was prepared for `table`; asking for a table that was not prepared is a bug.
+    pub fn get(&self, table: &crate::schema::TableId) -> crate::error::Result<T> {
+        self.tables
+            .lock()
+            .ok()
+            .and_then(|tables| tables.get(table).cloned())
+            .ok_or_else(|| crate::error::Error::Internal(format!("{table} was not prepared")))
+    }
+}

@@ -6,11 +6,9 @@
 //! syncing it to disk, so a reader never sees a partial file and an aborted part leaves none.
 #![warn(missing_docs)]
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -21,7 +19,8 @@ use tracing::info;
 
 use ferry_engine::error::{ClassifiedError, ErrorClass};
 use ferry_engine::{
-    ChangeBatch, ExistingRows, Op, Ops, PrepareOptions, Sink, SinkWriter, TableId, TableSchema,
+    ChangeBatch, ExistingRows, Op, Ops, PrepareOptions, PreparedTables, Sink, SinkWriter, TableId,
+    TableSchema,
 };
 
 /// Rows per row group at most: large groups compress and scan well; batches are appended to
@@ -96,7 +95,7 @@ pub struct ParquetSink {
     root: PathBuf,
     run: u64,
     next_file: AtomicU64,
-    prepared: Mutex<HashMap<TableId, PathBuf>>,
+    prepared: PreparedTables<PathBuf>,
 }
 
 impl ParquetSink {
@@ -128,7 +127,7 @@ impl ParquetSink {
             root,
             run,
             next_file: AtomicU64::new(0),
-            prepared: Mutex::new(HashMap::new()),
+            prepared: PreparedTables::default(),
         }
     }
 
@@ -184,22 +183,13 @@ impl Sink for ParquetSink {
             } else if !options.dry_run {
                 fs::create_dir_all(&dir).map_err(io(&dir))?;
             }
-            if let Ok(mut prepared) = self.prepared.lock() {
-                prepared.insert(table.id.clone(), dir);
-            }
+            self.prepared.insert(table.id.clone(), dir);
         }
         Ok(())
     }
 
     async fn writer(&self, table: &TableSchema) -> ferry_engine::Result<Box<dyn SinkWriter>> {
-        let dir = self
-            .prepared
-            .lock()
-            .ok()
-            .and_then(|prepared| prepared.get(&table.id).cloned())
-            .ok_or_else(|| {
-                ferry_engine::Error::Internal(format!("{} was not prepared", table.id))
-            })?;
+        let dir = self.prepared.get(&table.id)?;
         let number = self.next_file.fetch_add(1, Ordering::Relaxed);
         let name = format!("part-{}-{number:05}.parquet", self.run);
         let path = dir.join(&name);

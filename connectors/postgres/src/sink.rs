@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -13,7 +13,8 @@ use tokio_postgres::{Client, CopyInSink};
 use tracing::info;
 
 use ferry_engine::{
-    ChangeBatch, ExistingRows, PrepareOptions, Sink, SinkWriter, TableId, TableSchema,
+    ChangeBatch, ExistingRows, PrepareOptions, PreparedTables, Sink, SinkWriter, TableId,
+    TableSchema,
 };
 
 use crate::config::{quote_ident, quote_table, PgEndpoint};
@@ -25,7 +26,7 @@ use crate::types::{target_declaration, PgType};
 #[derive(Debug)]
 pub struct PostgresSink {
     endpoint: PgEndpoint,
-    prepared: Mutex<HashMap<TableId, Arc<Vec<TargetColumn>>>>,
+    prepared: PreparedTables<Arc<Vec<TargetColumn>>>,
 }
 
 impl PostgresSink {
@@ -33,7 +34,7 @@ impl PostgresSink {
     pub fn new(endpoint: PgEndpoint) -> PostgresSink {
         PostgresSink {
             endpoint,
-            prepared: Mutex::new(HashMap::new()),
+            prepared: PreparedTables::default(),
         }
     }
 }
@@ -186,22 +187,13 @@ impl Sink for PostgresSink {
         let client = self.endpoint.connect().await?;
         for table in tables {
             let columns = self.prepare_table(&client, table, options).await?;
-            if let Ok(mut prepared) = self.prepared.lock() {
-                prepared.insert(table.id.clone(), Arc::new(columns));
-            }
+            self.prepared.insert(table.id.clone(), Arc::new(columns));
         }
         Ok(())
     }
 
     async fn writer(&self, table: &TableSchema) -> ferry_engine::Result<Box<dyn SinkWriter>> {
-        let columns = self
-            .prepared
-            .lock()
-            .ok()
-            .and_then(|prepared| prepared.get(&table.id).cloned())
-            .ok_or_else(|| {
-                ferry_engine::Error::Internal(format!("{} was not prepared", table.id))
-            })?;
+        let columns = self.prepared.get(&table.id)?;
         let client = self.endpoint.connect().await?;
         let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let statement = format!(
