@@ -13,7 +13,7 @@ use arrow::array::{
     Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{i256, SchemaRef};
-use arrow::record_batch::RecordBatch;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use bytes::{Buf, BytesMut};
 
 use crate::error::PgError;
@@ -134,7 +134,7 @@ impl CopyDecoder {
             let Some(end) = self.row_end(data, position)? else {
                 break;
             };
-            if end == position + 2 {
+            if i16::from_be_bytes([data[position], data[position + 1]]) == -1 {
                 self.trailer_seen = true;
                 position = end;
                 break;
@@ -203,8 +203,11 @@ impl CopyDecoder {
 
     fn flush(&mut self) -> Result<(RecordBatch, u64), PgError> {
         let arrays: Vec<ArrayRef> = self.columns.iter_mut().map(ColumnDecoder::finish).collect();
-        let batch = RecordBatch::try_new(Arc::clone(&self.schema), arrays)
-            .map_err(|e| self.error("", format!("rows do not fit the table's schema: {e}")))?;
+        // The row count is explicit: a rule may read no column at all (`SELECT 1 AS one`).
+        let options = RecordBatchOptions::new().with_row_count(Some(self.rows));
+        let batch =
+            RecordBatch::try_new_with_options(Arc::clone(&self.schema), arrays, &options)
+                .map_err(|e| self.error("", format!("rows do not fit the table's schema: {e}")))?;
         let bytes = self.batch_bytes;
         self.rows = 0;
         self.batch_bytes = 0;
@@ -457,6 +460,23 @@ mod tests {
             let total: u64 = ready.iter().map(|(_, bytes)| bytes).sum();
             assert_eq!(total as usize, bytes.len() - 19 - 2);
         }
+    }
+
+    #[test]
+    fn rows_without_columns_are_counted_not_taken_for_the_trailer() {
+        let mut bytes = BytesMut::new();
+        bytes.put_slice(SIGNATURE);
+        bytes.put_i32(0);
+        bytes.put_i32(0);
+        for _ in 0..3 {
+            bytes.put_i16(0);
+        }
+        bytes.put_i16(-1);
+        let mut decoder = CopyDecoder::new("t".into(), Arc::new(Schema::empty()), &[], 10);
+        let mut ready = Vec::new();
+        decoder.feed(&bytes, &mut ready).unwrap();
+        let (batch, _) = decoder.finish().unwrap().unwrap();
+        assert_eq!(batch.num_rows(), 3);
     }
 
     #[test]

@@ -24,29 +24,64 @@ use crate::numeric;
 use crate::types::{PgType, EPOCH_DAYS, EPOCH_MICROS};
 
 /// The Arrow type a value must have to be written into a column of PostgreSQL type `target`,
-/// given the type it has now; `None` when no exact conversion exists.
+/// given the type it has now; `None` when no conversion is exact for every value.
+///
+/// Only conversions that keep every value or fail loudly are allowed: integers into any
+/// integer column (an overflow is an error), integers into floats only where the float holds
+/// them exactly, lower-resolution times into higher. Float → integer, f64 → real, i64 →
+/// double precision and nanosecond times would round silently and are refused; decimals are
+/// checked value by value against the column's scale when written.
 pub(crate) fn wire_type(target: PgType, input: &DataType) -> Option<DataType> {
+    use DataType::*;
+    let integer = matches!(
+        input,
+        Int8 | Int16 | Int32 | Int64 | UInt8 | UInt16 | UInt32 | UInt64
+    );
+    let small_integer = matches!(input, Int8 | Int16 | UInt8);
+    let text = matches!(input, Utf8 | LargeUtf8 | Utf8View);
+    let exact = match target {
+        PgType::Bool => matches!(input, Boolean),
+        PgType::Int2 | PgType::Int4 | PgType::Int8 => integer,
+        PgType::Float4 => matches!(input, Float16 | Float32) || small_integer,
+        PgType::Float8 => {
+            matches!(input, Float16 | Float32 | Float64 | Int32 | UInt32) || small_integer
+        }
+        PgType::Numeric { .. } | PgType::NumericText => {
+            integer || text || matches!(input, Decimal128(..) | Decimal256(..))
+        }
+        PgType::Text | PgType::Json | PgType::Jsonb => text,
+        PgType::Bytea => matches!(
+            input,
+            Binary | LargeBinary | BinaryView | FixedSizeBinary(_)
+        ),
+        PgType::Date => matches!(input, Date32),
+        PgType::Time => matches!(
+            input,
+            Time64(TimeUnit::Microsecond)
+                | Time32(TimeUnit::Second)
+                | Time32(TimeUnit::Millisecond)
+        ),
+        PgType::Timestamp | PgType::Timestamptz => matches!(
+            input,
+            Timestamp(
+                TimeUnit::Second | TimeUnit::Millisecond | TimeUnit::Microsecond,
+                _
+            )
+        ),
+        PgType::Uuid => matches!(input, FixedSizeBinary(16)),
+    };
+    if !exact {
+        return None;
+    }
     let wanted = match target {
         PgType::Numeric { .. } | PgType::NumericText => match input {
-            DataType::Decimal128(..) | DataType::Decimal256(..) | DataType::Utf8 => input.clone(),
-            DataType::LargeUtf8 | DataType::Utf8View => DataType::Utf8,
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                DataType::Decimal128(38, 0)
-            }
-            DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-                DataType::Decimal128(38, 0)
-            }
-            _ => return None,
+            Decimal128(..) | Decimal256(..) | Utf8 => input.clone(),
+            _ if text => Utf8,
+            _ => Decimal128(38, 0),
         },
         PgType::Timestamptz => match input {
-            DataType::Timestamp(_, Some(zone)) => {
-                DataType::Timestamp(TimeUnit::Microsecond, Some(zone.clone()))
-            }
-            _ => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-        },
-        PgType::Uuid => match input {
-            DataType::FixedSizeBinary(16) => input.clone(),
-            _ => return None,
+            Timestamp(_, Some(zone)) => Timestamp(TimeUnit::Microsecond, Some(zone.clone())),
+            _ => Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         },
         other => other.arrow_type(),
     };
@@ -177,9 +212,9 @@ enum ColumnWriter<'a> {
     Int8(&'a Int64Array),
     Float4(&'a Float32Array),
     Float8(&'a Float64Array),
-    Decimal128(&'a Decimal128Array, i8),
-    Decimal256(&'a Decimal256Array, i8),
-    NumericText(&'a StringArray),
+    Decimal128(&'a Decimal128Array, i8, Option<i8>),
+    Decimal256(&'a Decimal256Array, i8, Option<i8>),
+    NumericText(&'a StringArray, Option<i8>),
     Text(&'a StringArray),
     Jsonb(&'a StringArray),
     Bytea(&'a BinaryArray),
@@ -192,6 +227,10 @@ enum ColumnWriter<'a> {
 impl<'a> ColumnWriter<'a> {
     /// `array` already has the type [`wire_type`] chose for `ty`.
     fn new(ty: PgType, array: &'a ArrayRef) -> ColumnWriter<'a> {
+        let target_scale = match ty {
+            PgType::Numeric { scale, .. } => Some(scale),
+            _ => None,
+        };
         match (ty, array.data_type()) {
             (PgType::Bool, _) => ColumnWriter::Bool(array.as_boolean()),
             (PgType::Int2, _) => ColumnWriter::Int2(array.as_primitive()),
@@ -200,13 +239,13 @@ impl<'a> ColumnWriter<'a> {
             (PgType::Float4, _) => ColumnWriter::Float4(array.as_primitive()),
             (PgType::Float8, _) => ColumnWriter::Float8(array.as_primitive()),
             (PgType::Numeric { .. } | PgType::NumericText, DataType::Decimal128(_, scale)) => {
-                ColumnWriter::Decimal128(array.as_primitive(), *scale)
+                ColumnWriter::Decimal128(array.as_primitive(), *scale, target_scale)
             }
             (PgType::Numeric { .. } | PgType::NumericText, DataType::Decimal256(_, scale)) => {
-                ColumnWriter::Decimal256(array.as_primitive(), *scale)
+                ColumnWriter::Decimal256(array.as_primitive(), *scale, target_scale)
             }
             (PgType::Numeric { .. } | PgType::NumericText, _) => {
-                ColumnWriter::NumericText(array.as_string())
+                ColumnWriter::NumericText(array.as_string(), target_scale)
             }
             (PgType::Text | PgType::Json, _) => ColumnWriter::Text(array.as_string()),
             (PgType::Jsonb, _) => ColumnWriter::Jsonb(array.as_string()),
@@ -246,13 +285,15 @@ impl<'a> ColumnWriter<'a> {
                 out.put_i32(8);
                 out.put_f64(a.value(row));
             }
-            ColumnWriter::Decimal128(a, scale) => {
-                numeric::write_scaled(a.value(row), *scale, scratch, out)?
+            ColumnWriter::Decimal128(a, scale, target) => {
+                numeric::write_scaled(a.value(row), *scale, *target, scratch, out)?
             }
-            ColumnWriter::Decimal256(a, scale) => {
-                numeric::write_scaled(a.value(row), *scale, scratch, out)?
+            ColumnWriter::Decimal256(a, scale, target) => {
+                numeric::write_scaled(a.value(row), *scale, *target, scratch, out)?
             }
-            ColumnWriter::NumericText(a) => numeric::write_text(a.value(row), scratch, out)?,
+            ColumnWriter::NumericText(a, target) => {
+                numeric::write_text(a.value(row), *target, scratch, out)?
+            }
             ColumnWriter::Text(a) => put_bytes(out, a.value(row).as_bytes())?,
             ColumnWriter::Jsonb(a) => {
                 let document = a.value(row).as_bytes();
@@ -369,5 +410,80 @@ mod tests {
             .to_string();
         assert!(error.contains("column n"), "{error}");
         assert_eq!(wire_type(PgType::Uuid, &DataType::Utf8), None);
+        // Conversions that would round silently are refused up front.
+        assert_eq!(wire_type(PgType::Int4, &DataType::Float64), None);
+        assert_eq!(wire_type(PgType::Int4, &DataType::Decimal128(10, 2)), None);
+        assert_eq!(wire_type(PgType::Float4, &DataType::Float64), None);
+        assert_eq!(wire_type(PgType::Float8, &DataType::Int64), None);
+        assert_eq!(
+            wire_type(
+                PgType::Timestamp,
+                &DataType::Timestamp(TimeUnit::Nanosecond, None)
+            ),
+            None
+        );
+        assert_eq!(
+            wire_type(PgType::Int2, &DataType::Int64),
+            Some(DataType::Int16)
+        );
+    }
+
+    #[test]
+    fn decimals_with_more_fraction_than_the_column_are_refused_per_value() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("d", DataType::Decimal128(12, 4), false),
+            Field::new("t", DataType::Utf8, false),
+        ]));
+        let batch = |d: i128, t: &str| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![
+                    Arc::new(
+                        Decimal128Array::from(vec![d])
+                            .with_precision_and_scale(12, 4)
+                            .unwrap(),
+                    ),
+                    Arc::new(StringArray::from(vec![t])),
+                ],
+            )
+            .unwrap()
+        };
+        let columns = vec![
+            TargetColumn {
+                name: "d".into(),
+                ty: PgType::Numeric {
+                    precision: 10,
+                    scale: 2,
+                },
+            },
+            TargetColumn {
+                name: "t".into(),
+                ty: PgType::Numeric {
+                    precision: 10,
+                    scale: 2,
+                },
+            },
+        ];
+        let mut encoder = CopyEncoder::new("t".into(), columns);
+        // 1.2300 and "1.2300" are exactly 1.23.
+        encoder
+            .encode(&batch(12300, "1.2300"), &mut BytesMut::new())
+            .unwrap();
+        let error = encoder
+            .encode(&batch(12345, "1.23"), &mut BytesMut::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("column d") && error.contains("scale 2"),
+            "{error}"
+        );
+        let error = encoder
+            .encode(&batch(12300, "1.235"), &mut BytesMut::new())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("column t") && error.contains("scale 2"),
+            "{error}"
+        );
     }
 }

@@ -169,8 +169,11 @@ pub(crate) trait Scaled: Copy + PartialEq {
     fn checked_mul(self, other: Self) -> Option<Self>;
     fn neg(self) -> Self;
     fn is_negative(self) -> bool;
-    /// Splits the magnitude into (quotient, remainder) by 10^`exponent`.
+    /// Splits the magnitude into (quotient, remainder) by 10^`exponent`, `exponent` < 10 so
+    /// the remainder fits a u32; `None` when the magnitude cannot be represented.
     fn div_rem_pow10(self, exponent: u32) -> Option<(Self, u32)>;
+    /// Whether the value is a multiple of 10^`exponent` (`None`: exponent out of range).
+    fn is_multiple_of_pow10(self, exponent: u32) -> Option<bool>;
     /// The magnitude's base-10000 digits, least significant first.
     fn base10000_digits(self, out: &mut Vec<i16>);
 }
@@ -198,7 +201,13 @@ impl Scaled for i128 {
     fn div_rem_pow10(self, exponent: u32) -> Option<(Self, u32)> {
         let divisor = 10u128.checked_pow(exponent)?;
         let magnitude = self.unsigned_abs();
-        Some(((magnitude / divisor) as i128, (magnitude % divisor) as u32))
+        Some((
+            i128::try_from(magnitude / divisor).ok()?,
+            u32::try_from(magnitude % divisor).ok()?,
+        ))
+    }
+    fn is_multiple_of_pow10(self, exponent: u32) -> Option<bool> {
+        Some(self.unsigned_abs() % 10u128.checked_pow(exponent)? == 0)
     }
     fn base10000_digits(self, out: &mut Vec<i16>) {
         let mut magnitude = self.unsigned_abs();
@@ -236,9 +245,14 @@ impl Scaled for i256 {
     }
     fn div_rem_pow10(self, exponent: u32) -> Option<(Self, u32)> {
         let divisor = <i256 as Scaled>::pow10(exponent)?;
-        let magnitude = self.wrapping_abs();
-        let remainder = magnitude.checked_rem(divisor)?.to_i128()? as u32;
+        // i256::MIN has no magnitude; it is beyond any decimal's precision anyway.
+        let magnitude = self.checked_abs()?;
+        let remainder = u32::try_from(magnitude.checked_rem(divisor)?.to_i128()?).ok()?;
         Some((magnitude.checked_div(divisor)?, remainder))
+    }
+    fn is_multiple_of_pow10(self, exponent: u32) -> Option<bool> {
+        let divisor = <i256 as Scaled>::pow10(exponent)?;
+        Some(self.checked_rem(divisor)? == i256::ZERO)
     }
     fn base10000_digits(self, out: &mut Vec<i16>) {
         let mut magnitude = self.wrapping_abs();
@@ -254,20 +268,28 @@ impl Scaled for i256 {
     }
 }
 
-/// Appends the wire form of `value` × 10^−`scale` (a Decimal128/256 value). `scratch` is
-/// reused between calls to avoid allocating per value.
+/// Appends the wire form of `value` × 10^−`scale` (a Decimal128/256 value). With
+/// `target_scale`, a value with more fractional digits than the column keeps is an error
+/// (PostgreSQL would round it silently). `scratch` is reused between calls.
 pub(crate) fn write_scaled<T: Scaled>(
     value: T,
     scale: i8,
+    target_scale: Option<i8>,
     scratch: &mut Vec<i16>,
     out: &mut BytesMut,
 ) -> Result<(), String> {
+    if let Some(target) = target_scale.filter(|target| *target < scale) {
+        let excess = (scale as i32 - target as i32) as u32;
+        if value.is_multiple_of_pow10(excess) != Some(true) {
+            return Err(too_precise(target));
+        }
+    }
     if scale < 0 {
-        let factor = T::pow10((-scale) as u32).ok_or("scale out of range")?;
+        let factor = T::pow10(scale.unsigned_abs() as u32).ok_or("scale out of range")?;
         let widened = value
             .checked_mul(factor)
             .ok_or("value out of range for numeric")?;
-        return write_scaled(widened, 0, scratch, out);
+        return write_scaled(widened, 0, None, scratch, out);
     }
     let scale = scale as u32;
     // Split off a partial group so the rest is scaled by a multiple of 4 decimal digits:
@@ -291,12 +313,17 @@ pub(crate) fn write_scaled<T: Scaled>(
         value.is_negative(),
         scale as u16,
         out,
-    );
-    Ok(())
+    )
 }
 
 /// Strips zero groups at both ends and writes the header and digits.
-fn finish(digits: &mut Vec<i16>, mut weight: i32, negative: bool, dscale: u16, out: &mut BytesMut) {
+fn finish(
+    digits: &mut Vec<i16>,
+    mut weight: i32,
+    negative: bool,
+    dscale: u16,
+    out: &mut BytesMut,
+) -> Result<(), String> {
     let leading = digits.iter().take_while(|d| **d == 0).count();
     digits.drain(..leading);
     weight -= leading as i32;
@@ -306,24 +333,35 @@ fn finish(digits: &mut Vec<i16>, mut weight: i32, negative: bool, dscale: u16, o
     if digits.is_empty() {
         weight = 0;
     }
+    let weight =
+        i16::try_from(weight).map_err(|_| "the number is too large for numeric".to_string())?;
+    let ndigits = i16::try_from(digits.len())
+        .map_err(|_| "the number has too many digits for numeric".to_string())?;
     let sign = if negative && !digits.is_empty() {
         SIGN_NEGATIVE
     } else {
         SIGN_POSITIVE
     };
     out.put_i32(8 + 2 * digits.len() as i32);
-    out.put_i16(digits.len() as i16);
-    out.put_i16(weight as i16);
+    out.put_i16(ndigits);
+    out.put_i16(weight);
     out.put_u16(sign);
     out.put_u16(dscale);
     for digit in digits.iter() {
         out.put_i16(*digit);
     }
+    Ok(())
 }
 
-/// Appends the wire form of a numeric written as decimal text (`-12.340`, `NaN`).
+fn too_precise(target: i8) -> String {
+    format!("a value has more fractional digits than the column's scale {target} (PostgreSQL would round it); round it in the rule or widen the column")
+}
+
+/// Appends the wire form of a numeric written as decimal text (`-12.340`, `NaN`). With
+/// `target_scale`, more significant fractional digits than the column keeps is an error.
 pub(crate) fn write_text(
     text: &str,
+    target_scale: Option<i8>,
     scratch: &mut Vec<i16>,
     out: &mut BytesMut,
 ) -> Result<(), String> {
@@ -354,6 +392,16 @@ pub(crate) fn write_text(
     {
         return Err(invalid());
     }
+    if let Some(target) = target_scale {
+        if fraction.trim_end_matches('0').len() > target.max(0) as usize {
+            return Err(too_precise(target));
+        }
+    }
+    if let Some(target) = target_scale {
+        if fraction.trim_end_matches('0').len() > target.max(0) as usize {
+            return Err(too_precise(target));
+        }
+    }
     let integer = integer.trim_start_matches('0');
     scratch.clear();
     // Integer groups, aligned on the decimal point: the first group may be short.
@@ -379,8 +427,7 @@ pub(crate) fn write_text(
         negative,
         fraction.len() as u16,
         out,
-    );
-    Ok(())
+    )
 }
 
 fn group(ascii_digits: &[u8]) -> i16 {
@@ -395,7 +442,7 @@ mod tests {
 
     fn wire_of_text(text: &str) -> BytesMut {
         let mut out = BytesMut::new();
-        write_text(text, &mut Vec::new(), &mut out).unwrap();
+        write_text(text, None, &mut Vec::new(), &mut out).unwrap();
         out
     }
 
@@ -423,8 +470,10 @@ mod tests {
             assert_eq!(text_of_wire(&wire_of_text(text)), text, "{text}");
         }
         assert_eq!(text_of_wire(&wire_of_text("007.50")), "7.50");
-        assert!(write_text("1e5", &mut Vec::new(), &mut BytesMut::new()).is_err());
-        assert!(write_text("", &mut Vec::new(), &mut BytesMut::new()).is_err());
+        assert!(write_text("1e5", None, &mut Vec::new(), &mut BytesMut::new()).is_err());
+        assert!(write_text("", None, &mut Vec::new(), &mut BytesMut::new()).is_err());
+        let huge = format!("1{}", "0".repeat(131_072));
+        assert!(write_text(&huge, None, &mut Vec::new(), &mut BytesMut::new()).is_err());
     }
 
     #[test]
@@ -439,7 +488,7 @@ mod tests {
             (123, -2),
         ] {
             let mut wire = BytesMut::new();
-            write_scaled(value, scale, &mut Vec::new(), &mut wire).unwrap();
+            write_scaled(value, scale, None, &mut Vec::new(), &mut wire).unwrap();
             let parsed = WireNumeric::parse(&wire[4..]).unwrap();
             let target_scale = scale.max(0);
             let expected = if scale < 0 {
@@ -458,12 +507,14 @@ mod tests {
     #[test]
     fn wide_decimals_and_text_agree() {
         let mut wire = BytesMut::new();
-        write_scaled(-123456789i128, 7, &mut Vec::new(), &mut wire).unwrap();
+        write_scaled(-123456789i128, 7, None, &mut Vec::new(), &mut wire).unwrap();
         assert_eq!(text_of_wire(&wire), "-12.3456789");
         let big =
             i256::from_string("1234567890123456789012345678901234567890123456789012345").unwrap();
         let mut wire = BytesMut::new();
-        write_scaled(big, 20, &mut Vec::new(), &mut wire).unwrap();
+        write_scaled(big, 20, None, &mut Vec::new(), &mut wire).unwrap();
+        assert!(write_scaled(i256::MIN, 1, None, &mut Vec::new(), &mut BytesMut::new()).is_err());
+        assert!(write_scaled(1i128, -128, None, &mut Vec::new(), &mut BytesMut::new()).is_err());
         assert_eq!(
             text_of_wire(&wire),
             "12345678901234567890123456789012345.67890123456789012345"

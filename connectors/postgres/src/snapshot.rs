@@ -203,8 +203,10 @@ async fn plan_ranges(
     let span = max as i128 - min as i128 + 1;
     // Without statistics the key span bounds the row count.
     let rows = table.estimated_rows.map_or(span, |rows| rows as i128);
-    let parts =
-        ((rows + request.chunk_rows as i128 - 1) / request.chunk_rows as i128).clamp(1, 4096);
+    // Never more parts than keys (stale statistics can claim more rows than the span holds).
+    let parts = ((rows + request.chunk_rows as i128 - 1) / request.chunk_rows as i128)
+        .clamp(1, 4096)
+        .min(span);
     if parts == 1 {
         return Ok(whole);
     }
