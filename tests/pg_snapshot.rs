@@ -396,3 +396,77 @@ fn parquet_sink_writes_one_directory_per_table() {
     let again = ferry("run", &text, dir.path());
     assert_eq!(again.status.code(), Some(2));
 }
+
+#[test]
+fn ctrl_c_stops_cleanly_and_leaves_only_whole_parts() {
+    let server = servers();
+    server
+        .psql(
+            "source",
+            "CREATE TABLE big (id bigint PRIMARY KEY, payload text);
+             INSERT INTO big SELECT g, repeat('x', 50) FROM generate_series(1, 200000) g;
+             ANALYZE big;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Batches of one row make the copy slow enough to interrupt in the middle.
+    let text = job(
+        &server,
+        &server.url("sink"),
+        "types = [\"schema\", \"full\"]\nbatch_size = 1\nparallelism = 2\nchunk_rows = 50000",
+        &["SELECT * FROM public.big"],
+    );
+    let path = dir.path().join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("run")
+        .arg(&path)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (with a deadline) until the schema step created the target and rows flow.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let rows = server
+            .psql(
+                "sink",
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'COPY%FROM STDIN%'",
+            )
+            .unwrap();
+        if rows.trim() != "0" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ferry never started writing"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("stopped"), "{stderr}");
+    // Each part is committed whole or not at all: the row count is a sum of whole parts.
+    let count: u64 = server
+        .psql("sink", "SELECT count(*) FROM public.big")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        count % 50_000,
+        0,
+        "a part was committed partly: {count} rows"
+    );
+    assert!(
+        count < 200_000,
+        "the run finished before it could be stopped"
+    );
+}
