@@ -54,8 +54,7 @@ fn generate(rows: u64) -> String {
                 g / 3.0, 'name-' || md5(g::text), substr(md5((g * 3)::text), 1, 16), g % 2 = 0,
                 date '2000-01-01' + (g % 9000)::int,
                 timestamptz '2020-01-01 00:00:00+00' + g * interval '1 second'
-         FROM generate_series(1, {rows}) g;
-         VACUUM ANALYZE public.load;"
+         FROM generate_series(1, {rows}) g"
     )
 }
 
@@ -194,6 +193,10 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
     sink.create_database("bench").map_err(failed)?;
     eprintln!("generating {} rows …", args.rows);
     source.psql("bench", &generate(args.rows)).map_err(failed)?;
+    // VACUUM cannot run in the transaction psql wraps a multi-statement -c in.
+    source
+        .psql("bench", "VACUUM ANALYZE public.load")
+        .map_err(failed)?;
     sink.psql("bench", TABLE_DDL).map_err(failed)?;
     let binary_bytes: u64 = source
         .psql("bench", "SELECT pg_table_size('public.load')")
