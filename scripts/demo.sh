@@ -4,4 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo run --release --locked -- demo "$@"
+# The dev profile (dependencies optimised, see Cargo.toml) is the one the tests build, so the
+# demo needs no second full build; `cargo run --release -- bench` is for measuring.
+cargo run --locked -- demo "$@"
