@@ -470,3 +470,46 @@ fn ctrl_c_stops_cleanly_and_leaves_only_whole_parts() {
         "the run finished before it could be stopped"
     );
 }
+
+#[test]
+fn tables_without_an_integer_key_are_split_by_block_ranges() {
+    let server = servers();
+    server
+        .psql(
+            "source",
+            "CREATE TABLE events (code text PRIMARY KEY, n int);
+             INSERT INTO events SELECT md5(g::text), g FROM generate_series(1, 30000) g;
+             CREATE TABLE logs (line text, at int);
+             INSERT INTO logs SELECT 'line ' || g, g % 100 FROM generate_series(1, 30000) g;
+             DELETE FROM logs WHERE at = 7;
+             ANALYZE;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job(
+        &server,
+        &server.url("sink"),
+        "types = [\"schema\", \"full\"]\nbatch_size = 700\nparallelism = 3\nchunk_rows = 5000",
+        &["INSERT INTO copy.* SELECT * FROM public.*"],
+    );
+    let output = ferry("run", &text, dir.path());
+    assert_success(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for table in ["public.events", "public.logs"] {
+        let parts = stderr
+            .lines()
+            .filter(|l| l.contains("part committed") && l.contains(table))
+            .count();
+        assert!(parts >= 5, "{table} was read in {parts} parts:\n{stderr}");
+    }
+    assert_same(
+        &server,
+        "SELECT * FROM events ORDER BY code",
+        "SELECT * FROM copy.events ORDER BY code",
+    );
+    assert_same(
+        &server,
+        "SELECT * FROM logs ORDER BY line",
+        "SELECT * FROM copy.logs ORDER BY line",
+    );
+}

@@ -1,5 +1,5 @@
 //! The snapshot source: one exported snapshot shared by every worker, tables split into
-//! primary-key ranges, each part read with `COPY (SELECT …) TO STDOUT (FORMAT binary)`.
+//! primary-key or block ranges, each part read with `COPY (SELECT …) TO STDOUT (FORMAT binary)`.
 //!
 //! A coordinator connection opens a `REPEATABLE READ` transaction and exports its snapshot;
 //! every part runs in its own `REPEATABLE READ READ ONLY` transaction that adopts it with
@@ -47,26 +47,6 @@ struct PartTable {
     types: Vec<PgType>,
     select_list: String,
     filter: Option<String>,
-}
-
-/// A key range of a table, `[low, high)`; `None` is unbounded.
-#[derive(Clone, Debug)]
-struct KeyRange {
-    column: String,
-    low: Option<i128>,
-    high: Option<i128>,
-}
-
-impl KeyRange {
-    fn condition(&self) -> Option<String> {
-        let column = quote_ident(&self.column);
-        match (self.low, self.high) {
-            (Some(low), Some(high)) => Some(format!("{column} >= {low} AND {column} < {high}")),
-            (Some(low), None) => Some(format!("{column} >= {low}")),
-            (None, Some(high)) => Some(format!("{column} < {high}")),
-            (None, None) => None,
-        }
-    }
 }
 
 #[async_trait]
@@ -138,10 +118,7 @@ impl Source for PostgresSource {
                 parts.push(SnapshotPart {
                     index: parts.len() as u32,
                     table: index,
-                    description: range
-                        .as_ref()
-                        .and_then(KeyRange::condition)
-                        .unwrap_or_else(|| "whole table".into()),
+                    description: range.clone().unwrap_or_else(|| "whole table".into()),
                 });
                 ranges.push(range);
             }
@@ -160,68 +137,113 @@ impl Source for PostgresSource {
     }
 }
 
-/// Splits a table into key ranges of about `chunk_rows` rows when its primary key is one
-/// integer column; otherwise one part. Runs inside the coordinator's snapshot.
+/// The conditions splitting a table into parts of about `chunk_rows` rows, `None` for a
+/// part that is the whole table. Runs inside the coordinator's snapshot, so every bound is
+/// read at the snapshot's instant.
+///
+/// A table whose primary key is one integer column is split into key ranges (stable across
+/// snapshots, served by the key's index); any other table with statistics into ranges of
+/// physical blocks (`ctid`, a TID range scan): within one snapshot each row version visible to
+/// it sits in exactly one block. A partitioned parent has no blocks of its own and is read
+/// whole unless its key is an integer.
 async fn plan_ranges(
     coordinator: &Client,
     endpoint: &PgEndpoint,
     table: &TableSchema,
     request: &SnapshotRequest,
-) -> Result<Vec<Option<KeyRange>>, PgError> {
+) -> Result<Vec<Option<String>>, PgError> {
     let whole = vec![None];
-    let [key] = table.primary_key.as_slice() else {
-        return Ok(whole);
-    };
-    let field = table.columns.field(*key);
-    if !matches!(
-        field.data_type(),
-        DataType::Int16 | DataType::Int32 | DataType::Int64
-    ) {
-        return Ok(whole);
-    }
     if table
         .estimated_rows
         .is_some_and(|rows| rows <= request.chunk_rows)
     {
         return Ok(whole);
     }
-    let column = quote_ident(field.name());
-    let row = coordinator
-        .query_one(
-            &format!(
-                "SELECT min({column})::int8, max({column})::int8 FROM {}",
-                quote_table(&table.id)
-            ),
-            &[],
-        )
-        .await
-        .map_err(endpoint.query_error(format!("reading the key range of {}", table.id)))?;
-    let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
-    else {
+    let integer_key = match table.primary_key.as_slice() {
+        [key] => Some(table.columns.field(*key)).filter(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Int16 | DataType::Int32 | DataType::Int64
+            )
+        }),
+        _ => None,
+    };
+    let parts_for = |rows: i128, units: i128| {
+        // Never more parts than keys or blocks: stale statistics can claim more rows.
+        ((rows + request.chunk_rows as i128 - 1) / request.chunk_rows as i128)
+            .clamp(1, 4096)
+            .min(units)
+    };
+    if let Some(field) = integer_key {
+        let column = quote_ident(field.name());
+        let row = coordinator
+            .query_one(
+                &format!(
+                    "SELECT min({column})::int8, max({column})::int8 FROM {}",
+                    quote_table(&table.id)
+                ),
+                &[],
+            )
+            .await
+            .map_err(endpoint.query_error(format!("reading the key range of {}", table.id)))?;
+        let (Some(min), Some(max)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1))
+        else {
+            return Ok(whole);
+        };
+        let span = max as i128 - min as i128 + 1;
+        // Without statistics the key span bounds the row count.
+        let rows = table.estimated_rows.map_or(span, |rows| rows as i128);
+        let parts = parts_for(rows, span);
+        debug!(table = %table.id, parts, "split by primary key");
+        return Ok(split(min as i128, span, parts, |bound| {
+            format!("{column} {bound}")
+        }));
+    }
+    let Some(rows) = table.estimated_rows else {
         return Ok(whole);
     };
-    let span = max as i128 - min as i128 + 1;
-    // Without statistics the key span bounds the row count.
-    let rows = table.estimated_rows.map_or(span, |rows| rows as i128);
-    // Never more parts than keys (stale statistics can claim more rows than the span holds).
-    let parts = ((rows + request.chunk_rows as i128 - 1) / request.chunk_rows as i128)
-        .clamp(1, 4096)
-        .min(span);
-    if parts == 1 {
-        return Ok(whole);
+    let row = coordinator
+        .query_one(
+            "SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::int8",
+            &[&quote_table(&table.id)],
+        )
+        .await
+        .map_err(endpoint.query_error(format!("reading the size of {}", table.id)))?;
+    let blocks: i64 = row.get(0);
+    let parts = parts_for(rows as i128, blocks as i128);
+    debug!(table = %table.id, parts, blocks, "split by block ranges");
+    Ok(split(0, blocks as i128, parts, |bound| {
+        let (operator, block) = bound.split_once(' ').unwrap_or((">=", "0"));
+        format!("ctid {operator} '({block},0)'::tid")
+    }))
+}
+
+/// Splits `[start, start + span)` into `parts` contiguous ranges; the first is open below and
+/// the last open above, so values outside what was seen at planning time are still read once.
+/// `condition` renders one bound (`>= 10` or `< 20`) as SQL.
+fn split(
+    start: i128,
+    span: i128,
+    parts: i128,
+    condition: impl Fn(String) -> String,
+) -> Vec<Option<String>> {
+    if parts <= 1 {
+        return vec![None];
     }
     let step = (span + parts - 1) / parts;
-    debug!(table = %table.id, parts, step, "split by primary key");
-    Ok((0..parts)
+    (0..parts)
         .map(|i| {
-            let low = min as i128 + i * step;
-            Some(KeyRange {
-                column: field.name().clone(),
-                low: (i > 0).then_some(low),
-                high: (i < parts - 1).then_some(low + step),
-            })
+            let low = start + i * step;
+            let mut bounds = Vec::new();
+            if i > 0 {
+                bounds.push(condition(format!(">= {low}")));
+            }
+            if i < parts - 1 {
+                bounds.push(condition(format!("< {}", low + step)));
+            }
+            Some(bounds.join(" AND "))
         })
-        .collect())
+        .collect()
 }
 
 /// An open snapshot: the coordinator holding it, plus a pool of worker connections.
@@ -231,7 +253,7 @@ struct PgSnapshot {
     coordinator: tokio::sync::Mutex<Option<Client>>,
     idle: Mutex<Vec<Client>>,
     parts: Vec<SnapshotPart>,
-    ranges: Vec<Option<KeyRange>>,
+    ranges: Vec<Option<String>>,
     tables: Vec<PartTable>,
     batch_size: usize,
 }
@@ -248,11 +270,8 @@ impl PgSnapshot {
     fn part_query(&self, part: &SnapshotPart) -> String {
         let table = &self.tables[part.table];
         let mut conditions = Vec::new();
-        if let Some(range) = self.ranges[part.index as usize]
-            .as_ref()
-            .and_then(KeyRange::condition)
-        {
-            conditions.push(range);
+        if let Some(range) = &self.ranges[part.index as usize] {
+            conditions.push(range.clone());
         }
         if let Some(filter) = &table.filter {
             conditions.push(format!("({filter})"));
@@ -360,5 +379,24 @@ impl Snapshot for PgSnapshot {
             idle.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn ranges_cover_every_value_once_with_open_ends() {
+        let parts = split(-5, 11, 3, |bound| format!("k {bound}"));
+        assert_eq!(
+            parts,
+            [
+                Some("k < -1".to_string()),
+                Some("k >= -1 AND k < 3".to_string()),
+                Some("k >= 3".to_string())
+            ]
+        );
+        assert_eq!(split(0, 100, 1, |b| b), [None]);
     }
 }
