@@ -120,7 +120,9 @@ async fn show_bars(progress: Arc<Progress>, done: CancellationToken) {
     loop {
         for (bar, table) in per_table.iter().zip(progress.tables()) {
             let rows = table.rows_read();
-            if rows > bar.length().unwrap_or(0) {
+            // The estimate counts the whole table; a source filter reads fewer rows, so a
+            // finished table's bar ends at what was read.
+            if rows > bar.length().unwrap_or(0) || table.is_finished() {
                 bar.set_length(rows);
             }
             bar.set_position(rows);
