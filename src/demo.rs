@@ -42,7 +42,7 @@ fn sample_data(orders: u64) -> String {
 /// Runs the demo; `run_job` runs a job file the way `ferry run` does.
 pub async fn run<F, Fut>(orders: u64, run_job: F) -> Result<(), Error>
 where
-    F: FnOnce(JobFile) -> Fut,
+    F: FnOnce(std::path::PathBuf) -> Fut,
     Fut: Future<Output = Result<(), Error>>,
 {
     println!("starting two local PostgreSQL servers …");
@@ -77,7 +77,14 @@ sql = "INSERT INTO crm.* SELECT id, name AS full_name, email, country FROM shop.
         sink = sink.url("warehouse"),
     );
     println!("job:\n{job}");
-    run_job(JobFile::parse(&job)?).await?;
+    JobFile::parse(&job)?;
+    let dir = tempfile::Builder::new()
+        .prefix("ferry-demo-")
+        .tempdir()
+        .map_err(external)?;
+    let path = dir.path().join("demo.toml");
+    std::fs::write(&path, &job).map_err(external)?;
+    run_job(path).await?;
 
     let expected = source
         .psql(

@@ -6,14 +6,16 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use ferry::report::{describe_plan, summary, ProgressDisplay};
-use ferry::run::progress_for;
-use ferry_engine::{Error, ErrorClass};
-use ferry_sql::JobFile;
+use std::sync::Arc;
+
+use ferry::report::{describe_plan, stream_summary, summary, ProgressDisplay};
+use ferry::run::{progress_for, stop_file, watch_stop_file};
+use ferry_engine::{CheckpointStore, Error, ErrorClass, StreamProgress};
+use ferry_sql::{JobFile, MigrationType};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-/// ferry moves databases: schema and full migration with SQL rules.
+/// ferry moves databases: schema, full and incremental migration with SQL rules.
 #[derive(Parser)]
 #[command(name = "ferry", version, about)]
 struct Cli {
@@ -32,8 +34,20 @@ enum Command {
         /// The job file (TOML).
         job: PathBuf,
     },
-    /// Run a job: create target tables, copy a consistent snapshot.
+    /// Run a job: create target tables, copy a consistent snapshot, follow the source's
+    /// changes; resumes from the job's checkpoint.
     Run {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
+    /// Ask the running job to stop cleanly (it commits what it has read, then exits).
+    Stop {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
+    /// Remove the job's change feed at the source (replication slot and publication), its
+    /// records in the sink and its checkpoint. The migrated rows stay.
+    Drop {
         /// The job file (TOML).
         job: PathBuf,
     },
@@ -78,20 +92,46 @@ fn init_logging(verbose: u8, quiet_for_bars: bool) {
         .init();
 }
 
-fn read_job(path: &Path) -> Result<JobFile, Error> {
+/// The job file at `path` and the job's name.
+fn read_job(path: &Path) -> Result<(JobFile, String), Error> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::Connector(Box::new(ferry_sql::SqlError::JobFile {
             message: format!("cannot read {}: {e}", path.display()),
         }))
     })?;
-    JobFile::parse(&text).map_err(Error::from)
+    let job = JobFile::parse(&text)?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = job.job_name(&stem)?;
+    Ok((job, name))
 }
 
 async fn check(path: &Path) -> Result<(), Error> {
-    let plan = ferry::plan(read_job(path)?).await?;
+    let (job, name) = read_job(path)?;
+    let plan = ferry::plan(job, name).await?;
     plan.sink
         .prepare(&plan.targets, &plan.prepare_options(true))
         .await?;
+    if plan.job.runs(MigrationType::Incremental) {
+        plan.source.check_changes(&plan.change_request()).await?;
+        if let Some(bytes) = plan.source.retained_log(&plan.feed_name()).await? {
+            let state = CheckpointStore::beside(path).load()?;
+            let held = format!(
+                "replication slot {} holds {:.1} MB of WAL on the source",
+                plan.feed_name(),
+                bytes as f64 / 1e6
+            );
+            if state.is_none() {
+                warn!("{held}, but this job has no checkpoint: if no job uses the slot any more, remove it with `ferry drop`");
+            } else if bytes > RETAINED_WAL_WARNING {
+                warn!("{held} and cannot recycle it until the job runs and catches up; run the job, or `ferry drop` it if it is abandoned");
+            } else {
+                println!("{held}");
+            }
+        }
+    }
     print!("{}", describe_plan(&plan));
     println!(
         "check passed: {} source tables, {} target tables",
@@ -101,34 +141,98 @@ async fn check(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Runs a job with progress display and Ctrl-C handling; prints the summary.
-pub async fn run_job(job: JobFile, interactive: bool) -> Result<(), Error> {
-    let plan = ferry::plan(job).await?;
+/// A replication slot holding more WAL than this is worth a warning in `ferry check`.
+const RETAINED_WAL_WARNING: u64 = 1 << 30;
+
+/// Runs the job file at `path` with progress display, Ctrl-C and `ferry stop` handling;
+/// prints the summary.
+pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
+    let (job, name) = read_job(path)?;
+    let plan = ferry::plan(job, name).await?;
     info!(
+        job = %plan.name,
         tables = plan.tables.len(),
         targets = plan.targets.len(),
         "plan checked"
     );
     let progress = progress_for(&plan);
+    let streaming = Arc::new(StreamProgress::default());
     let stop = CancellationToken::new();
     let on_signal = stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            warn!("stopping: committed parts stay, the rest is rolled back");
+            warn!("stopping: what is committed stays, the rest is rolled back");
             on_signal.cancel();
         }
     });
-    let display = ProgressDisplay::start(progress.clone(), interactive, Duration::from_secs(5));
-    let result = ferry::run(&plan, progress.clone(), stop).await;
+    watch_stop_file(stop_file(path), stop.clone());
+    let display = ProgressDisplay::start(
+        progress.clone(),
+        streaming.clone(),
+        interactive,
+        Duration::from_secs(5),
+    );
+    let store = CheckpointStore::beside(path);
+    let result = ferry::run(
+        &plan,
+        &store,
+        progress.clone(),
+        streaming.clone(),
+        stop.clone(),
+    )
+    .await;
     display.finish().await;
+    stop.cancel();
     let outcome = result?;
     if outcome.copied_rows {
         print!("{}", summary(&progress));
-    } else {
+    }
+    if let Some(position) = &outcome.streamed_to {
+        print!("{}", stream_summary(&streaming));
+        println!("stopped; the sink holds every change up to {position}; `ferry run` continues from there");
+    } else if !outcome.copied_rows {
         println!(
-            "schema migration done: {} target tables ready",
-            plan.targets.len()
+            "nothing to copy: {} target tables ready{}",
+            plan.targets.len(),
+            if plan.job.runs(MigrationType::Full) {
+                " (the full migration was completed by an earlier run; `ferry drop` the job to start over)"
+            } else {
+                ""
+            }
         );
+    }
+    Ok(())
+}
+
+/// Asks the run of the job at `path` to stop.
+fn stop(path: &Path) -> Result<(), Error> {
+    read_job(path)?;
+    let file = stop_file(path);
+    std::fs::write(&file, b"stop\n").map_err(|e| Error::Checkpoint {
+        path: file.display().to_string(),
+        message: format!("cannot write the stop request: {e}"),
+    })?;
+    println!(
+        "asked the job to stop ({}); it commits what it has read and exits",
+        file.display()
+    );
+    Ok(())
+}
+
+/// Removes the job's feed, sink records and checkpoint.
+async fn drop_job(path: &Path) -> Result<(), Error> {
+    let (job, name) = read_job(path)?;
+    let plan = ferry::plan(job, name).await?;
+    let mut removed = plan.source.drop_changes(&plan.feed_name()).await?;
+    plan.sink.forget(&plan.name).await?;
+    removed.push(format!("ferry's records of job {} in the sink", plan.name));
+    let store = CheckpointStore::beside(path);
+    if store.load()?.is_some() {
+        store.remove()?;
+        removed.push(format!("checkpoint {}", store.path().display()));
+    }
+    for thing in removed {
+        println!("removed {thing}");
     }
     Ok(())
 }
@@ -151,8 +255,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Check { job } => check(&job).await,
-            Command::Run { job } => run_job(read_job(&job)?, bars).await,
-            Command::Demo { rows } => ferry::demo::run(rows, |job| run_job(job, bars)).await,
+            Command::Run { job } => run_job(&job, bars).await,
+            Command::Stop { job } => stop(&job),
+            Command::Drop { job } => drop_job(&job).await,
+            Command::Demo { rows } => {
+                ferry::demo::run(
+                    rows,
+                    |job: PathBuf| async move { run_job(&job, bars).await },
+                )
+                .await
+            }
             Command::Bench(args) => ferry::bench::run(args).await,
         }
     });

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use ferry_engine::error::{ClassifiedError, ErrorClass};
 use ferry_engine::schema::UNSUPPORTED_KEY;
 use ferry_engine::{
-    ExistingRows, PrepareOptions, Route, Sink, SnapshotRequest, SnapshotTable, Source, TableFlow,
-    TableId, TableSchema, Transform,
+    ChangeRequest, ExistingRows, PrepareOptions, Route, Sink, SnapshotRequest, SnapshotTable,
+    Source, TableFlow, TableId, TableSchema, Transform,
 };
 use ferry_parquet::ParquetSink;
 use ferry_postgres::{PgEndpoint, PostgresSink, PostgresSource};
@@ -47,6 +47,14 @@ pub enum JobError {
         column: String,
         /// Why.
         reason: String,
+    },
+    /// The job cannot run incrementally as configured.
+    #[error("{field}: {message}")]
+    NotIncremental {
+        /// The job field at fault.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
     },
     /// Two rules write the same target table with different columns.
     #[error("rules[{first}] and rules[{second}] both write {target} but with different columns; give one of them another target")]
@@ -102,6 +110,10 @@ pub struct TableDescription {
 
 /// A checked job, ready to run.
 pub struct Plan {
+    /// The job's name.
+    pub name: String,
+    /// The source as `host:port/database` (no password).
+    pub source_display: String,
     /// The job file.
     pub job: JobFile,
     /// The source.
@@ -119,6 +131,39 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The name of the job's change feed at the source (replication slot and publication).
+    pub fn feed_name(&self) -> String {
+        format!("ferry_{}", self.name)
+    }
+
+    /// What the change feed follows: the snapshot's tables and columns.
+    pub fn change_request(&self) -> ChangeRequest {
+        ChangeRequest {
+            name: self.feed_name(),
+            tables: self.request.tables.clone(),
+            batch_size: self.job.migration.batch_size,
+            filtered: self
+                .tables
+                .iter()
+                .enumerate()
+                .filter(|(_, table)| {
+                    table.pushed_down.is_some()
+                        || table.routes.iter().any(|r| r.filter_in_ferry.is_some())
+                })
+                .map(|(index, _)| index)
+                .collect(),
+        }
+    }
+
+    /// The source tables, in plan order.
+    pub fn source_tables(&self) -> Vec<TableId> {
+        self.request
+            .tables
+            .iter()
+            .map(|t| t.table.id.clone())
+            .collect()
+    }
+
     /// How the sink is to treat target tables.
     pub fn prepare_options(&self, dry_run: bool) -> PrepareOptions {
         PrepareOptions {
@@ -137,12 +182,13 @@ fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
 }
 
-fn open_source(url: &str) -> ferry_engine::Result<Arc<dyn Source>> {
+fn open_source(url: &str) -> ferry_engine::Result<(Arc<dyn Source>, String)> {
     match scheme(url) {
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresSource::new(PgEndpoint::parse(
-            url,
-            "source.url",
-        )?))),
+        "postgres" | "postgresql" => {
+            let endpoint = PgEndpoint::parse(url, "source.url")?;
+            let display = endpoint.display().to_string();
+            Ok((Arc::new(PostgresSource::new(endpoint)), display))
+        }
         other => Err(JobError::UnsupportedUrl {
             field: "source.url",
             role: "read from",
@@ -170,10 +216,18 @@ fn open_sink(url: &str) -> ferry_engine::Result<Arc<dyn Sink>> {
 }
 
 /// Reads the source catalog and checks every rule against it. Connects to the source; writes
-/// nothing anywhere.
-pub async fn plan(job: JobFile) -> ferry_engine::Result<Plan> {
-    let source = open_source(&job.source.url)?;
+/// nothing anywhere. `name` is the job's name.
+pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
+    let (source, source_display) = open_source(&job.source.url)?;
     let sink = open_sink(&job.sink.url)?;
+    let incremental = job.runs(MigrationType::Incremental);
+    if incremental && scheme(&job.sink.url) == "parquet" {
+        return Err(JobError::NotIncremental {
+            field: "sink.url".into(),
+            message: "the Parquet sink takes full migrations only: updates and deletes cannot be applied to files; remove \"incremental\" from migration.types or use a database sink".into(),
+        }
+        .into());
+    }
     let rules = job
         .rules
         .iter()
@@ -220,7 +274,9 @@ pub async fn plan(job: JobFile) -> ferry_engine::Result<Plan> {
                 .collect::<Vec<_>>()
                 .join(" OR "),
         });
-        let exact = pushed_down.is_some() && rules.len() == 1;
+        // Changes are filtered by ferry (the source's WHERE only narrows the snapshot), so an
+        // incremental job evaluates every rule's condition itself and reads its columns.
+        let exact = pushed_down.is_some() && rules.len() == 1 && !incremental;
 
         let mut columns = std::collections::BTreeSet::new();
         for rule in &rules {
@@ -251,6 +307,31 @@ pub async fn plan(job: JobFile) -> ferry_engine::Result<Plan> {
             let transform = compiler.compile(rule, &input, exact)?;
             let output = transform.output_schema();
             let primary_key = target_key(rule);
+            if incremental && primary_key.is_empty() {
+                let key: Vec<&str> = rule
+                    .source
+                    .primary_key
+                    .iter()
+                    .map(|&i| rule.source.columns.field(i).name().as_str())
+                    .collect();
+                let message = if key.is_empty() {
+                    format!(
+                        "{} has no primary key, and changes are applied by key; add one at the source, or leave the table out of the rules",
+                        rule.source.id
+                    )
+                } else {
+                    format!(
+                        "incremental migration applies changes by key: keep the primary-key columns ({}) of {} in the SELECT list as plain columns",
+                        key.join(", "),
+                        rule.source.id
+                    )
+                };
+                return Err(JobError::NotIncremental {
+                    field: format!("rules[{}].sql", rule.rule),
+                    message,
+                }
+                .into());
+            }
             let target = TableSchema {
                 id: rule.target.clone(),
                 columns: output,
@@ -301,8 +382,11 @@ pub async fn plan(job: JobFile) -> ferry_engine::Result<Plan> {
         batch_size: job.migration.batch_size,
         parallelism: job.migration.parallelism,
         chunk_rows: job.migration.chunk_rows,
+        parts: None,
     };
     Ok(Plan {
+        name,
+        source_display,
         job,
         source,
         sink,

@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::Progress;
+use ferry_engine::{Progress, StreamProgress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +80,7 @@ impl ProgressDisplay {
     /// `log_every`.
     pub fn start(
         progress: Arc<Progress>,
+        streaming: Arc<StreamProgress>,
         interactive: bool,
         log_every: Duration,
     ) -> ProgressDisplay {
@@ -87,9 +88,9 @@ impl ProgressDisplay {
         let stop = done.clone();
         let task = tokio::spawn(async move {
             if interactive {
-                show_bars(progress, stop).await
+                show_bars(progress, streaming, stop).await
             } else {
-                log_lines(progress, stop, log_every).await
+                log_lines(progress, streaming, stop, log_every).await
             }
         });
         ProgressDisplay { done, task }
@@ -102,7 +103,33 @@ impl ProgressDisplay {
     }
 }
 
-async fn show_bars(progress: Arc<Progress>, done: CancellationToken) {
+/// One line on the change stream: applied changes/s, lag, position.
+fn stream_line(streaming: &StreamProgress) -> String {
+    let lag = streaming.lag();
+    format!(
+        "{} changes applied ({:.0}/s) in {} transactions · lag {}{:.1} s · at {}",
+        streaming.rows_applied(),
+        rate(streaming.rows_applied() as f64, streaming.elapsed()),
+        streaming.transactions_applied(),
+        lag.bytes
+            .map_or_else(String::new, |b| format!("{:.1} MB / ", megabytes(b))),
+        lag.seconds,
+        streaming
+            .applied_position()
+            .map_or_else(|| "the feed's start".to_string(), |p| p.to_string())
+    )
+}
+
+/// Whether the change stream has begun.
+fn streaming_started(streaming: &StreamProgress) -> bool {
+    streaming.rows_read() > 0 || streaming.applied_position().is_some()
+}
+
+async fn show_bars(
+    progress: Arc<Progress>,
+    streaming: Arc<StreamProgress>,
+    done: CancellationToken,
+) {
     let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let style = ProgressStyle::with_template("{prefix:<28} [{bar:30}] {pos:>10}/{len:<10} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
@@ -117,7 +144,17 @@ async fn show_bars(progress: Arc<Progress>, done: CancellationToken) {
             bar
         })
         .collect();
+    let mut stream_bar: Option<ProgressBar> = None;
     loop {
+        if streaming_started(&streaming) {
+            let bar = stream_bar.get_or_insert_with(|| {
+                let bar = bars.add(ProgressBar::new_spinner());
+                bar.set_prefix("changes");
+                bar
+            });
+            bar.set_message(stream_line(&streaming));
+            bar.tick();
+        }
         for (bar, table) in per_table.iter().zip(progress.tables()) {
             let rows = table.rows_read();
             // The estimate counts the whole table; a source filter reads fewer rows, so a
@@ -139,16 +176,36 @@ async fn show_bars(progress: Arc<Progress>, done: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
-    for bar in per_table {
+    for bar in per_table.into_iter().chain(stream_bar) {
         bar.abandon();
     }
 }
 
-async fn log_lines(progress: Arc<Progress>, done: CancellationToken, every: Duration) {
+async fn log_lines(
+    progress: Arc<Progress>,
+    streaming: Arc<StreamProgress>,
+    done: CancellationToken,
+    every: Duration,
+) {
     loop {
         tokio::select! {
             _ = done.cancelled() => break,
             _ = tokio::time::sleep(every) => {}
+        }
+        if streaming_started(&streaming) {
+            let lag = streaming.lag();
+            info!(
+                changes_applied = streaming.rows_applied(),
+                changes_per_second =
+                    rate(streaming.rows_applied() as f64, streaming.elapsed()) as u64,
+                transactions = streaming.transactions_applied(),
+                lag_bytes = lag.bytes.unwrap_or(0),
+                lag_seconds = format!("{:.1}", lag.seconds),
+                position = %streaming
+                    .applied_position()
+                    .map_or_else(|| "start".to_string(), |p| p.to_string()),
+                "streaming"
+            );
         }
         for table in progress.tables() {
             if table.is_finished() || table.rows_read() == 0 {
@@ -168,6 +225,21 @@ async fn log_lines(progress: Arc<Progress>, done: CancellationToken, every: Dura
             );
         }
     }
+}
+
+/// The change stream's summary: changes read and applied, rates, lag.
+pub fn stream_summary(streaming: &StreamProgress) -> String {
+    let elapsed = streaming.elapsed();
+    format!(
+        "changes read {} ({:.1} MB) · applied {} in {} transactions · {:.0} changes/s over {:.1} s · final lag {:.1} s\n",
+        streaming.rows_read(),
+        megabytes(streaming.bytes_read()),
+        streaming.rows_applied(),
+        streaming.transactions_applied(),
+        rate(streaming.rows_applied() as f64, elapsed),
+        elapsed.as_secs_f64(),
+        streaming.lag().seconds
+    )
 }
 
 /// The summary table: per source table rows read and written, size, time and rates.

@@ -1,21 +1,45 @@
-//! Running a plan: schema migration (create or check target tables), then the full snapshot
-//! through the pipeline, committed part by part.
+//! Running a plan: schema migration (create or check target tables), the full snapshot
+//! through the pipeline, committed part by part, then the change stream, applied group by
+//! group — each step resuming from the job's checkpoint.
+//!
+//! With `incremental`, the change feed is created first and the snapshot is read under the
+//! snapshot it exports, so streaming starts exactly where the snapshot ends. A run that stops
+//! during the snapshot resumes the parts not yet committed (under a new snapshot, written as
+//! upserts) and then streams from the feed's start: every change after that point is applied
+//! again in order, so the target converges on the source.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use ferry_engine::checkpoint::{FeedState, SnapshotState};
 use ferry_engine::pipeline::DEFAULT_QUEUE_DEPTH;
-use ferry_engine::{run_snapshot, Progress, RunOptions};
+use ferry_engine::{
+    run_changes, run_snapshot, ChangeRouting, CheckpointStore, Error, JobState, Position, Progress,
+    RunOptions, SnapshotProgress, StreamOptions, StreamProgress,
+};
 use ferry_sql::MigrationType;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::plan::Plan;
+
+/// Longest a committed source transaction waits for others to join its group: short enough
+/// that lag stays well under a second, long enough to batch a busy source.
+pub const GROUP_DELAY: Duration = Duration::from_millis(200);
+
+/// Change events decoded ahead of the applier.
+pub const CHANGE_QUEUE_DEPTH: usize = 64;
 
 /// What a finished run did.
 #[derive(Debug)]
 pub struct RunSummary {
-    /// Whether a full snapshot was copied (false for a schema-only job).
+    /// Whether a full snapshot was copied by this run (false for a schema-only job, or one
+    /// whose snapshot an earlier run finished).
     pub copied_rows: bool,
+    /// The position the sink holds after streaming, when the job streams changes.
+    pub streamed_to: Option<Position>,
 }
 
 /// Progress counters for the tables `plan` reads, all at zero.
@@ -28,36 +52,269 @@ pub fn progress_for(plan: &Plan) -> Arc<Progress> {
     ))
 }
 
-/// Runs `plan`. Stops with [`ferry_engine::Error::Stopped`] when `stop` is cancelled; parts
-/// committed by then stay, the others are rolled back.
+/// The file whose appearance asks the run of the job file `job` to stop (`ferry stop`).
+pub fn stop_file(job: &Path) -> PathBuf {
+    let stem = job
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "job".into());
+    job.with_file_name(format!("{stem}.stop"))
+}
+
+/// Cancels `stop` when `file` appears; checks every half second.
+pub fn watch_stop_file(file: PathBuf, stop: CancellationToken) {
+    let _ = std::fs::remove_file(&file);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if file.exists() {
+                let _ = std::fs::remove_file(&file);
+                warn!("stop requested (ferry stop)");
+                stop.cancel();
+                break;
+            }
+        }
+    });
+}
+
+/// The job's saved state, checked against the plan; a new state when there is none.
+fn load_state(plan: &Plan, store: &CheckpointStore) -> ferry_engine::Result<JobState> {
+    let tables = plan.source_tables();
+    let Some(state) = store.load()? else {
+        return Ok(JobState::new(&plan.name, &plan.source_display, tables));
+    };
+    let mismatch = |what: String| Error::Checkpoint {
+        path: store.path().display().to_string(),
+        message: format!(
+            "{what}; run `ferry drop` on the job to start it over, or give the job another name"
+        ),
+    };
+    if state.job != plan.name {
+        return Err(mismatch(format!(
+            "belongs to job {}, not {}",
+            state.job, plan.name
+        )));
+    }
+    if state.source != plan.source_display {
+        return Err(mismatch(format!(
+            "was made reading {}, but the job now reads {}",
+            state.source, plan.source_display
+        )));
+    }
+    if state.tables != tables {
+        let names = |t: &[ferry_engine::TableId]| {
+            t.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(mismatch(format!(
+            "the rules selected {} when the job began, now {}",
+            names(&state.tables),
+            names(&tables)
+        )));
+    }
+    Ok(state)
+}
+
+/// Saves `state` under its lock.
+fn save(store: &CheckpointStore, state: &Mutex<JobState>) -> ferry_engine::Result<()> {
+    let state = state
+        .lock()
+        .map_err(|_| Error::Internal("the job state lock is poisoned".into()))?;
+    store.save(&state)
+}
+
+/// Runs `plan`, resuming from and recording in `store`. Stops with
+/// [`ferry_engine::Error::Stopped`] when `stop` is cancelled during the snapshot; committed
+/// parts stay. Stopped while streaming, it returns normally after committing what it read.
 pub async fn run(
     plan: &Plan,
+    store: &CheckpointStore,
     progress: Arc<Progress>,
+    streaming: Arc<StreamProgress>,
     stop: CancellationToken,
 ) -> ferry_engine::Result<RunSummary> {
-    plan.sink
-        .prepare(&plan.targets, &plan.prepare_options(false))
-        .await?;
-    info!(targets = plan.targets.len(), "targets prepared");
-    if !plan.job.runs(MigrationType::Full) {
-        return Ok(RunSummary { copied_rows: false });
+    let full = plan.job.runs(MigrationType::Full);
+    let incremental = plan.job.runs(MigrationType::Incremental);
+    let state = load_state(plan, store)?;
+    let mut options = plan.prepare_options(false);
+    if state.snapshot.is_some() || state.applied.is_some() {
+        // The rows in the targets are this job's own: resume, never empty or refuse them.
+        options.existing_rows = ferry_engine::ExistingRows::Append;
+        info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
     }
-    let snapshot = plan.source.snapshot(plan.request.clone()).await?;
-    let options = RunOptions {
-        parallelism: plan.job.migration.parallelism,
-        queue_depth: DEFAULT_QUEUE_DEPTH,
+    plan.sink.prepare(&plan.targets, &options).await?;
+    info!(targets = plan.targets.len(), "targets prepared");
+    if !full && !incremental {
+        return Ok(RunSummary {
+            copied_rows: false,
+            streamed_to: None,
+        });
+    }
+    let state = Arc::new(Mutex::new(state));
+    let snapshot_done = |state: &Mutex<JobState>| {
+        state
+            .lock()
+            .map(|s| s.snapshot.as_ref().is_some_and(|s| s.complete))
+            .unwrap_or(false)
     };
-    let result = run_snapshot(
-        Arc::clone(&snapshot),
-        Arc::new(plan.flows.clone()),
-        Arc::clone(&plan.sink),
-        progress,
+
+    let mut feed = None;
+    if incremental {
+        let request = plan.change_request();
+        let had_feed = state.lock().map(|s| s.feed.is_some()).unwrap_or(false);
+        if had_feed && plan.source.retained_log(&request.name).await?.is_none() {
+            return Err(Error::Checkpoint {
+                path: store.path().display().to_string(),
+                message: format!(
+                    "the job followed replication slot {} but the slot is gone from the source, and with it the changes since; run `ferry drop` on the job and start it over",
+                    request.name
+                ),
+            });
+        }
+        plan.source.check_changes(&request).await?;
+        let opened = plan.source.changes(request).await?;
+        if let Some(point) = opened.consistent_point() {
+            if let Ok(mut state) = state.lock() {
+                state.feed = Some(FeedState {
+                    name: plan.feed_name(),
+                    consistent_point: point,
+                });
+            }
+            save(store, &state)?;
+        }
+        feed = Some(opened);
+    }
+
+    let mut copied_rows = false;
+    if full && !snapshot_done(&state) {
+        let (saved_parts, mut finished) = match state.lock() {
+            Ok(s) => match &s.snapshot {
+                Some(snapshot) => (Some(snapshot.parts.clone()), snapshot.finished.clone()),
+                None => (None, Default::default()),
+            },
+            Err(_) => return Err(Error::Internal("the job state lock is poisoned".into())),
+        };
+        finished.extend(plan.sink.finished_parts(&plan.name, &plan.targets).await?);
+        let mut request = plan.request.clone();
+        request.parts = saved_parts.clone();
+        // The feed's own snapshot exists only when this run created the feed; a resumed
+        // snapshot reads its remaining parts under a new one.
+        let fresh = saved_parts.is_none();
+        let snapshot = match feed.as_mut() {
+            Some(feed) if fresh && feed.consistent_point().is_some() => {
+                feed.snapshot(request).await?
+            }
+            _ => plan.source.snapshot(request).await?,
+        };
+        if !fresh {
+            info!(
+                finished = finished.len(),
+                "resuming the full migration: parts not yet committed are read again"
+            );
+        }
+        if let Ok(mut state) = state.lock() {
+            state.snapshot = Some(SnapshotState {
+                parts: snapshot.parts().to_vec(),
+                finished: finished.clone(),
+                complete: false,
+            });
+        }
+        save(store, &state)?;
+        let recorder = Arc::clone(&state);
+        let recorder_store = store.clone();
+        let resume = SnapshotProgress {
+            job: Some(plan.name.clone()),
+            finished: finished.into_iter().collect::<HashSet<_>>(),
+            upsert: !fresh,
+            on_committed: Some(Arc::new(move |part, target| {
+                if let Ok(mut state) = recorder.lock() {
+                    if let Some(snapshot) = state.snapshot.as_mut() {
+                        snapshot.finished.insert((part, target.clone()));
+                    }
+                }
+                save(&recorder_store, &recorder)
+            })),
+        };
+        let options = RunOptions {
+            parallelism: plan.job.migration.parallelism,
+            queue_depth: DEFAULT_QUEUE_DEPTH,
+        };
+        let result = run_snapshot(
+            Arc::clone(&snapshot),
+            Arc::new(plan.flows.clone()),
+            Arc::clone(&plan.sink),
+            progress,
+            options,
+            resume,
+            stop.clone(),
+        )
+        .await;
+        let closed = snapshot.close().await;
+        result?;
+        closed?;
+        if let Ok(mut state) = state.lock() {
+            if let Some(snapshot) = state.snapshot.as_mut() {
+                snapshot.complete = true;
+            }
+        }
+        save(store, &state)?;
+        copied_rows = true;
+        info!("full migration complete");
+    } else if full {
+        info!("the full migration was completed by an earlier run");
+    }
+
+    let Some(feed) = feed else {
+        return Ok(RunSummary {
+            copied_rows,
+            streamed_to: None,
+        });
+    };
+    if stop.is_cancelled() {
+        return Err(Error::Stopped);
+    }
+    let mut applier = plan.sink.applier(&plan.name).await?;
+    let recorded = applier.applied_position().await?;
+    let saved = state.lock().ok().and_then(|s| s.applied.clone());
+    let applied = match (recorded, saved) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    ferry_engine::streaming::log_resume(applied.as_ref());
+    let stream = feed.start(applied.clone()).await?;
+    let recorder = Arc::clone(&state);
+    let recorder_store = store.clone();
+    let on_committed: ferry_engine::streaming::GroupCommitted = Arc::new(move |position| {
+        if let Ok(mut state) = recorder.lock() {
+            state.applied = Some(position.clone());
+        }
+        save(&recorder_store, &recorder)
+    });
+    let options = StreamOptions {
+        group_rows: plan.job.migration.batch_size,
+        max_delay: GROUP_DELAY,
+        queue_depth: CHANGE_QUEUE_DEPTH,
+    };
+    run_changes(
+        stream,
+        ChangeRouting {
+            tables: plan.source_tables(),
+            flows: Arc::new(plan.flows.clone()),
+        },
+        applier,
+        Arc::clone(&streaming),
         options,
+        Some(on_committed),
         stop,
     )
-    .await;
-    let closed = snapshot.close().await;
-    result?;
-    closed?;
-    Ok(RunSummary { copied_rows: true })
+    .await?;
+    Ok(RunSummary {
+        copied_rows,
+        streamed_to: streaming.applied_position().or(applied),
+    })
 }

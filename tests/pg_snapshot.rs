@@ -311,11 +311,18 @@ fn target_tables_with_rows_are_refused_unless_the_job_says_what_to_do() {
 
     let full_only = job(&server, &server.url("sink"), "types = [\"full\"]", &rules);
     assert_success(&ferry("run", &full_only, dir.path()));
-    let again = ferry("run", &full_only, dir.path());
+    // The same job again resumes from its checkpoint: it is complete, nothing is copied.
+    let resumed = ferry("run", &full_only, dir.path());
+    assert_success(&resumed);
+    assert!(String::from_utf8_lossy(&resumed.stdout).contains("completed by an earlier run"));
+    // Another job into the same targets finds rows that are not its own.
+    let other = format!("name = \"other\"\n{full_only}");
+    let again = ferry("run", &other, dir.path());
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("already has rows"));
 
-    let truncate = full_only.replace("[migration]", "existing_rows = \"truncate\"\n[migration]");
+    let truncate = format!("name = \"third\"\n{full_only}")
+        .replace("[migration]", "existing_rows = \"truncate\"\n[migration]");
     assert_success(&ferry("run", &truncate, dir.path()));
     assert_same(
         &server,
@@ -329,7 +336,7 @@ fn target_tables_with_rows_are_refused_unless_the_job_says_what_to_do() {
         "types = [\"full\"]",
         &["INSERT INTO copy.absent SELECT * FROM shop.orders"],
     );
-    let output = ferry("run", &missing, dir.path());
+    let output = ferry("run", &format!("name = \"missing\"\n{missing}"), dir.path());
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr)
         .contains("does not exist; create it, or add \"schema\""));
@@ -392,8 +399,10 @@ fn parquet_sink_writes_one_directory_per_table() {
         .collect();
     assert!(!expected.is_empty());
     assert_eq!(rows, expected);
-    // A second run into the same directory is refused rather than mixing files.
-    let again = ferry("run", &text, dir.path());
+    // The same job again finds itself complete; another job into the same directory is
+    // refused rather than mixing files.
+    assert_success(&ferry("run", &text, dir.path()));
+    let again = ferry("run", &format!("name = \"other\"\n{text}"), dir.path());
     assert_eq!(again.status.code(), Some(2));
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, BooleanArray, UInt8Array};
+use arrow::array::{Array, AsArray, BooleanArray, UInt8Array};
 use arrow::compute::filter;
 use arrow::error::ArrowError;
 use arrow::record_batch::RecordBatch;
@@ -75,6 +75,83 @@ impl Ops {
     }
 }
 
+/// Which values of a batch the source did not send because they did not change: PostgreSQL
+/// leaves out an unchanged TOASTed value of an updated row. Such a value is a NULL placeholder
+/// in the rows; a sink must keep the value it already has, never write the placeholder.
+///
+/// One optional mask per column (aligned with the batch's columns); `None` for a column none
+/// of whose values is missing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unchanged {
+    columns: Vec<Option<BooleanArray>>,
+}
+
+impl Unchanged {
+    /// Masks per column; `None` when no value at all is missing.
+    pub fn new(columns: Vec<Option<BooleanArray>>) -> Option<Unchanged> {
+        let columns: Vec<Option<BooleanArray>> = columns
+            .into_iter()
+            .map(|mask| mask.filter(|m| m.true_count() > 0))
+            .collect();
+        columns
+            .iter()
+            .any(Option::is_some)
+            .then_some(Unchanged { columns })
+    }
+
+    /// The mask of column `column`, `None` when all its values are present.
+    pub fn column(&self, column: usize) -> Option<&BooleanArray> {
+        self.columns.get(column).and_then(Option::as_ref)
+    }
+
+    /// Whether the value of `column` in row `row` was left out.
+    pub fn is_unchanged(&self, column: usize, row: usize) -> bool {
+        self.column(column).is_some_and(|mask| mask.value(row))
+    }
+
+    /// The indexes of the columns with at least one missing value.
+    pub fn columns_with_missing(&self) -> impl Iterator<Item = usize> + '_ {
+        self.columns
+            .iter()
+            .enumerate()
+            .filter_map(|(index, mask)| mask.as_ref().map(|_| index))
+    }
+
+    /// Keeps the rows `mask` keeps, as [`arrow::compute::filter_record_batch`] does.
+    pub fn filter(&self, mask: &BooleanArray) -> Result<Option<Unchanged>, ArrowError> {
+        let columns = self
+            .columns
+            .iter()
+            .map(|column| {
+                column
+                    .as_ref()
+                    .map(|c| filter(c, mask).map(|kept| kept.as_boolean().clone()))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Unchanged::new(columns))
+    }
+
+    /// The masks of computed columns: output column `i` is missing in a row where any of the
+    /// input columns `inputs[i]` it is computed from is.
+    pub fn project(&self, inputs: &[Vec<usize>]) -> Result<Option<Unchanged>, ArrowError> {
+        let columns = inputs
+            .iter()
+            .map(|sources| {
+                let mut combined: Option<BooleanArray> = None;
+                for mask in sources.iter().filter_map(|&i| self.column(i)) {
+                    combined = Some(match combined {
+                        None => mask.clone(),
+                        Some(so_far) => arrow::compute::or(&so_far, mask)?,
+                    });
+                }
+                Ok(combined)
+            })
+            .collect::<Result<Vec<_>, ArrowError>>()?;
+        Ok(Unchanged::new(columns))
+    }
+}
+
 /// Rows of one table with the op of each row and the position they came from.
 #[derive(Clone, Debug)]
 pub struct ChangeBatch {
@@ -88,6 +165,9 @@ pub struct ChangeBatch {
     pub position: Position,
     /// Bytes the rows took on the source's wire, for throughput figures.
     pub source_bytes: u64,
+    /// Values the source did not send because they did not change (see [`Unchanged`]);
+    /// `None` when every value is present, as in every snapshot batch.
+    pub unchanged: Option<Unchanged>,
 }
 
 impl ChangeBatch {
@@ -104,6 +184,7 @@ impl ChangeBatch {
             ops: Ops::AllInsert,
             position,
             source_bytes,
+            unchanged: None,
         }
     }
 

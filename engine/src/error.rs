@@ -46,6 +46,14 @@ pub enum Error {
         /// What went wrong.
         message: String,
     },
+    /// The job's checkpoint file cannot be read or written.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint {
+        /// The file.
+        path: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
     /// The run was stopped (Ctrl-C or `ferry stop`) before it finished.
     #[error("the run was stopped before it finished")]
     Stopped,
@@ -61,6 +69,7 @@ impl Error {
             Error::Connector(inner) => inner.class(),
             Error::Transform { .. } => ErrorClass::User,
             Error::Stopped => ErrorClass::User,
+            Error::Checkpoint { .. } => ErrorClass::User,
             Error::Internal(_) => ErrorClass::Internal,
         }
     }

@@ -10,6 +10,9 @@
 #![warn(missing_docs)]
 
 pub mod batch;
+pub mod changes;
+pub mod checkpoint;
+pub mod coalesce;
 pub mod error;
 pub mod pipeline;
 pub mod position;
@@ -17,14 +20,22 @@ pub mod progress;
 pub mod schema;
 pub mod sink;
 pub mod source;
+pub mod streaming;
 pub mod transform;
 
-pub use batch::{ChangeBatch, Op, Ops};
+pub use batch::{ChangeBatch, Op, Ops, Unchanged};
+pub use changes::{ChangeEvent, ChangeFeed, ChangeRequest, ChangeStream};
+pub use checkpoint::{CheckpointStore, JobState};
+pub use coalesce::{Coalescer, Patches, TableChanges};
 pub use error::{Error, ErrorClass, Result};
-pub use pipeline::{run_snapshot, Route, RunOptions, TableFlow};
+pub use pipeline::{run_snapshot, Route, RunOptions, SnapshotProgress, TableFlow};
 pub use position::Position;
-pub use progress::{Progress, TableProgress};
+pub use progress::{Lag, Progress, StreamProgress, TableProgress};
 pub use schema::{TableId, TableSchema};
-pub use sink::{ExistingRows, PrepareOptions, PreparedTables, Sink, SinkWriter};
+pub use sink::{
+    ChangeApplier, ExistingRows, PartMarker, PrepareOptions, PreparedTables, Sink, SinkWriter,
+    WriterOptions,
+};
 pub use source::{Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source};
+pub use streaming::{run_changes, ChangeRouting, StreamOptions};
 pub use transform::Transform;

@@ -6,6 +6,7 @@
 //! `parallelism` parts run at once: memory is bounded by batch size × (queue depth + 2) ×
 //! parallelism, whatever the table sizes.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
@@ -15,8 +16,8 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::schema::TableSchema;
-use crate::sink::{Sink, SinkWriter};
+use crate::schema::{TableId, TableSchema};
+use crate::sink::{PartMarker, Sink, SinkWriter, WriterOptions};
 use crate::source::{Snapshot, SnapshotPart};
 use crate::transform::Transform;
 
@@ -49,6 +50,24 @@ pub struct RunOptions {
     pub queue_depth: usize,
 }
 
+/// Called after a part is committed to a target table (the part's index and the target), to
+/// record it in the job's checkpoint. An error stops the run.
+pub type PartCommitted = Arc<dyn Fn(u32, &TableId) -> Result<()> + Send + Sync>;
+
+/// What a snapshot run resumes from and records.
+#[derive(Clone, Default)]
+pub struct SnapshotProgress {
+    /// The job, for part markers in the sink; `None` writes no markers.
+    pub job: Option<String>,
+    /// (part, target) pairs already committed by an earlier run: not written again.
+    pub finished: HashSet<(u32, TableId)>,
+    /// Write rows as upserts (parts read under a newer snapshot than the one the job began
+    /// with, whose rows the target may partly hold already).
+    pub upsert: bool,
+    /// Told of every part committed.
+    pub on_committed: Option<PartCommitted>,
+}
+
 /// Copies a snapshot into the sink: every part of `snapshot`, through the routes of its table
 /// in `flows` (indexed like the snapshot request's tables), committed part by part.
 ///
@@ -60,6 +79,7 @@ pub async fn run_snapshot(
     sink: Arc<dyn Sink>,
     progress: Arc<Progress>,
     options: RunOptions,
+    resume: SnapshotProgress,
     stop: CancellationToken,
 ) -> Result<()> {
     for part in snapshot.parts() {
@@ -67,7 +87,30 @@ pub async fn run_snapshot(
             table.add_part();
         }
     }
-    let parts: Vec<SnapshotPart> = snapshot.parts().to_vec();
+    let resume = Arc::new(resume);
+    let mut parts = Vec::new();
+    for part in snapshot.parts() {
+        let routes = flows.get(part.table).map_or(0, |flow| flow.routes.len());
+        let done = flows.get(part.table).map_or(0, |flow| {
+            flow.routes
+                .iter()
+                .filter(|route| {
+                    resume
+                        .finished
+                        .contains(&(part.index, route.target.id.clone()))
+                })
+                .count()
+        });
+        if routes > 0 && done == routes {
+            if let Some(table) = progress.tables().get(part.table) {
+                table.start();
+                table.part_done();
+            }
+            debug!(part = part.index, "part done by an earlier run");
+        } else {
+            parts.push(part.clone());
+        }
+    }
     let parallelism = options.parallelism.max(1);
     futures::stream::iter(parts.into_iter().map(Ok))
         .try_for_each_concurrent(parallelism, |part| {
@@ -77,6 +120,7 @@ pub async fn run_snapshot(
                 sink: Arc::clone(&sink),
                 progress: Arc::clone(&progress),
                 queue_depth: options.queue_depth.max(1),
+                resume: Arc::clone(&resume),
                 stop: stop.clone(),
             };
             async move { context.run(part).await }
@@ -90,6 +134,7 @@ struct PartContext {
     sink: Arc<dyn Sink>,
     progress: Arc<Progress>,
     queue_depth: usize,
+    resume: Arc<SnapshotProgress>,
     stop: CancellationToken,
 }
 
@@ -116,9 +161,27 @@ impl PartContext {
         table_progress.start();
         debug!(table = %table_progress.table, part = part.index, range = %part.description, "part started");
 
-        let mut writers: Vec<Box<dyn SinkWriter>> = Vec::with_capacity(flow.routes.len());
-        for route in &flow.routes {
-            writers.push(self.sink.writer(&route.target).await?);
+        // Only the routes an earlier run did not finish for this part.
+        let routes: Vec<&Route> = flow
+            .routes
+            .iter()
+            .filter(|route| {
+                !self
+                    .resume
+                    .finished
+                    .contains(&(part.index, route.target.id.clone()))
+            })
+            .collect();
+        let options = WriterOptions {
+            upsert: self.resume.upsert,
+            marker: self.resume.job.as_ref().map(|job| PartMarker {
+                job: job.clone(),
+                part: part.index,
+            }),
+        };
+        let mut writers: Vec<Box<dyn SinkWriter>> = Vec::with_capacity(routes.len());
+        for route in &routes {
+            writers.push(self.sink.writer(&route.target, &options).await?);
         }
 
         let (sender, mut receiver) = mpsc::channel(self.queue_depth);
@@ -136,7 +199,7 @@ impl PartContext {
             };
             let Some(batch) = batch else { break };
             table_progress.add_read(batch.num_rows() as u64, batch.source_bytes);
-            for (route, writer) in flow.routes.iter().zip(writers.iter_mut()) {
+            for (route, writer) in routes.iter().zip(writers.iter_mut()) {
                 if let Some(out) = route.transform.apply(&batch)? {
                     writer.write(&out).await?;
                     table_progress.add_written(out.num_rows() as u64);
@@ -148,8 +211,11 @@ impl PartContext {
             Ok(result) => result?,
             Err(join) => return Err(Error::Internal(format!("snapshot reader failed: {join}"))),
         };
-        for writer in writers.iter_mut() {
+        for (route, writer) in routes.iter().zip(writers.iter_mut()) {
             writer.commit().await?;
+            if let Some(on_committed) = &self.resume.on_committed {
+                on_committed(part.index, &route.target.id)?;
+            }
         }
         table_progress.part_done();
         info!(table = %table_progress.table, part = part.index, rows, "part committed");
@@ -194,6 +260,7 @@ mod tests {
                         index,
                         table: 0,
                         description: format!("part {index}"),
+                        range: None,
                     })
                     .collect(),
                 batches,
@@ -271,12 +338,29 @@ mod tests {
         async fn prepare(&self, _tables: &[TableSchema], _options: &PrepareOptions) -> Result<()> {
             Ok(())
         }
-        async fn writer(&self, _table: &TableSchema) -> Result<Box<dyn SinkWriter>> {
+        async fn writer(
+            &self,
+            _table: &TableSchema,
+            _options: &WriterOptions,
+        ) -> Result<Box<dyn SinkWriter>> {
             Ok(Box::new(MemoryWriter {
                 accepted: Vec::new(),
                 committed: Arc::clone(&self.committed),
                 poison: self.poison,
             }))
+        }
+        async fn finished_parts(
+            &self,
+            _job: &str,
+            _tables: &[TableSchema],
+        ) -> Result<Vec<(u32, TableId)>> {
+            Ok(Vec::new())
+        }
+        async fn applier(&self, _job: &str) -> Result<Box<dyn crate::sink::ChangeApplier>> {
+            Err(Error::Internal("the memory sink applies no changes".into()))
+        }
+        async fn forget(&self, _job: &str) -> Result<()> {
+            Ok(())
         }
     }
 
@@ -316,6 +400,15 @@ mod tests {
         sink: &Arc<MemorySink>,
         stop: CancellationToken,
     ) -> (Result<()>, Arc<Progress>) {
+        run_resuming(snapshot, sink, SnapshotProgress::default(), stop).await
+    }
+
+    async fn run_resuming(
+        snapshot: CountingSnapshot,
+        sink: &Arc<MemorySink>,
+        resume: SnapshotProgress,
+        stop: CancellationToken,
+    ) -> (Result<()>, Arc<Progress>) {
         let progress = Arc::new(Progress::new([(TableId::new("s", "t"), None)]));
         let result = run_snapshot(
             Arc::new(snapshot),
@@ -326,6 +419,7 @@ mod tests {
                 parallelism: 3,
                 queue_depth: 2,
             },
+            resume,
             stop,
         )
         .await;
@@ -348,6 +442,40 @@ mod tests {
         );
         assert_eq!(table.parts(), (7, 7));
         assert!(table.is_finished());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_resumed_run_skips_finished_parts_and_reports_the_rest() {
+        let sink = Arc::new(MemorySink::default());
+        let target = TableId::new("s", "t");
+        let reported = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&reported);
+        let resume = SnapshotProgress {
+            job: Some("job".into()),
+            finished: HashSet::from([(0, target.clone()), (2, target.clone())]),
+            upsert: true,
+            on_committed: Some(Arc::new(move |part, table: &TableId| {
+                seen.lock().unwrap().push((part, table.clone()));
+                Ok(())
+            })),
+        };
+        let (result, progress) = run_resuming(
+            CountingSnapshot::new(4, 5),
+            &sink,
+            resume,
+            CancellationToken::new(),
+        )
+        .await;
+        result.unwrap();
+        let mut values = sink.committed.lock().unwrap().clone();
+        values.sort();
+        let expected: Vec<i64> = (50..100).chain(150..200).collect();
+        assert_eq!(values, expected, "parts 0 and 2 are not written again");
+        let mut reported = reported.lock().unwrap().clone();
+        reported.sort();
+        assert_eq!(reported, [(1, target.clone()), (3, target)]);
+        assert_eq!(progress.tables()[0].parts(), (4, 4));
+        assert!(progress.tables()[0].is_finished());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

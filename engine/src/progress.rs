@@ -3,8 +3,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
+use crate::position::Position;
 use crate::schema::TableId;
 
 /// Counters for one source table.
@@ -142,5 +143,141 @@ impl Progress {
         self.tables.iter().fold((0, 0), |(rows, bytes), t| {
             (rows + t.rows_read(), bytes + t.bytes_read())
         })
+    }
+}
+
+/// Counters of a change stream, shared between the change runtime and the CLI.
+#[derive(Debug)]
+pub struct StreamProgress {
+    started: Instant,
+    rows_read: AtomicU64,
+    bytes_read: AtomicU64,
+    rows_applied: AtomicU64,
+    transactions_applied: AtomicU64,
+    state: Mutex<StreamState>,
+}
+
+#[derive(Debug, Default)]
+struct StreamState {
+    applied: Option<Position>,
+    applied_commit_time: Option<SystemTime>,
+    source: Option<Position>,
+    source_seen_at: Option<SystemTime>,
+}
+
+/// How far the sink is behind the source.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Lag {
+    /// Log bytes the source has written past the last applied transaction, when known.
+    pub bytes: Option<u64>,
+    /// Time since the oldest change not yet applied was committed at the source (zero when
+    /// caught up).
+    pub seconds: f64,
+}
+
+impl Default for StreamProgress {
+    fn default() -> Self {
+        StreamProgress::new(None)
+    }
+}
+
+impl StreamProgress {
+    /// Counters at zero; `applied` is where the sink already is.
+    pub fn new(applied: Option<Position>) -> StreamProgress {
+        StreamProgress {
+            started: Instant::now(),
+            rows_read: AtomicU64::new(0),
+            bytes_read: AtomicU64::new(0),
+            rows_applied: AtomicU64::new(0),
+            transactions_applied: AtomicU64::new(0),
+            state: Mutex::new(StreamState {
+                applied,
+                ..StreamState::default()
+            }),
+        }
+    }
+
+    pub(crate) fn read(&self, rows: u64, bytes: u64) {
+        self.rows_read.fetch_add(rows, Ordering::Relaxed);
+        self.bytes_read.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub(crate) fn applied(
+        &self,
+        position: &Position,
+        committed_at: SystemTime,
+        rows: u64,
+        transactions: u64,
+    ) {
+        self.rows_applied.fetch_add(rows, Ordering::Relaxed);
+        self.transactions_applied
+            .fetch_add(transactions, Ordering::Relaxed);
+        if let Ok(mut state) = self.state.lock() {
+            state.applied = Some(position.clone());
+            state.applied_commit_time = Some(committed_at);
+        }
+    }
+
+    pub(crate) fn source_at(&self, position: &Position, at: SystemTime) {
+        if let Ok(mut state) = self.state.lock() {
+            if state.source.as_ref().is_none_or(|seen| seen < position) {
+                state.source = Some(position.clone());
+            }
+            state.source_seen_at = Some(at);
+        }
+    }
+
+    /// Change rows read from the source (before rules).
+    pub fn rows_read(&self) -> u64 {
+        self.rows_read.load(Ordering::Relaxed)
+    }
+
+    /// Source wire bytes of the changes read.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read.load(Ordering::Relaxed)
+    }
+
+    /// Change rows applied to the sink (after rules).
+    pub fn rows_applied(&self) -> u64 {
+        self.rows_applied.load(Ordering::Relaxed)
+    }
+
+    /// Source transactions applied.
+    pub fn transactions_applied(&self) -> u64 {
+        self.transactions_applied.load(Ordering::Relaxed)
+    }
+
+    /// The last applied position.
+    pub fn applied_position(&self) -> Option<Position> {
+        self.state.lock().ok().and_then(|s| s.applied.clone())
+    }
+
+    /// Time since streaming started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// How far behind the source the sink is, as of the last word from the source.
+    pub fn lag(&self) -> Lag {
+        let Ok(state) = self.state.lock() else {
+            return Lag::default();
+        };
+        let bytes = match (&state.source, &state.applied) {
+            (
+                Some(Position::Postgres { lsn: source }),
+                Some(Position::Postgres { lsn: applied }),
+            ) => Some(source.saturating_sub(*applied)),
+            _ => None,
+        };
+        // Caught up when the source said it was idle at or before what is applied.
+        let caught_up = bytes == Some(0)
+            || matches!((state.source_seen_at, state.applied_commit_time), (Some(seen), Some(applied)) if seen <= applied);
+        let seconds = match state.applied_commit_time {
+            Some(committed) if !caught_up => SystemTime::now()
+                .duration_since(committed)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            _ => 0.0,
+        };
+        Lag { bytes, seconds }
     }
 }

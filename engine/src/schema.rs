@@ -22,7 +22,9 @@ pub const EXTENSION_NAME_KEY: &str = "ARROW:extension:name";
 pub const UUID_EXTENSION: &str = "arrow.uuid";
 
 /// A table's name: its schema (PostgreSQL) or database (MySQL) and its name.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct TableId {
     /// The schema (PostgreSQL) or database (MySQL) holding the table.
     pub schema: String,

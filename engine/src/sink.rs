@@ -4,8 +4,10 @@
 use async_trait::async_trait;
 
 use crate::batch::ChangeBatch;
+use crate::coalesce::TableChanges;
 use crate::error::Result;
-use crate::schema::TableSchema;
+use crate::position::Position;
+use crate::schema::{TableId, TableSchema};
 
 /// What to do when a target table already holds rows before a full migration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -41,7 +43,65 @@ pub trait Sink: Send + Sync {
 
     /// A writer for one prepared target table. Several writers of one table may run at once,
     /// each with its own transaction or file.
-    async fn writer(&self, table: &TableSchema) -> Result<Box<dyn SinkWriter>>;
+    async fn writer(
+        &self,
+        table: &TableSchema,
+        options: &WriterOptions,
+    ) -> Result<Box<dyn SinkWriter>>;
+
+    /// The snapshot parts recorded as committed for job `job` (see [`PartMarker`]), as
+    /// (part index, target table), among the prepared `tables`.
+    async fn finished_parts(
+        &self,
+        job: &str,
+        tables: &[TableSchema],
+    ) -> Result<Vec<(u32, TableId)>>;
+
+    /// An applier of changes for job `job` to the prepared tables. Fails with a user error
+    /// when the sink cannot apply changes (a file sink takes snapshots only).
+    async fn applier(&self, job: &str) -> Result<Box<dyn ChangeApplier>>;
+
+    /// Removes what the sink recorded for job `job` (part markers, applied position); the
+    /// migrated rows stay.
+    async fn forget(&self, job: &str) -> Result<()>;
+}
+
+/// How a [`SinkWriter`] writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriterOptions {
+    /// Replace a row that has the same primary key instead of failing on it: for snapshot
+    /// parts read again after a resume, whose rows the target may already hold.
+    pub upsert: bool,
+    /// Record, in the same commit, that this part is done for this job.
+    pub marker: Option<PartMarker>,
+}
+
+/// The record that snapshot part `part` of job `job` is committed to a target table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartMarker {
+    /// The job.
+    pub job: String,
+    /// The part's index in the snapshot plan.
+    pub part: u32,
+}
+
+/// Applies coalesced changes to the sink, a group of whole source transactions at a time.
+///
+/// Changes are accepted into one open sink transaction (begun by the first apply after a
+/// commit) and become durable only with [`ChangeApplier::commit`], which records the source
+/// position in the same transaction: after a crash the sink holds every group up to the
+/// position it reports, and none after.
+#[async_trait]
+pub trait ChangeApplier: Send {
+    /// The position of the last group committed for this job, `None` before the first.
+    async fn applied_position(&mut self) -> Result<Option<Position>>;
+
+    /// Applies the segments of one target table, in order, in the open transaction.
+    async fn apply(&mut self, changes: &[TableChanges]) -> Result<()>;
+
+    /// Commits the open transaction together with `position`. With nothing applied since
+    /// the last commit it still records the position.
+    async fn commit(&mut self, position: &Position) -> Result<()>;
 }
 
 /// Writes batches of one target table.

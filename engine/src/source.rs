@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use tokio::sync::mpsc;
 
 use crate::batch::ChangeBatch;
+use crate::changes::{ChangeFeed, ChangeRequest};
 use crate::error::Result;
 use crate::schema::TableSchema;
 
@@ -47,10 +48,13 @@ pub struct SnapshotRequest {
     pub parallelism: usize,
     /// The number of rows a part should hold at most, where the source can split a table.
     pub chunk_rows: u64,
+    /// Parts planned by an earlier run, to be read again as they are instead of planning
+    /// anew (their `table` indexes refer to `tables`).
+    pub parts: Option<Vec<SnapshotPart>>,
 }
 
 /// One independently readable piece of a snapshot: a whole table or a key range of one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotPart {
     /// Index of the part in the snapshot's plan.
     pub index: u32,
@@ -58,6 +62,9 @@ pub struct SnapshotPart {
     pub table: usize,
     /// What the part covers, for logs (`id >= 0 AND id < 250000`).
     pub description: String,
+    /// The source's own condition selecting the part's rows (`None`: the whole table). Kept
+    /// in the checkpoint, so a resumed run reads exactly the parts first planned.
+    pub range: Option<String>,
 }
 
 /// The source side of a migration.
@@ -75,6 +82,23 @@ pub trait Source: Send + Sync {
     /// worker, sees the same point in the source's history. Fails with a user error naming
     /// the column when a selected column's type cannot be carried.
     async fn snapshot(&self, request: SnapshotRequest) -> Result<Arc<dyn Snapshot>>;
+
+    /// Checks that the source can feed changes of `request`'s tables (the log settings,
+    /// privileges, every table keyed): a user error names each table or setting and the
+    /// statement that fixes it. Changes nothing.
+    async fn check_changes(&self, request: &ChangeRequest) -> Result<()>;
+
+    /// Opens the change feed `request.name`, creating it when it does not exist. A feed
+    /// created here comes with the matching snapshot (see [`ChangeFeed`]).
+    async fn changes(&self, request: ChangeRequest) -> Result<Box<dyn ChangeFeed>>;
+
+    /// Removes the change feed `name` and everything the source keeps for it; returns what
+    /// was removed, in words. Removing a feed that does not exist is not an error.
+    async fn drop_changes(&self, name: &str) -> Result<Vec<String>>;
+
+    /// How many bytes of log the source keeps for the feed `name` (it cannot recycle them
+    /// until they are acknowledged), `None` when there is no such feed.
+    async fn retained_log(&self, name: &str) -> Result<Option<u64>>;
 }
 
 /// An open, consistent snapshot. It stays valid until [`Snapshot::close`] or drop.

@@ -31,10 +31,35 @@ pub const MAX_PARALLELISM: usize = 64;
 /// transaction and a query) is negligible, small enough that workers share a table evenly.
 pub const DEFAULT_CHUNK_ROWS: u64 = 250_000;
 
+/// Longest job name: the change feed adds a `ferry_` prefix, and PostgreSQL names (slots,
+/// publications) hold 63 bytes.
+pub const MAX_NAME_LENGTH: usize = 48;
+
+/// A job name is lower-case letters, digits and `_`, starting with a letter: it names a
+/// replication slot, which allows nothing else.
+fn validate_name(name: &str) -> Result<(), String> {
+    let valid = name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= MAX_NAME_LENGTH;
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "'{name}' is not a valid job name: use up to {MAX_NAME_LENGTH} lower-case letters, digits and _, starting with a letter"
+        ))
+    }
+}
+
 /// A whole job file.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobFile {
+    /// The job's name: its checkpoint, its part markers in the sink and its change feed at
+    /// the source (replication slot and publication `ferry_<name>`) are named after it.
+    /// Defaults to the job file's name without extension.
+    pub name: Option<String>,
     /// Where rows come from.
     pub source: SourceConfig,
     /// Where rows go.
@@ -152,6 +177,36 @@ impl JobFile {
         Ok(job)
     }
 
+    /// The job's name: `name` from the file, else `file_stem` (the job file's name) made
+    /// valid. Fails when `name` is invalid.
+    pub fn job_name(&self, file_stem: &str) -> Result<String, SqlError> {
+        match &self.name {
+            Some(name) => Ok(name.clone()),
+            None => {
+                let mut name: String = file_stem
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() {
+                            c.to_ascii_lowercase()
+                        } else {
+                            '_'
+                        }
+                    })
+                    .take(MAX_NAME_LENGTH)
+                    .collect();
+                if name.is_empty() || !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+                    name.insert_str(0, "job_");
+                    name.truncate(MAX_NAME_LENGTH);
+                }
+                validate_name(&name).map_err(|message| SqlError::InvalidField {
+                    field: "name".into(),
+                    message: format!("{message}; set name = \"…\" in the job file"),
+                })?;
+                Ok(name)
+            }
+        }
+    }
+
     /// Whether the job runs migration type `kind`.
     pub fn runs(&self, kind: MigrationType) -> bool {
         self.migration.types.contains(&kind)
@@ -166,7 +221,7 @@ impl JobFile {
         if migration.types.is_empty() {
             return Err(invalid(
                 "migration.types",
-                "is empty; list at least one of \"schema\", \"full\"".into(),
+                "is empty; list at least one of \"schema\", \"full\", \"incremental\"".into(),
             ));
         }
         let mut seen = migration.types.clone();
@@ -174,11 +229,8 @@ impl JobFile {
         if seen.windows(2).any(|pair| pair[0] == pair[1]) {
             return Err(invalid("migration.types", "lists a type twice".into()));
         }
-        if migration.types.contains(&MigrationType::Incremental) {
-            return Err(invalid(
-                "migration.types",
-                "\"incremental\" is not available yet in this version of ferry; use [\"schema\", \"full\"]".into(),
-            ));
+        if let Some(name) = &self.name {
+            validate_name(name).map_err(|message| invalid("name", message))?;
         }
         if !(1..=MAX_BATCH_SIZE).contains(&migration.batch_size) {
             return Err(invalid(
@@ -268,6 +320,29 @@ sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.order
         let text = MINIMAL.split("[[rules]]").next().unwrap();
         let error = JobFile::parse(text).unwrap_err().to_string();
         assert!(error.contains("[[rules]]"), "{error}");
+    }
+
+    #[test]
+    fn job_names_default_to_the_file_and_must_suit_a_replication_slot() {
+        let job = JobFile::parse(MINIMAL).unwrap();
+        assert_eq!(job.job_name("Orders-Sync").unwrap(), "orders_sync");
+        assert_eq!(job.job_name("2024").unwrap(), "job_2024");
+        let named = JobFile::parse(&format!("name = \"nightly_copy\"\n{MINIMAL}")).unwrap();
+        assert_eq!(named.job_name("whatever").unwrap(), "nightly_copy");
+        let error = JobFile::parse(&format!("name = \"Bad Name\"\n{MINIMAL}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("name: 'Bad Name' is not a valid job name"),
+            "{error}"
+        );
+        let incremental = MINIMAL.replace(
+            "\"schema\", \"full\"",
+            "\"schema\", \"full\", \"incremental\"",
+        );
+        assert!(JobFile::parse(&incremental)
+            .unwrap()
+            .runs(MigrationType::Incremental));
     }
 
     #[test]

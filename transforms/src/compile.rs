@@ -2,17 +2,18 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, AsArray, RecordBatchOptions};
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatchOptions, UInt8Array};
 use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::execution::context::SessionState;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, ExprWithAlias};
 
-use ferry_engine::{ChangeBatch, Error, TableId, Transform};
+use ferry_engine::{ChangeBatch, Error, Op, Ops, TableId, Transform};
 use ferry_sql::ResolvedRule;
 
 use crate::error::TransformError;
@@ -136,24 +137,56 @@ impl Compiler {
             }
             None => None,
         };
+        let projection_inputs = projections.iter().map(input_columns).collect();
+        let filter_inputs = filter.as_ref().map(input_columns).unwrap_or_default();
         Ok(RuleTransform {
             source: rule.source.id.to_string(),
             target: Arc::new(rule.target.clone()),
             filter,
+            filter_inputs,
             projections,
+            projection_inputs,
+            changes_output: Arc::new(Schema::new(
+                fields
+                    .iter()
+                    .map(|field| field.clone().with_nullable(true))
+                    .collect::<Vec<_>>(),
+            )),
             output: Arc::new(Schema::new(fields)),
         })
     }
 }
 
+/// The input columns an expression reads, by index, in order.
+fn input_columns(expr: &Arc<dyn PhysicalExpr>) -> Vec<usize> {
+    let mut columns: Vec<usize> = collect_columns(expr)
+        .into_iter()
+        .map(|column| column.index())
+        .collect();
+    columns.sort_unstable();
+    columns
+}
+
 /// One compiled rule: filter, projection and routing to the target table.
+///
+/// On change batches the filter is op-aware, so the sink always equals the rule's SELECT over
+/// the source: an insert that fails it is dropped; an update whose new image fails it becomes
+/// a delete (of the old and the new key: the row leaves the target, or never enters it); an
+/// update whose new image passes stays an update (an upsert at the sink, so a row moving into
+/// the filter is inserted); deletes and old images always pass, since deleting a row the
+/// target does not hold is harmless.
 #[derive(Debug)]
 pub struct RuleTransform {
     source: String,
     target: Arc<TableId>,
     filter: Option<Arc<dyn PhysicalExpr>>,
+    filter_inputs: Vec<usize>,
     projections: Vec<Arc<dyn PhysicalExpr>>,
+    projection_inputs: Vec<Vec<usize>>,
     output: SchemaRef,
+    /// `output` with every column nullable, for change batches: a delete carries only the
+    /// key, the other values are NULL whatever the column allows.
+    changes_output: SchemaRef,
 }
 
 impl RuleTransform {
@@ -183,7 +216,21 @@ impl Transform for RuleTransform {
     fn apply(&self, batch: &ChangeBatch) -> ferry_engine::Result<Option<ChangeBatch>> {
         let mut rows = batch.rows.clone();
         let mut ops = batch.ops.clone();
+        let mut unchanged = batch.unchanged.clone();
         if let Some(filter) = &self.filter {
+            if let Some(missing) = &unchanged {
+                if let Some(column) = self
+                    .filter_inputs
+                    .iter()
+                    .find(|&&c| missing.column(c).is_some())
+                {
+                    return Err(self.failed(format!(
+                        "the WHERE condition reads column {}, whose unchanged TOASTed value the source did not send; run ALTER TABLE {} REPLICA IDENTITY FULL on the source so updates carry it",
+                        rows.schema().field(*column).name(),
+                        self.source
+                    )));
+                }
+            }
             let mask = filter
                 .evaluate(&rows)
                 .and_then(|value| value.into_array(rows.num_rows()))
@@ -191,13 +238,27 @@ impl Transform for RuleTransform {
             let mask = mask
                 .as_boolean_opt()
                 .ok_or_else(|| self.failed("the WHERE condition did not give booleans"))?;
-            let kept = mask.true_count();
+            let (keep, new_ops) = match &ops {
+                Ops::AllInsert => (mask.clone(), None),
+                Ops::PerRow(codes) => {
+                    let (keep, codes) = filter_changes(codes, mask);
+                    (keep, Some(Ops::PerRow(codes)))
+                }
+            };
+            if let Some(new_ops) = new_ops {
+                ops = new_ops;
+            }
+            let kept = keep.true_count();
             if kept == 0 {
                 return Ok(None);
             }
             if kept < rows.num_rows() {
-                rows = filter_record_batch(&rows, mask).map_err(|e| self.failed(e))?;
-                ops = ops.filter(mask).map_err(|e| self.failed(e))?;
+                rows = filter_record_batch(&rows, &keep).map_err(|e| self.failed(e))?;
+                ops = ops.filter(&keep).map_err(|e| self.failed(e))?;
+                unchanged = match unchanged {
+                    Some(missing) => missing.filter(&keep).map_err(|e| self.failed(e))?,
+                    None => None,
+                };
             }
         }
         let columns = self
@@ -211,16 +272,49 @@ impl Transform for RuleTransform {
             .collect::<Result<Vec<ArrayRef>, _>>()
             .map_err(|e| self.failed(e.strip_backtrace()))?;
         let options = RecordBatchOptions::new().with_row_count(Some(rows.num_rows()));
-        let rows = RecordBatch::try_new_with_options(Arc::clone(&self.output), columns, &options)
+        let schema = match ops {
+            Ops::AllInsert => &self.output,
+            Ops::PerRow(_) => &self.changes_output,
+        };
+        let rows = RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
             .map_err(|e| self.failed(e))?;
+        let unchanged = match unchanged {
+            Some(missing) => missing
+                .project(&self.projection_inputs)
+                .map_err(|e| self.failed(e))?,
+            None => None,
+        };
         Ok(Some(ChangeBatch {
             table: Arc::clone(&self.target),
             rows,
             ops,
             position: batch.position.clone(),
             source_bytes: batch.source_bytes,
+            unchanged,
         }))
     }
+}
+
+/// Applies a WHERE mask to change ops (see [`RuleTransform`]): which rows to keep, and the ops
+/// with failing updates turned into deletes. A NULL in the mask counts as false.
+fn filter_changes(codes: &UInt8Array, mask: &BooleanArray) -> (BooleanArray, UInt8Array) {
+    let passes = |row: usize| mask.is_valid(row) && mask.value(row);
+    let mut ops: Vec<u8> = codes.values().to_vec();
+    let mut keep = Vec::with_capacity(ops.len());
+    for row in 0..ops.len() {
+        match Op::from_code(ops[row]) {
+            Some(Op::Insert) => keep.push(passes(row)),
+            Some(Op::UpdateAfter) if !passes(row) => {
+                ops[row] = Op::Delete as u8;
+                if row > 0 && ops[row - 1] == Op::UpdateBefore as u8 {
+                    ops[row - 1] = Op::Delete as u8;
+                }
+                keep.push(true);
+            }
+            _ => keep.push(true),
+        }
+    }
+    (BooleanArray::from(keep), UInt8Array::from(ops))
 }
 
 #[cfg(test)]
@@ -321,6 +415,70 @@ mod tests {
             .to_string();
         assert!(error.starts_with("rules[0].sql: "), "{error}");
         assert!(error.contains("no_such_function"), "{error}");
+    }
+
+    /// The batch of `batch()` as changes: insert 1, update 2 (old image, new image), delete 4.
+    fn changes(unchanged_name: bool) -> ChangeBatch {
+        let mut changes = batch();
+        changes.ops = Ops::PerRow(UInt8Array::from(vec![
+            Op::Insert as u8,
+            Op::UpdateBefore as u8,
+            Op::UpdateAfter as u8,
+            Op::Delete as u8,
+        ]));
+        changes.unchanged = ferry_engine::Unchanged::new(vec![
+            None,
+            unchanged_name.then(|| BooleanArray::from(vec![false, false, true, false])),
+            None,
+        ]);
+        changes
+    }
+
+    fn ops(batch: &ChangeBatch) -> Vec<Op> {
+        (0..batch.num_rows()).map(|i| batch.ops.op(i)).collect()
+    }
+
+    #[test]
+    fn filters_turn_updates_leaving_the_where_into_deletes() {
+        // amount: 50 (insert), 150 (old image), NULL (new image), 500 (delete).
+        let transform = compile("SELECT id, name FROM shop.orders WHERE amount > 100").unwrap();
+        let out = transform.apply(&changes(false)).unwrap().unwrap();
+        // The insert fails the filter and goes; the update's new image fails it, so the row
+        // leaves the target: both images become deletes; the delete stays.
+        assert_eq!(ops(&out), [Op::Delete, Op::Delete, Op::Delete]);
+        assert_eq!(
+            out.rows.column(0).as_primitive::<Int64Type>().values(),
+            &[2, 3, 4]
+        );
+
+        let transform = compile("SELECT id, name FROM shop.orders WHERE amount IS NULL").unwrap();
+        let out = transform.apply(&changes(false)).unwrap().unwrap();
+        // Now the new image passes: the update stays an update (an upsert at the sink).
+        assert_eq!(ops(&out), [Op::UpdateBefore, Op::UpdateAfter, Op::Delete]);
+    }
+
+    #[test]
+    fn values_not_sent_stay_marked_through_projections_and_block_filters() {
+        let transform =
+            compile("SELECT id, upper(name) AS shout, amount FROM shop.orders").unwrap();
+        let out = transform.apply(&changes(true)).unwrap().unwrap();
+        let unchanged = out.unchanged.expect("the mark follows the column");
+        assert!(
+            unchanged.is_unchanged(1, 2),
+            "computed from a value not sent"
+        );
+        assert!(!unchanged.is_unchanged(0, 2) && !unchanged.is_unchanged(2, 2));
+        assert!(
+            out.rows.schema().field(0).is_nullable(),
+            "a delete carries only the key: change batches allow NULL in every column"
+        );
+
+        let transform = compile("SELECT id FROM shop.orders WHERE name LIKE 'a%'").unwrap();
+        let error = transform.apply(&changes(true)).unwrap_err().to_string();
+        assert!(
+            error.contains("REPLICA IDENTITY FULL") && error.contains("column name"),
+            "{error}"
+        );
     }
 
     #[test]

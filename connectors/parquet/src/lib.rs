@@ -19,8 +19,8 @@ use tracing::info;
 
 use ferry_engine::error::{ClassifiedError, ErrorClass};
 use ferry_engine::{
-    ChangeBatch, ExistingRows, Op, Ops, PrepareOptions, PreparedTables, Sink, SinkWriter, TableId,
-    TableSchema,
+    ChangeApplier, ChangeBatch, ExistingRows, Op, Ops, PrepareOptions, PreparedTables, Sink,
+    SinkWriter, TableId, TableSchema, WriterOptions,
 };
 
 /// Rows per row group at most: large groups compress and scan well; batches are appended to
@@ -188,10 +188,22 @@ impl Sink for ParquetSink {
         Ok(())
     }
 
-    async fn writer(&self, table: &TableSchema) -> ferry_engine::Result<Box<dyn SinkWriter>> {
+    async fn writer(
+        &self,
+        table: &TableSchema,
+        options: &WriterOptions,
+    ) -> ferry_engine::Result<Box<dyn SinkWriter>> {
         let dir = self.prepared.get(&table.id)?;
-        let number = self.next_file.fetch_add(1, Ordering::Relaxed);
-        let name = format!("part-{}-{number:05}.parquet", self.run);
+        // A part of a job has one file name, so a part written again after a crash replaces
+        // its file (the rename is atomic): the file itself is the part's marker, and an
+        // upsert is a replacement.
+        let name = match &options.marker {
+            Some(marker) => part_file_name(&marker.job, marker.part),
+            None => {
+                let number = self.next_file.fetch_add(1, Ordering::Relaxed);
+                format!("part-{}-{number:05}.parquet", self.run)
+            }
+        };
         let path = dir.join(&name);
         let temporary = dir.join(format!(".{name}.tmp"));
         let file = File::create(&temporary).map_err(io(&temporary))?;
@@ -213,6 +225,51 @@ impl Sink for ParquetSink {
             path,
         }))
     }
+
+    async fn finished_parts(
+        &self,
+        job: &str,
+        tables: &[TableSchema],
+    ) -> ferry_engine::Result<Vec<(u32, TableId)>> {
+        let prefix = format!("{job}-part-");
+        let mut finished = Vec::new();
+        for table in tables {
+            let dir = self.table_dir(&table.id);
+            if !dir.exists() {
+                continue;
+            }
+            for file in parquet_files(&dir)? {
+                let part = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_prefix(&prefix))
+                    .and_then(|n| n.strip_suffix(".parquet"))
+                    .and_then(|n| n.parse::<u32>().ok());
+                if let Some(part) = part {
+                    finished.push((part, table.id.clone()));
+                }
+            }
+        }
+        Ok(finished)
+    }
+
+    async fn applier(&self, _job: &str) -> ferry_engine::Result<Box<dyn ChangeApplier>> {
+        Err(ParquetError::Target {
+            table: self.root.display().to_string(),
+            message: "the Parquet sink takes full migrations only: updates and deletes cannot be applied to Parquet files; remove \"incremental\" from migration.types or use a database sink".into(),
+        }
+        .into())
+    }
+
+    async fn forget(&self, _job: &str) -> ferry_engine::Result<()> {
+        // The part files are the data itself: they stay.
+        Ok(())
+    }
+}
+
+/// The file holding part `part` of job `job`.
+fn part_file_name(job: &str, part: u32) -> String {
+    format!("{job}-part-{part:05}.parquet")
 }
 
 /// Writes one Parquet file.

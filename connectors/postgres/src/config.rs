@@ -2,11 +2,18 @@
 
 use std::str::FromStr;
 
+use std::time::Duration;
+
+use pgwire_replication::{ReplicationConfig, TlsConfig};
 use tokio_postgres::config::Host;
 use tokio_postgres::{Client, Config, NoTls};
 use tracing::warn;
 
 use crate::error::PgError;
+
+/// How often the replication session tells the server what is applied (and wakes up when
+/// idle): often enough that the server recycles WAL and lag stays visible.
+const FEEDBACK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A PostgreSQL server and database to connect to.
 #[derive(Clone)]
@@ -51,6 +58,11 @@ impl PgEndpoint {
         Ok(PgEndpoint { config, display })
     }
 
+    /// The database's name.
+    pub fn database(&self) -> Option<&str> {
+        self.config.get_dbname()
+    }
+
     /// `host:port/database`, safe to print (no password).
     pub fn display(&self) -> &str {
         &self.display
@@ -73,6 +85,40 @@ impl PgEndpoint {
             }
         });
         Ok(client)
+    }
+
+    /// Settings for a replication session on this endpoint streaming slot `slot` with
+    /// publication `publication` (the same name), binary tuples, feedback every second.
+    pub(crate) fn replication(&self, slot: &str) -> Result<ReplicationConfig, PgError> {
+        let host = match self.config.get_hosts().first() {
+            Some(Host::Tcp(host)) => host.clone(),
+            _ => {
+                return Err(PgError::Url {
+                    field: "source.url".into(),
+                    message: "incremental migration needs a TCP host, not a socket path".into(),
+                })
+            }
+        };
+        let port = self.config.get_ports().first().copied().unwrap_or(5432);
+        let password = self
+            .config
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        Ok(ReplicationConfig::new(
+            host,
+            self.config.get_user().unwrap_or("postgres"),
+            password,
+            self.config.get_dbname().unwrap_or_default(),
+            slot,
+            slot,
+        )
+        .with_port(port)
+        .with_tls(TlsConfig::disabled())
+        .with_binary(true)
+        .with_application_name("ferry")
+        .with_status_interval(FEEDBACK_INTERVAL)
+        .with_wakeup_interval(FEEDBACK_INTERVAL))
     }
 
     /// A [`PgError::Query`] for this endpoint.

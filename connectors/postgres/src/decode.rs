@@ -216,7 +216,7 @@ impl CopyDecoder {
 }
 
 /// One column's builder, chosen once per column by its PostgreSQL type.
-enum ColumnDecoder {
+pub(crate) enum ColumnDecoder {
     Bool(BooleanBuilder),
     Int2(Int16Builder),
     Int4(Int32Builder),
@@ -246,7 +246,7 @@ fn utf8(value: &[u8]) -> Result<&str, String> {
 }
 
 impl ColumnDecoder {
-    fn new(ty: PgType, capacity: usize) -> ColumnDecoder {
+    pub(crate) fn new(ty: PgType, capacity: usize) -> ColumnDecoder {
         let text = || StringBuilder::with_capacity(capacity, capacity * 16);
         match ty {
             PgType::Bool => ColumnDecoder::Bool(BooleanBuilder::with_capacity(capacity)),
@@ -286,7 +286,7 @@ impl ColumnDecoder {
         }
     }
 
-    fn append_null(&mut self) {
+    pub(crate) fn append_null(&mut self) {
         match self {
             ColumnDecoder::Bool(b) => b.append_null(),
             ColumnDecoder::Int2(b) => b.append_null(),
@@ -307,7 +307,7 @@ impl ColumnDecoder {
         }
     }
 
-    fn append(&mut self, value: &[u8]) -> Result<(), String> {
+    pub(crate) fn append(&mut self, value: &[u8]) -> Result<(), String> {
         match self {
             ColumnDecoder::Bool(b) => b.append_value(fixed::<1>(value)?[0] != 0),
             ColumnDecoder::Int2(b) => b.append_value(i16::from_be_bytes(fixed(value)?)),
@@ -355,7 +355,7 @@ impl ColumnDecoder {
         Ok(())
     }
 
-    fn finish(&mut self) -> ArrayRef {
+    pub(crate) fn finish(&mut self) -> ArrayRef {
         match self {
             ColumnDecoder::Bool(b) => Arc::new(b.finish()),
             ColumnDecoder::Int2(b) => Arc::new(b.finish()),

@@ -61,6 +61,26 @@ pub enum PgError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// The replication stream sent something ferry cannot follow.
+    #[error("replication stream: {message}")]
+    Replication {
+        /// What was wrong.
+        message: String,
+    },
+    /// The replication connection failed.
+    #[error("replication from {endpoint}: {message}")]
+    ReplicationConnection {
+        /// `host:port/database`.
+        endpoint: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The source cannot feed changes as configured; the message says what to run.
+    #[error("{message}")]
+    Precheck {
+        /// Every failed check with its fix.
+        message: String,
+    },
     /// A selected column has a type ferry cannot carry.
     #[error("column {column} of {table}: {message}")]
     UnsupportedColumn {
@@ -116,7 +136,9 @@ impl ClassifiedError for PgError {
                     _ => ErrorClass::External,
                 }
             }
-            PgError::Decode { .. } => ErrorClass::External,
+            PgError::Decode { .. } | PgError::ReplicationConnection { .. } => ErrorClass::External,
+            PgError::Precheck { .. } => ErrorClass::User,
+            PgError::Replication { .. } => ErrorClass::Internal,
         }
     }
 }

@@ -7,11 +7,14 @@
 //! (`decode`, `encode`, `numeric`).
 #![warn(missing_docs)]
 
+mod apply;
+mod changes;
 pub mod config;
 mod decode;
 mod encode;
 pub mod error;
 mod numeric;
+mod pgoutput;
 mod schema;
 pub mod sink;
 pub mod snapshot;
@@ -19,5 +22,5 @@ pub mod types;
 
 pub use config::PgEndpoint;
 pub use error::PgError;
-pub use sink::PostgresSink;
+pub use sink::{recorded_position, PostgresSink};
 pub use snapshot::PostgresSource;

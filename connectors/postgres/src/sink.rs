@@ -13,10 +13,11 @@ use tokio_postgres::{Client, CopyInSink};
 use tracing::info;
 
 use ferry_engine::{
-    ChangeBatch, ExistingRows, PrepareOptions, PreparedTables, Sink, SinkWriter, TableId,
-    TableSchema,
+    ChangeApplier, ChangeBatch, ExistingRows, PartMarker, PrepareOptions, PreparedTables, Sink,
+    SinkWriter, TableId, TableSchema, WriterOptions,
 };
 
+use crate::apply::{applied_position, PgApplier, PreparedTable, CREATE_STATE};
 use crate::config::{quote_ident, quote_table, PgEndpoint};
 use crate::encode::{wire_type, CopyEncoder, TargetColumn};
 use crate::error::PgError;
@@ -26,7 +27,7 @@ use crate::types::{target_declaration, PgType};
 #[derive(Debug)]
 pub struct PostgresSink {
     endpoint: PgEndpoint,
-    prepared: PreparedTables<Arc<Vec<TargetColumn>>>,
+    prepared: Arc<PreparedTables<Arc<PreparedTable>>>,
 }
 
 impl PostgresSink {
@@ -34,7 +35,7 @@ impl PostgresSink {
     pub fn new(endpoint: PgEndpoint) -> PostgresSink {
         PostgresSink {
             endpoint,
-            prepared: PreparedTables::default(),
+            prepared: Arc::new(PreparedTables::default()),
         }
     }
 }
@@ -185,32 +186,151 @@ impl Sink for PostgresSink {
         options: &PrepareOptions,
     ) -> ferry_engine::Result<()> {
         let client = self.endpoint.connect().await?;
+        if !options.dry_run {
+            client.batch_execute(CREATE_STATE).await.map_err(
+                self.endpoint
+                    .query_error("creating ferry's bookkeeping tables"),
+            )?;
+        }
         for table in tables {
             let columns = self.prepare_table(&client, table, options).await?;
-            self.prepared.insert(table.id.clone(), Arc::new(columns));
+            self.prepared.insert(
+                table.id.clone(),
+                Arc::new(PreparedTable {
+                    columns,
+                    key: table.primary_key.clone(),
+                }),
+            );
         }
         Ok(())
     }
 
-    async fn writer(&self, table: &TableSchema) -> ferry_engine::Result<Box<dyn SinkWriter>> {
-        let columns = self.prepared.get(&table.id)?;
+    async fn writer(
+        &self,
+        table: &TableSchema,
+        options: &WriterOptions,
+    ) -> ferry_engine::Result<Box<dyn SinkWriter>> {
+        let prepared = self.prepared.get(&table.id)?;
         let client = self.endpoint.connect().await?;
-        let column_list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let column_list: Vec<String> = prepared
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        // An upserting writer copies into a staging table and merges it at commit.
+        let into = if options.upsert {
+            let stage = "ferry_part_stage";
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE {stage} AS SELECT {} FROM {} WITH NO DATA",
+                    column_list.join(", "),
+                    quote_table(&table.id)
+                ))
+                .await
+                .map_err(
+                    self.endpoint
+                        .query_error(format!("staging rows of {}", table.id)),
+                )?;
+            stage.to_string()
+        } else {
+            quote_table(&table.id)
+        };
         let statement = format!(
-            "COPY {} ({}) FROM STDIN (FORMAT binary)",
-            quote_table(&table.id),
+            "COPY {into} ({}) FROM STDIN (FORMAT binary)",
             column_list.join(", ")
         );
+        let merge = options
+            .upsert
+            .then(|| prepared.upsert_statement(&table.id, &into));
         Ok(Box::new(PostgresWriter {
             endpoint: self.endpoint.clone(),
             table: table.id.clone(),
             client,
-            encoder: CopyEncoder::new(table.id.to_string(), columns.as_ref().clone()),
+            encoder: CopyEncoder::new(table.id.to_string(), prepared.columns.clone()),
             statement,
+            merge,
+            marker: options.marker.clone(),
             copy: None,
             buffer: BytesMut::new(),
         }))
     }
+
+    async fn finished_parts(
+        &self,
+        job: &str,
+        _tables: &[TableSchema],
+    ) -> ferry_engine::Result<Vec<(u32, TableId)>> {
+        let client = self.endpoint.connect().await?;
+        if !state_exists(&client, &self.endpoint).await? {
+            return Ok(Vec::new());
+        }
+        let rows = client
+            .query(
+                "SELECT part, target_schema, target_name FROM _ferry.parts WHERE job = $1",
+                &[&job],
+            )
+            .await
+            .map_err(
+                self.endpoint
+                    .query_error("reading the parts already committed"),
+            )?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let part: i32 = row.get(0);
+                (
+                    part as u32,
+                    TableId::new(row.get::<_, String>(1), row.get::<_, String>(2)),
+                )
+            })
+            .collect())
+    }
+
+    async fn applier(&self, job: &str) -> ferry_engine::Result<Box<dyn ChangeApplier>> {
+        let client = self.endpoint.connect().await?;
+        Ok(Box::new(PgApplier::new(
+            self.endpoint.clone(),
+            client,
+            job.to_string(),
+            Arc::clone(&self.prepared),
+        )))
+    }
+
+    async fn forget(&self, job: &str) -> ferry_engine::Result<()> {
+        let client = self.endpoint.connect().await?;
+        if state_exists(&client, &self.endpoint).await? {
+            client
+                .execute("DELETE FROM _ferry.parts WHERE job = $1", &[&job])
+                .await
+                .map_err(self.endpoint.query_error("forgetting the job's parts"))?;
+            client
+                .execute("DELETE FROM _ferry.applied WHERE job = $1", &[&job])
+                .await
+                .map_err(self.endpoint.query_error("forgetting the job's position"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether the bookkeeping tables exist (a sink ferry never ran against has none).
+async fn state_exists(client: &Client, endpoint: &PgEndpoint) -> Result<bool, PgError> {
+    let row = client
+        .query_one("SELECT to_regclass('_ferry.applied') IS NOT NULL AND to_regclass('_ferry.parts') IS NOT NULL", &[])
+        .await
+        .map_err(endpoint.query_error("looking for ferry's bookkeeping tables"))?;
+    Ok(row.get(0))
+}
+
+/// The position `job` recorded in this sink (for `ferry status` and tests).
+pub async fn recorded_position(
+    endpoint: &PgEndpoint,
+    job: &str,
+) -> ferry_engine::Result<Option<ferry_engine::Position>> {
+    let client = endpoint.connect().await?;
+    if !state_exists(&client, endpoint).await? {
+        return Ok(None);
+    }
+    applied_position(&client, endpoint, job).await
 }
 
 /// Writes one target table through one COPY in one transaction.
@@ -220,6 +340,9 @@ struct PostgresWriter {
     client: Client,
     encoder: CopyEncoder,
     statement: String,
+    /// For an upserting writer: the statement merging the staged rows at commit.
+    merge: Option<String>,
+    marker: Option<PartMarker>,
     copy: Option<Pin<Box<CopyInSink<Bytes>>>>,
     buffer: BytesMut,
 }
@@ -260,13 +383,42 @@ impl SinkWriter for PostgresWriter {
     }
 
     async fn commit(&mut self) -> ferry_engine::Result<()> {
-        let Some(mut copy) = self.copy.take() else {
-            return Ok(());
-        };
-        CopyEncoder::trailer(&mut self.buffer);
-        let data = self.buffer.split().freeze();
-        copy.send(data).await.map_err(self.copy_error())?;
-        copy.as_mut().finish().await.map_err(self.copy_error())?;
+        match self.copy.take() {
+            Some(mut copy) => {
+                CopyEncoder::trailer(&mut self.buffer);
+                let data = self.buffer.split().freeze();
+                copy.send(data).await.map_err(self.copy_error())?;
+                copy.as_mut().finish().await.map_err(self.copy_error())?;
+                if let Some(merge) = &self.merge {
+                    self.client
+                        .batch_execute(merge)
+                        .await
+                        .map_err(self.copy_error())?;
+                }
+            }
+            // Nothing written: only a marker, if any, needs a transaction.
+            None if self.marker.is_some() => self
+                .client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(self.copy_error())?,
+            None => return Ok(()),
+        }
+        if let Some(marker) = &self.marker {
+            self.client
+                .execute(
+                    "INSERT INTO _ferry.parts (job, part, target_schema, target_name)
+                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    &[
+                        &marker.job,
+                        &(marker.part as i32),
+                        &self.table.schema,
+                        &self.table.name,
+                    ],
+                )
+                .await
+                .map_err(self.endpoint.query_error("recording the committed part"))?;
+        }
         self.client
             .batch_execute("COMMIT")
             .await

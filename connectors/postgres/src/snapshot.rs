@@ -17,8 +17,8 @@ use tracing::{debug, info};
 
 use ferry_engine::schema::UNSUPPORTED_KEY;
 use ferry_engine::{
-    ChangeBatch, Error, Position, Snapshot, SnapshotPart, SnapshotRequest, Source, TableId,
-    TableSchema,
+    ChangeBatch, ChangeFeed, ChangeRequest, Error, Position, Snapshot, SnapshotPart,
+    SnapshotRequest, SnapshotTable, Source, TableId, TableSchema,
 };
 
 use crate::config::{quote_ident, quote_table, PgEndpoint};
@@ -28,7 +28,7 @@ use crate::schema::load_catalog;
 use crate::types::{PgType, ENGINE};
 
 /// A PostgreSQL database as a migration source.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct PostgresSource {
     endpoint: PgEndpoint,
 }
@@ -61,27 +61,42 @@ impl Source for PostgresSource {
     }
 
     async fn snapshot(&self, request: SnapshotRequest) -> ferry_engine::Result<Arc<dyn Snapshot>> {
+        self.open_snapshot(request, None).await
+    }
+
+    async fn check_changes(&self, request: &ChangeRequest) -> ferry_engine::Result<()> {
+        crate::changes::check(&self.endpoint, request).await
+    }
+
+    async fn changes(&self, request: ChangeRequest) -> ferry_engine::Result<Box<dyn ChangeFeed>> {
+        crate::changes::open_feed(self.clone(), request).await
+    }
+
+    async fn drop_changes(&self, name: &str) -> ferry_engine::Result<Vec<String>> {
+        crate::changes::drop_feed(&self.endpoint, name).await
+    }
+
+    async fn retained_log(&self, name: &str) -> ferry_engine::Result<Option<u64>> {
+        crate::changes::retained_log(&self.endpoint, name).await
+    }
+}
+
+impl PostgresSource {
+    /// The endpoint this source reads.
+    pub(crate) fn endpoint(&self) -> &PgEndpoint {
+        &self.endpoint
+    }
+
+    /// Opens a snapshot: a new exported one, or with `imported`, the snapshot a replication
+    /// slot exported when it was created.
+    pub(crate) async fn open_snapshot(
+        &self,
+        request: SnapshotRequest,
+        imported: Option<String>,
+    ) -> ferry_engine::Result<Arc<dyn Snapshot>> {
         let mut tables = Vec::with_capacity(request.tables.len());
         for table in &request.tables {
-            let mut types = Vec::with_capacity(table.columns.len());
-            let schema = table.batch_schema();
-            for field in schema.fields() {
-                let unsupported = |message: String| PgError::UnsupportedColumn {
-                    table: table.table.id.to_string(),
-                    column: field.name().clone(),
-                    message,
-                };
-                if let Some(reason) = field.metadata().get(UNSUPPORTED_KEY) {
-                    return Err(unsupported(format!(
-                        "{reason}; leave it out of the rule's SELECT list"
-                    ))
-                    .into());
-                }
-                let (ty, _) = PgType::for_arrow_field(field).ok_or_else(|| {
-                    unsupported(format!("type {} is not carried", field.data_type()))
-                })?;
-                types.push(ty);
-            }
+            let (schema, types) = column_types(table)?;
             let select_list = schema
                 .fields()
                 .iter()
@@ -105,24 +120,46 @@ impl Source for PostgresSource {
                 self.endpoint
                     .query_error("starting the snapshot transaction"),
             )?;
-        let row = coordinator
-            .query_one("SELECT pg_export_snapshot()", &[])
-            .await
-            .map_err(self.endpoint.query_error("exporting the snapshot"))?;
-        let snapshot_name: String = row.get(0);
-
-        let mut parts = Vec::new();
-        let mut ranges = Vec::new();
-        for (index, table) in request.tables.iter().enumerate() {
-            for range in plan_ranges(&coordinator, &self.endpoint, &table.table, &request).await? {
-                parts.push(SnapshotPart {
-                    index: parts.len() as u32,
-                    table: index,
-                    description: range.clone().unwrap_or_else(|| "whole table".into()),
-                });
-                ranges.push(range);
+        let snapshot_name = match imported {
+            Some(name) => {
+                coordinator
+                    .batch_execute(&format!("SET TRANSACTION SNAPSHOT '{name}'"))
+                    .await
+                    .map_err(
+                        self.endpoint
+                            .query_error("adopting the replication slot's snapshot"),
+                    )?;
+                name
             }
-        }
+            None => {
+                let row = coordinator
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await
+                    .map_err(self.endpoint.query_error("exporting the snapshot"))?;
+                row.get(0)
+            }
+        };
+
+        let parts = match request.parts.clone() {
+            Some(parts) => parts,
+            None => {
+                let mut parts = Vec::new();
+                for (index, table) in request.tables.iter().enumerate() {
+                    for range in
+                        plan_ranges(&coordinator, &self.endpoint, &table.table, &request).await?
+                    {
+                        parts.push(SnapshotPart {
+                            index: parts.len() as u32,
+                            table: index,
+                            description: range.clone().unwrap_or_else(|| "whole table".into()),
+                            range,
+                        });
+                    }
+                }
+                parts
+            }
+        };
+        let ranges: Vec<Option<String>> = parts.iter().map(|p| p.range.clone()).collect();
         info!(snapshot = %snapshot_name, parts = parts.len(), tables = tables.len(), "snapshot opened");
         Ok(Arc::new(PgSnapshot {
             endpoint: self.endpoint.clone(),
@@ -135,6 +172,29 @@ impl Source for PostgresSource {
             batch_size: request.batch_size,
         }))
     }
+}
+
+/// The schema of a table's batches and the PostgreSQL type of each column read; a user error
+/// naming the column when one cannot be carried.
+pub(crate) fn column_types(table: &SnapshotTable) -> Result<(SchemaRef, Vec<PgType>), PgError> {
+    let mut types = Vec::with_capacity(table.columns.len());
+    let schema = table.batch_schema();
+    for field in schema.fields() {
+        let unsupported = |message: String| PgError::UnsupportedColumn {
+            table: table.table.id.to_string(),
+            column: field.name().clone(),
+            message,
+        };
+        if let Some(reason) = field.metadata().get(UNSUPPORTED_KEY) {
+            return Err(unsupported(format!(
+                "{reason}; leave it out of the rule's SELECT list"
+            )));
+        }
+        let (ty, _) = PgType::for_arrow_field(field)
+            .ok_or_else(|| unsupported(format!("type {} is not carried", field.data_type())))?;
+        types.push(ty);
+    }
+    Ok((schema, types))
 }
 
 /// The conditions splitting a table into parts of about `chunk_rows` rows, `None` for a

@@ -1,0 +1,461 @@
+//! Incremental migrations on real PostgreSQL servers: a snapshot handed off to logical
+//! replication while writers keep changing the source, through the `ferry` binary as a user
+//! runs it. Every test compares the sink with the rules' SELECT over the source, content not
+//! counts, after the writers stop and ferry catches up.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_testkit::PgServer;
+
+const SOURCE_SCHEMA: &str = r#"
+CREATE SCHEMA shop;
+CREATE TABLE shop.orders (
+    id bigint PRIMARY KEY,
+    customer integer NOT NULL,
+    amount numeric(12,2),
+    note text,
+    big text);
+CREATE TABLE shop.items (
+    order_id bigint, line integer, qty integer NOT NULL,
+    PRIMARY KEY (order_id, line));
+CREATE TABLE shop.marker (id integer PRIMARY KEY);
+-- Rows move into the rule's WHERE by updates that leave the TOASTed column alone.
+ALTER TABLE shop.orders REPLICA IDENTITY FULL;
+INSERT INTO shop.orders
+SELECT g, g % 97, (g % 300)::numeric / 2, 'note ' || g,
+       CASE WHEN g % 50 = 0 THEN (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x) END
+FROM generate_series(1, 20000) g;
+INSERT INTO shop.items SELECT g / 4, g % 4, g % 9 FROM generate_series(1, 8000) g;
+ANALYZE;
+"#;
+
+/// The rules every test here runs: a filter that rows move into and out of, a rename, and a
+/// table with a composite key.
+const RULES: [&str; 3] = [
+    "INSERT INTO sales.orders SELECT id, customer, amount AS total, note, big FROM shop.orders WHERE amount > 20",
+    "INSERT INTO sales.items SELECT * FROM shop.items",
+    "INSERT INTO sales.marker SELECT * FROM shop.marker",
+];
+
+/// What the sink must equal: (source query, sink query).
+const COMPARE: [(&str, &str); 2] = [
+    (
+        "SELECT id, customer, amount, note, md5(big) FROM shop.orders WHERE amount > 20 ORDER BY id",
+        "SELECT id, customer, total, note, md5(big) FROM sales.orders ORDER BY id",
+    ),
+    (
+        "SELECT * FROM shop.items ORDER BY order_id, line",
+        "SELECT * FROM sales.items ORDER BY order_id, line",
+    ),
+];
+
+fn server() -> PgServer {
+    let server = PgServer::start().expect("start PostgreSQL (apt-get install -y postgresql)");
+    server.create_database("source").unwrap();
+    server.create_database("sink").unwrap();
+    server.psql("source", SOURCE_SCHEMA).unwrap();
+    server
+}
+
+fn write_job(server: &PgServer, dir: &Path, migration: &str) -> PathBuf {
+    let mut text = format!(
+        "[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\n[migration]\n{migration}\n",
+        server.url("source"),
+        server.url("sink")
+    );
+    for rule in RULES {
+        text.push_str(&format!("[[rules]]\nsql = '''{rule}'''\n"));
+    }
+    let path = dir.join("sync.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn spawn_ferry(command: &str, job: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg(command)
+        .arg(job)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferry")
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits for `condition`, failing the test after `limit`.
+fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A source of pseudo-random numbers that repeats from run to run.
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self, sides: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % sides
+    }
+}
+
+/// Writes to the source until stopped: inserts, updates of the filtered column (rows move in
+/// and out of the rule's WHERE), of a TOASTed column and around it, of the primary key,
+/// deletes, multi-statement transactions and truncates.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    transactions: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(url: String, seed: u64) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let transactions = Arc::new(AtomicU64::new(0));
+        let (flag, count) = (Arc::clone(&stop), Arc::clone(&transactions));
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(write_until(url, seed, flag, count));
+        });
+        Writers {
+            stop,
+            transactions,
+            thread: Some(thread),
+        }
+    }
+
+    fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
+    }
+
+    fn finish(mut self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the writer thread panicked");
+        }
+        self.transactions()
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn write_until(url: String, seed: u64, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("writer connects");
+    tokio::spawn(connection);
+    let mut dice = Dice(seed);
+    let mut next_id = 1_000_000 + seed as i64 * 10_000_000;
+    while !stop.load(Ordering::Relaxed) {
+        let id = 1 + dice.roll(20_000) as i64;
+        let statement = match dice.roll(12) {
+            0 | 1 => {
+                next_id += 1;
+                format!(
+                    "INSERT INTO shop.orders VALUES ({next_id}, {}, {}, 'new', NULL)",
+                    dice.roll(97),
+                    dice.roll(400)
+                )
+            }
+            // Across the filter: rows move into and out of amount > 20.
+            2 | 3 => format!(
+                "UPDATE shop.orders SET amount = {} WHERE id = {id}",
+                dice.roll(60)
+            ),
+            // Around the TOASTed column: it is not sent, and must be kept.
+            4 => format!(
+                "UPDATE shop.orders SET note = 'touched {}' WHERE id % 50 = 0 AND id = {}",
+                dice.roll(1000),
+                id - id % 50 + 50
+            ),
+            // The TOASTed value itself changes.
+            5 => format!(
+                "UPDATE shop.orders SET big = repeat(md5('{}'), 100) WHERE id = {id}",
+                dice.roll(1000)
+            ),
+            // The key changes.
+            6 => {
+                next_id += 1;
+                format!("UPDATE shop.orders SET id = {next_id} WHERE id = {id}")
+            }
+            7 => format!("DELETE FROM shop.orders WHERE id = {id}"),
+            8 => format!(
+                "BEGIN; INSERT INTO shop.items VALUES ({id}, 10 + {}, 1) ON CONFLICT DO NOTHING;
+                 UPDATE shop.items SET qty = qty + 1 WHERE order_id = {};
+                 DELETE FROM shop.items WHERE order_id = {}; COMMIT",
+                dice.roll(5),
+                dice.roll(2000),
+                dice.roll(2000)
+            ),
+            9 => format!(
+                "UPDATE shop.orders SET amount = amount + 1, note = 'bulk' WHERE id BETWEEN {id} AND {id} + 30"
+            ),
+            10 if dice.roll(40) == 0 => {
+                "BEGIN; TRUNCATE shop.items; INSERT INTO shop.items SELECT g, 1, 1 FROM generate_series(1, 50) g; COMMIT".to_string()
+            }
+            _ => format!(
+                "UPDATE shop.items SET qty = {} WHERE order_id = {}",
+                dice.roll(9),
+                dice.roll(2000)
+            ),
+        };
+        match client.batch_execute(&statement).await {
+            Ok(()) => {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+            // A key change can collide with a row another statement made; that is the
+            // source refusing it, not a test failure.
+            Err(error) if error.as_db_error().is_some() => {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            Err(error) => panic!("writer failed: {error}"),
+        }
+    }
+}
+
+/// Inserts marker `id` at the source and waits until the sink holds it: every change
+/// committed before it is then applied too.
+fn catch_up(server: &PgServer, id: i32) {
+    server
+        .psql("source", &format!("INSERT INTO shop.marker VALUES ({id})"))
+        .unwrap();
+    wait_for(
+        "ferry to apply the marker",
+        Duration::from_secs(120),
+        || {
+            server
+                .psql(
+                    "sink",
+                    &format!("SELECT count(*) FROM sales.marker WHERE id = {id}"),
+                )
+                .map(|out| out.trim() == "1")
+                .unwrap_or(false)
+        },
+    );
+}
+
+/// Stops a running ferry with `ferry stop` and returns its output.
+fn stop(job: &Path, child: Child) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("stop")
+        .arg(job)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    child.wait_with_output().unwrap()
+}
+
+fn assert_sink_equals_source(server: &PgServer) {
+    for (source_query, sink_query) in COMPARE {
+        let expected = server.psql("source", source_query).unwrap();
+        let landed = server.psql("sink", sink_query).unwrap();
+        assert!(
+            !expected.trim().is_empty(),
+            "nothing selected: {source_query}"
+        );
+        if landed != expected {
+            let expected: Vec<&str> = expected.lines().collect();
+            let landed: Vec<&str> = landed.lines().collect();
+            let missing: Vec<_> = expected
+                .iter()
+                .filter(|l| !landed.contains(l))
+                .take(5)
+                .collect();
+            let extra: Vec<_> = landed
+                .iter()
+                .filter(|l| !expected.contains(l))
+                .take(5)
+                .collect();
+            panic!(
+                "sink differs from the rule's SELECT ({} rows vs {}):\n missing {missing:?}\n extra {extra:?}\n query {source_query}",
+                landed.len(),
+                expected.len()
+            );
+        }
+    }
+}
+
+#[test]
+fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        &server,
+        dir.path(),
+        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 500\nparallelism = 2\nchunk_rows = 4000",
+    );
+    let writers = Writers::start(server.url("source"), 1);
+    wait_for("the writers to start", Duration::from_secs(30), || {
+        writers.transactions() > 20
+    });
+    let child = spawn_ferry("run", &job);
+    // Keep writing through the snapshot and well into streaming.
+    wait_for("ferry to stream changes", Duration::from_secs(120), || {
+        server
+            .psql("sink", "SELECT count(*) FROM _ferry.applied")
+            .map(|out| out.trim() == "1")
+            .unwrap_or(false)
+    });
+    let started = writers.transactions();
+    wait_for(
+        "more writes while streaming",
+        Duration::from_secs(60),
+        || writers.transactions() > started + 300,
+    );
+    let written = writers.finish();
+    catch_up(&server, 1);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("changes read"), "{stdout}");
+    assert!(written > 300);
+    assert_sink_equals_source(&server);
+
+    // Resuming after a clean stop continues where it ended.
+    let writers = Writers::start(server.url("source"), 2);
+    wait_for("more writes", Duration::from_secs(30), || {
+        writers.transactions() > 200
+    });
+    writers.finish();
+    let child = spawn_ferry("run", &job);
+    catch_up(&server, 2);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("resuming the job from its checkpoint"),
+        "{stderr}"
+    );
+    assert_sink_equals_source(&server);
+
+    // ferry drop removes the slot and publication.
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("drop")
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("replication slot ferry_sync"));
+    assert_eq!(
+        server
+            .psql(
+                "source",
+                "SELECT (SELECT count(*) FROM pg_replication_slots) + (SELECT count(*) FROM pg_publication)"
+            )
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn killed_at_random_points_it_resumes_without_loss_or_duplicates() {
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        &server,
+        dir.path(),
+        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 200\nparallelism = 2\nchunk_rows = 2000",
+    );
+    let writers = Writers::start(server.url("source"), 3);
+    let mut dice = Dice(7);
+    for round in 0..5 {
+        let child = spawn_ferry("run", &job);
+        // Kill at a different point each time: early ones land in the snapshot, later ones
+        // while streaming.
+        let wait = 300 + dice.roll(1200) + round * 400;
+        std::thread::sleep(Duration::from_millis(wait));
+        let mut child = child;
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        // SIGKILL: no exit code; a run that ended on its own first failed.
+        assert_eq!(output.status.code(), None, "{}", describe(&output));
+    }
+    let written = writers.finish();
+    assert!(written > 100);
+    let child = spawn_ferry("run", &job);
+    catch_up(&server, 1);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_sink_equals_source(&server);
+}
+
+#[test]
+fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
+    let server = server();
+    server
+        .psql(
+            "source",
+            "ALTER TABLE shop.orders REPLICA IDENTITY DEFAULT;
+             CREATE TABLE shop.log (at timestamptz, line text);",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        &server,
+        dir.path(),
+        "types = [\"schema\", \"full\", \"incremental\"]",
+    );
+    let mut text = std::fs::read_to_string(&job).unwrap();
+    text.push_str("[[rules]]\nsql = 'SELECT * FROM shop.log'\n");
+    std::fs::write(&job, &text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("check")
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shop.log has no primary key") && stderr.contains("rules[3].sql"),
+        "{stderr}"
+    );
+
+    // Without the keyless table, the filtered table with TOASTed columns is the problem.
+    let text = text.replace("[[rules]]\nsql = 'SELECT * FROM shop.log'\n", "");
+    std::fs::write(&job, &text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("check")
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("ALTER TABLE \"shop\".\"orders\" REPLICA IDENTITY FULL")
+            && stderr.contains("note, big"),
+        "{stderr}"
+    );
+    assert_eq!(
+        server
+            .psql("source", "SELECT count(*) FROM pg_replication_slots")
+            .unwrap()
+            .trim(),
+        "0",
+        "check creates nothing"
+    );
+}
