@@ -117,7 +117,7 @@ async fn check(path: &Path) -> Result<(), Error> {
     if plan.job.runs(MigrationType::Incremental) {
         plan.source.check_changes(&plan.change_request()).await?;
         if let Some(bytes) = plan.source.retained_log(&plan.feed_name()).await? {
-            let state = CheckpointStore::beside(path).load()?;
+            let state = CheckpointStore::beside(path, &plan.name).load()?;
             let held = format!(
                 "replication slot {} holds {:.1} MB of WAL on the source",
                 plan.feed_name(),
@@ -165,14 +165,14 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
             on_signal.cancel();
         }
     });
-    watch_stop_file(stop_file(path), stop.clone());
+    watch_stop_file(stop_file(path, &plan.name), stop.clone());
     let display = ProgressDisplay::start(
         progress.clone(),
         streaming.clone(),
         interactive,
         Duration::from_secs(5),
     );
-    let store = CheckpointStore::beside(path);
+    let store = CheckpointStore::beside(path, &plan.name);
     let result = ferry::run(
         &plan,
         &store,
@@ -206,8 +206,8 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
 
 /// Asks the run of the job at `path` to stop.
 fn stop(path: &Path) -> Result<(), Error> {
-    read_job(path)?;
-    let file = stop_file(path);
+    let (_, name) = read_job(path)?;
+    let file = stop_file(path, &name);
     std::fs::write(&file, b"stop\n").map_err(|e| Error::Checkpoint {
         path: file.display().to_string(),
         message: format!("cannot write the stop request: {e}"),
@@ -226,7 +226,7 @@ async fn drop_job(path: &Path) -> Result<(), Error> {
     let mut removed = plan.source.drop_changes(&plan.feed_name()).await?;
     plan.sink.forget(&plan.name).await?;
     removed.push(format!("ferry's records of job {} in the sink", plan.name));
-    let store = CheckpointStore::beside(path);
+    let store = CheckpointStore::beside(path, &plan.name);
     if store.load()?.is_some() {
         store.remove()?;
         removed.push(format!("checkpoint {}", store.path().display()));

@@ -16,8 +16,8 @@ use std::time::Duration;
 use ferry_engine::checkpoint::{FeedState, SnapshotState};
 use ferry_engine::pipeline::DEFAULT_QUEUE_DEPTH;
 use ferry_engine::{
-    run_changes, run_snapshot, ChangeRouting, CheckpointStore, Error, JobState, Position, Progress,
-    RunOptions, SnapshotProgress, StreamOptions, StreamProgress,
+    run_changes, run_snapshot, ChangeFeed, ChangeRouting, CheckpointStore, Error, ErrorClass,
+    JobState, Position, Progress, RunOptions, SnapshotProgress, StreamOptions, StreamProgress,
 };
 use ferry_sql::MigrationType;
 use tokio_util::sync::CancellationToken;
@@ -31,6 +31,14 @@ pub const GROUP_DELAY: Duration = Duration::from_millis(200);
 
 /// Change events decoded ahead of the applier.
 pub const CHANGE_QUEUE_DEPTH: usize = 64;
+
+/// Tries to reconnect after a lost connection before giving up (the count starts again
+/// once changes flow).
+pub const RECONNECT_TRIES: u32 = 8;
+/// Pause before the first reconnect; it doubles with each failed try.
+pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(500);
+/// Longest pause between tries.
+pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(15);
 
 /// What a finished run did.
 #[derive(Debug)]
@@ -52,13 +60,9 @@ pub fn progress_for(plan: &Plan) -> Arc<Progress> {
     ))
 }
 
-/// The file whose appearance asks the run of the job file `job` to stop (`ferry stop`).
-pub fn stop_file(job: &Path) -> PathBuf {
-    let stem = job
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "job".into());
-    job.with_file_name(format!("{stem}.stop"))
+/// The file whose appearance asks the run of job `name` (file `job`) to stop (`ferry stop`).
+pub fn stop_file(job: &Path, name: &str) -> PathBuf {
+    job.with_file_name(format!("{name}.stop"))
 }
 
 /// Cancels `stop` when `file` appears; checks every half second.
@@ -278,6 +282,71 @@ pub async fn run(
     if stop.is_cancelled() {
         return Err(Error::Stopped);
     }
+    // A lost connection (the source or sink restarting, the network) is retried with
+    // backoff from the last applied position; the sink transaction it interrupted was rolled
+    // back with its connection, so nothing is lost and nothing applied twice.
+    let mut failures = 0u32;
+    let mut applied_before = None;
+    let mut feed = Some(feed);
+    loop {
+        let result = match feed.take() {
+            Some(feed) => stream_changes(plan, feed, &state, store, &streaming, stop.clone()).await,
+            None => match plan.source.changes(plan.change_request()).await {
+                Ok(feed) => {
+                    stream_changes(plan, feed, &state, store, &streaming, stop.clone()).await
+                }
+                Err(error) => Err(error),
+            },
+        };
+        let error = match result {
+            Ok(()) => break,
+            Err(error) if error.class() == ErrorClass::External && !stop.is_cancelled() => error,
+            Err(error) => return Err(error),
+        };
+        let applied_now = streaming.applied_position();
+        if applied_now != applied_before {
+            failures = 0;
+            applied_before = applied_now;
+        }
+        failures += 1;
+        if failures > RECONNECT_TRIES {
+            warn!(
+                tries = RECONNECT_TRIES,
+                "giving up: the connection keeps failing"
+            );
+            return Err(error);
+        }
+        let delay = RECONNECT_FIRST_DELAY
+            .saturating_mul(1 << (failures - 1).min(5))
+            .min(RECONNECT_MAX_DELAY);
+        warn!(
+            %error,
+            try_number = failures,
+            of = RECONNECT_TRIES,
+            delay_seconds = delay.as_secs_f64(),
+            "streaming failed; reconnecting after a pause"
+        );
+        tokio::select! {
+            _ = stop.cancelled() => return Err(Error::Stopped),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+    Ok(RunSummary {
+        copied_rows,
+        streamed_to: streaming.applied_position(),
+    })
+}
+
+/// Streams changes from `feed` until stopped or a failure, resuming after the furthest
+/// position the sink and the checkpoint hold.
+async fn stream_changes(
+    plan: &Plan,
+    feed: Box<dyn ChangeFeed>,
+    state: &Arc<Mutex<JobState>>,
+    store: &CheckpointStore,
+    streaming: &Arc<StreamProgress>,
+    stop: CancellationToken,
+) -> ferry_engine::Result<()> {
     let mut applier = plan.sink.applier(&plan.name).await?;
     let recorded = applier.applied_position().await?;
     let saved = state.lock().ok().and_then(|s| s.applied.clone());
@@ -287,7 +356,7 @@ pub async fn run(
     };
     ferry_engine::streaming::log_resume(applied.as_ref());
     let stream = feed.start(applied.clone()).await?;
-    let recorder = Arc::clone(&state);
+    let recorder = Arc::clone(state);
     let recorder_store = store.clone();
     let on_committed: ferry_engine::streaming::GroupCommitted = Arc::new(move |position| {
         if let Ok(mut state) = recorder.lock() {
@@ -307,14 +376,10 @@ pub async fn run(
             flows: Arc::new(plan.flows.clone()),
         },
         applier,
-        Arc::clone(&streaming),
+        Arc::clone(streaming),
         options,
         Some(on_committed),
         stop,
     )
-    .await?;
-    Ok(RunSummary {
-        copied_rows,
-        streamed_to: streaming.applied_position().or(applied),
-    })
+    .await
 }

@@ -459,3 +459,37 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
         "check creates nothing"
     );
 }
+
+#[test]
+fn a_source_restart_mid_stream_is_survived_without_loss() {
+    let mut server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        &server,
+        dir.path(),
+        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 1000",
+    );
+    let child = spawn_ferry("run", &job);
+    let writers = Writers::start(server.url("source"), 4);
+    wait_for("writes", Duration::from_secs(30), || {
+        writers.transactions() > 200
+    });
+    writers.finish();
+    catch_up(&server, 1);
+
+    server.restart().unwrap();
+    let writers = Writers::start(server.url("source"), 5);
+    wait_for("writes after the restart", Duration::from_secs(30), || {
+        writers.transactions() > 200
+    });
+    writers.finish();
+    catch_up(&server, 2);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("streaming failed; reconnecting after a pause"),
+        "{stderr}"
+    );
+    assert_sink_equals_source(&server);
+}

@@ -1,5 +1,5 @@
 //! The job's checkpoint: what a run has durably done, kept in a file next to the job file
-//! (`orders.toml` → `orders.state.json`), so `ferry run` after a crash, a `kill -9` or a stop
+//! and named after the job (`<dir>/orders.state.json` for job `orders`), so `ferry run` after a crash, a `kill -9` or a stop
 //! continues where the last run ended. No server is needed to keep it.
 //!
 //! The file is replaced atomically (written beside, synced, renamed, directory synced): after
@@ -89,14 +89,10 @@ pub struct CheckpointStore {
 }
 
 impl CheckpointStore {
-    /// The store for the job file at `job_file`: `<stem>.state.json` beside it.
-    pub fn beside(job_file: &Path) -> CheckpointStore {
-        let stem = job_file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "job".into());
+    /// The store of job `job` whose file is `job_file`: `<job>.state.json` beside it.
+    pub fn beside(job_file: &Path, job: &str) -> CheckpointStore {
         CheckpointStore {
-            path: job_file.with_file_name(format!("{stem}.state.json")),
+            path: job_file.with_file_name(format!("{job}.state.json")),
         }
     }
 
@@ -173,7 +169,7 @@ mod tests {
     #[test]
     fn state_round_trips_and_replaces_atomically() {
         let dir = tempfile::tempdir().unwrap();
-        let store = CheckpointStore::beside(&dir.path().join("orders.toml"));
+        let store = CheckpointStore::beside(&dir.path().join("orders.toml"), "orders");
         assert!(store.path().ends_with("orders.state.json"));
         assert_eq!(store.load().unwrap(), None);
         let mut state = JobState::new(

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -112,6 +112,7 @@ pub async fn run_changes(
                     group.progress.source_at(&position, at);
                     if !group.in_transaction {
                         group.flush().await?;
+                        group.idle(position).await?;
                     }
                 }
             }
@@ -338,6 +339,26 @@ impl Group {
         self.transactions = 0;
         self.group_started = None;
         self.committed = Some(position);
+        Ok(())
+    }
+
+    /// The source has sent everything up to `position` and all of it is applied: record
+    /// that position too, so the source may recycle its log (a server shutting down waits
+    /// for exactly this) and a restart resumes there.
+    async fn idle(&mut self, position: Position) -> Result<()> {
+        let caught_up = !self.in_transaction
+            && self.pending.is_none()
+            && self.rows == 0
+            && self.applied_rows == 0;
+        let ahead = self
+            .progress
+            .applied_position()
+            .is_none_or(|applied| applied.comparable(&position) && applied < position);
+        if caught_up && ahead {
+            self.applier.commit(&position).await?;
+            self.progress.applied(&position, SystemTime::now(), 0, 0);
+            self.committed = Some(position);
+        }
         Ok(())
     }
 

@@ -270,6 +270,21 @@ impl PgServer {
         Ok(())
     }
 
+    /// Restarts the server on the same port (a fast shutdown: open connections are cut,
+    /// as when an operator restarts it).
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        let log = self.dir.path().join("server.log");
+        run(self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data_dir())
+            .arg("-l")
+            .arg(&log)
+            .args(["-m", "fast", "-w", "-t", "60", "restart"]))?;
+        self.running = true;
+        Ok(())
+    }
+
     /// Stops the server now (dropping does the same).
     pub fn stop(&mut self) -> Result<(), TestkitError> {
         if self.running {
