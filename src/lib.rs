@@ -10,6 +10,7 @@ pub mod demo;
 pub mod plan;
 pub mod report;
 pub mod run;
+pub mod verify;
 
 pub use plan::{plan, JobError, Plan};
 pub use run::{run, RunSummary};

@@ -40,6 +40,12 @@ enum Command {
         /// The job file (TOML).
         job: PathBuf,
     },
+    /// Compare every target table with what its rule selects from the source, row by row
+    /// in key order; print the differences; exit 1 when there are any.
+    Verify {
+        /// The job file (TOML).
+        job: PathBuf,
+    },
     /// Ask the running job to stop cleanly (it commits what it has read, then exits).
     Stop {
         /// The job file (TOML).
@@ -204,6 +210,41 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// Verifies the job at `path`; true when every target equals the source.
+async fn verify(path: &Path) -> Result<bool, Error> {
+    let (job, name) = read_job(path)?;
+    let plan = ferry::plan(job, name).await?;
+    let reports = ferry::verify::verify(&plan).await?;
+    let mut equal = true;
+    for report in &reports {
+        let verdict = if report.is_equal() {
+            "equal".to_string()
+        } else {
+            equal = false;
+            format!(
+                "DIFFERENT: {} missing in the target, {} not at the source, {} with other values",
+                report.missing, report.extra, report.different
+            )
+        };
+        println!(
+            "{:<32} source {:>10} rows · target {:>10} rows · {verdict}",
+            report.target, report.source_rows, report.sink_rows
+        );
+        for line in &report.shown {
+            println!("    {line}");
+        }
+    }
+    if equal {
+        println!(
+            "verify passed: {} target tables equal the source",
+            reports.len()
+        );
+    } else {
+        println!("verify failed: the target differs from the source");
+    }
+    Ok(equal)
+}
+
 /// Asks the run of the job at `path` to stop.
 fn stop(path: &Path) -> Result<(), Error> {
     let (_, name) = read_job(path)?;
@@ -252,24 +293,28 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    // Ok(false): the command ran and found differences (`ferry verify`).
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Check { job } => check(&job).await,
-            Command::Run { job } => run_job(&job, bars).await,
-            Command::Stop { job } => stop(&job),
-            Command::Drop { job } => drop_job(&job).await,
+            Command::Check { job } => check(&job).await.map(|()| true),
+            Command::Run { job } => run_job(&job, bars).await.map(|()| true),
+            Command::Stop { job } => stop(&job).map(|()| true),
+            Command::Verify { job } => verify(&job).await,
+            Command::Drop { job } => drop_job(&job).await.map(|()| true),
             Command::Demo { rows } => {
                 ferry::demo::run(
                     rows,
                     |job: PathBuf| async move { run_job(&job, bars).await },
                 )
                 .await
+                .map(|()| true)
             }
-            Command::Bench(args) => ferry::bench::run(args).await,
+            Command::Bench(args) => ferry::bench::run(args).await.map(|()| true),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             error!(class = %e.class(), "{e}");
             eprintln!("ferry: {e}");

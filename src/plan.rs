@@ -182,7 +182,8 @@ fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
 }
 
-fn open_source(url: &str) -> ferry_engine::Result<(Arc<dyn Source>, String)> {
+/// The source for `url`, and the URL without its password.
+pub(crate) fn open_source(url: &str) -> ferry_engine::Result<(Arc<dyn Source>, String)> {
     match scheme(url) {
         "postgres" | "postgresql" => {
             let endpoint = PgEndpoint::parse(url, "source.url")?;
@@ -383,6 +384,7 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
         parallelism: job.migration.parallelism,
         chunk_rows: job.migration.chunk_rows,
         parts: None,
+        ordered: false,
     };
     Ok(Plan {
         name,

@@ -269,6 +269,27 @@ fn stop(job: &Path, child: Child) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// Runs `ferry verify` on the job.
+fn verify(job: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("verify")
+        .arg(job)
+        .output()
+        .unwrap()
+}
+
+/// The sink equals the source: by ferry's own verify and by comparing the content here.
+fn assert_verified(server: &PgServer, job: &Path) {
+    let output = verify(job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
+        "{}",
+        describe(&output)
+    );
+    assert_sink_equals_source(server);
+}
+
 fn assert_sink_equals_source(server: &PgServer) {
     for (source_query, sink_query) in COMPARE {
         let expected = server.psql("source", source_query).unwrap();
@@ -333,7 +354,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("changes read"), "{stdout}");
     assert!(written > 300);
-    assert_sink_equals_source(&server);
+    assert_verified(&server, &job);
 
     // Resuming after a clean stop continues where it ended.
     let writers = Writers::start(server.url("source"), 2);
@@ -350,7 +371,27 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
         stderr.contains("resuming the job from its checkpoint"),
         "{stderr}"
     );
-    assert_sink_equals_source(&server);
+    assert_verified(&server, &job);
+
+    // verify finds each kind of difference and names the rows.
+    server
+        .psql(
+            "sink",
+            "DELETE FROM sales.orders WHERE id = (SELECT min(id) FROM sales.orders);
+             UPDATE sales.orders SET note = 'tampered' WHERE id = (SELECT max(id) FROM sales.orders);
+             INSERT INTO sales.items VALUES (-5, 1, 1);",
+        )
+        .unwrap();
+    let output = verify(&job);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains(
+            "DIFFERENT: 1 missing in the target, 0 not at the source, 1 with other values"
+        ) && stdout.contains("note=tampered")
+            && stdout.contains("not at the source: (order_id=-5, line=1, qty=1)"),
+        "{stdout}"
+    );
 
     // ferry drop removes the slot and publication.
     let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
@@ -401,7 +442,7 @@ fn killed_at_random_points_it_resumes_without_loss_or_duplicates() {
     catch_up(&server, 1);
     let output = stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
-    assert_sink_equals_source(&server);
+    assert_verified(&server, &job);
 }
 
 #[test]
@@ -491,5 +532,5 @@ fn a_source_restart_mid_stream_is_survived_without_loss() {
         stderr.contains("streaming failed; reconnecting after a pause"),
         "{stderr}"
     );
-    assert_sink_equals_source(&server);
+    assert_verified(&server, &job);
 }

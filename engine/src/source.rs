@@ -51,6 +51,9 @@ pub struct SnapshotRequest {
     /// Parts planned by an earlier run, to be read again as they are instead of planning
     /// anew (their `table` indexes refer to `tables`).
     pub parts: Option<Vec<SnapshotPart>>,
+    /// Read each table as one part, in primary-key order (byte order for text), for
+    /// comparing two tables row by row.
+    pub ordered: bool,
 }
 
 /// One independently readable piece of a snapshot: a whole table or a key range of one.

@@ -47,6 +47,8 @@ struct PartTable {
     types: Vec<PgType>,
     select_list: String,
     filter: Option<String>,
+    /// `ORDER BY …` for an ordered read.
+    order_by: Option<String>,
 }
 
 #[async_trait]
@@ -103,12 +105,30 @@ impl PostgresSource {
                 .map(|f| quote_ident(f.name()))
                 .collect::<Vec<_>>()
                 .join(", ");
+            let order_by = request.ordered.then(|| {
+                table
+                    .table
+                    .primary_key
+                    .iter()
+                    .map(|&i| {
+                        let field = table.table.columns.field(i);
+                        let collate = if matches!(field.data_type(), DataType::Utf8) {
+                            " COLLATE \"C\""
+                        } else {
+                            ""
+                        };
+                        format!("{}{collate}", quote_ident(field.name()))
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
             tables.push(PartTable {
                 id: Arc::new(table.table.id.clone()),
                 schema,
                 types,
                 select_list,
                 filter: table.filter.clone(),
+                order_by: order_by.filter(|o| !o.is_empty()),
             });
         }
 
@@ -142,6 +162,14 @@ impl PostgresSource {
 
         let parts = match request.parts.clone() {
             Some(parts) => parts,
+            None if request.ordered => (0..request.tables.len())
+                .map(|table| SnapshotPart {
+                    index: table as u32,
+                    table,
+                    description: "whole table, in key order".into(),
+                    range: None,
+                })
+                .collect(),
             None => {
                 let mut parts = Vec::new();
                 for (index, table) in request.tables.iter().enumerate() {
@@ -344,6 +372,10 @@ impl PgSnapshot {
         if !conditions.is_empty() {
             query.push_str(" WHERE ");
             query.push_str(&conditions.join(" AND "));
+        }
+        if let Some(order_by) = &table.order_by {
+            query.push_str(" ORDER BY ");
+            query.push_str(order_by);
         }
         format!("COPY ({query}) TO STDOUT (FORMAT binary)")
     }
