@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The demo: starts two local PostgreSQL servers, loads a sample shop, migrates it with a
-# filter and renames, prints the summary and checks the sink, then stops the servers.
+# The demo: starts two local PostgreSQL servers, loads a sample shop, migrates it online with
+# filters and renames (schema, snapshot, then the changes the shop keeps making while ferry
+# runs), stops the job, verifies the sink row by row, then stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
