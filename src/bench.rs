@@ -36,7 +36,7 @@ pub struct BenchArgs {
     pub out: PathBuf,
 }
 
-fn failed(message: impl std::fmt::Display) -> Error {
+pub(crate) fn failed(message: impl std::fmt::Display) -> Error {
     Error::Internal(format!("bench: {message}"))
 }
 
@@ -60,15 +60,15 @@ fn generate(rows: u64) -> String {
 
 /// One measured configuration.
 #[derive(Clone, Debug)]
-struct Measurement {
-    name: String,
-    seconds: f64,
-    cpu_seconds: f64,
-    peak_rss_kb: u64,
+pub(crate) struct Measurement {
+    pub(crate) name: String,
+    pub(crate) seconds: f64,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_kb: u64,
 }
 
 /// Children's user + system CPU seconds reaped so far (fields 16 and 17 of /proc/self/stat).
-fn children_cpu_seconds() -> f64 {
+pub(crate) fn children_cpu_seconds() -> f64 {
     let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
         return 0.0;
     };
@@ -86,14 +86,14 @@ fn children_cpu_seconds() -> f64 {
     (ticks(16) + ticks(17)) / TICKS_PER_SECOND
 }
 
-fn peak_rss_kb(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Waits for all `children`, sampling their peak memory; fails if any fails.
-fn measure(name: &str, mut children: Vec<Child>) -> Result<Measurement, Error> {
+pub(crate) fn measure(name: &str, mut children: Vec<Child>) -> Result<Measurement, Error> {
     let started = Instant::now();
     let cpu_before = children_cpu_seconds();
     let mut peaks = vec![0u64; children.len()];
@@ -229,6 +229,8 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
         );
         let job_path = args.out.join(format!("job-{batch_size}.toml"));
         fs::write(&job_path, job).map_err(failed)?;
+        // Each run is a new job: no checkpoint of an earlier bench may turn it into a resume.
+        let _ = fs::remove_file(args.out.join(format!("job_{batch_size}.state.json")));
         eprintln!("ferry, batch size {batch_size} …");
         let log =
             fs::File::create(args.out.join(format!("ferry-{batch_size}.log"))).map_err(failed)?;

@@ -66,6 +66,9 @@ enum Command {
     },
     /// PostgreSQL → PostgreSQL load benchmark across batch sizes, beside psql COPY pipes.
     Bench(ferry::bench::BenchArgs),
+    /// Change-apply benchmark: a pgbench write load applied by ferry at several batch sizes,
+    /// beside pg_recvlogical decoding the same WAL.
+    BenchCdc(ferry::bench_cdc::BenchCdcArgs),
 }
 
 /// Exit codes: 0 done; 2 the user must fix something; 3 a server or the network failed;
@@ -310,6 +313,7 @@ fn main() -> ExitCode {
                 .map(|()| true)
             }
             Command::Bench(args) => ferry::bench::run(args).await.map(|()| true),
+            Command::BenchCdc(args) => ferry::bench_cdc::run(args).await.map(|()| true),
         }
     });
     match result {
