@@ -85,6 +85,16 @@ fn spawn_ferry(command: &str, job: &Path) -> Child {
         .expect("run ferry")
 }
 
+/// Waits until ferry has applied a group of changes (or an idle position): it is streaming.
+fn wait_until_streaming(server: &PgServer) {
+    wait_for("ferry to stream changes", Duration::from_secs(120), || {
+        server
+            .psql("sink", "SELECT count(*) FROM _ferry.applied")
+            .map(|out| out.trim() == "1")
+            .unwrap_or(false)
+    });
+}
+
 fn describe(output: &Output) -> String {
     format!(
         "{}\n{}\n{}",
@@ -516,6 +526,8 @@ fn a_source_restart_mid_stream_is_survived_without_loss() {
         writers.transactions() > 200
     });
     writers.finish();
+    // The restart is to come while streaming, not during the snapshot.
+    wait_until_streaming(&server);
     catch_up(&server, 1);
 
     server.restart().unwrap();
