@@ -76,6 +76,16 @@ pub async fn run_changes(
         reader_stop.clone(),
     ));
     let _stop_reader = reader_stop.drop_guard();
+    // After a sink commit: record the position in the checkpoint, then acknowledge it.
+    let report = |group: &mut Group| -> Result<()> {
+        if let Some(position) = group.take_committed() {
+            if let Some(on_committed) = &on_committed {
+                on_committed(&position)?;
+            }
+            let _ = acknowledge.send(position);
+        }
+        Ok(())
+    };
     let mut group = Group::new(&routing.tables, routing.flows, applier, progress, options);
     let result = async {
         loop {
@@ -85,12 +95,7 @@ pub async fn run_changes(
                 _ = stop.cancelled() => break,
                 _ = sleep_until(wait) => {
                     group.flush().await?;
-                    if let Some(position) = group.take_committed() {
-                        if let Some(on_committed) = &on_committed {
-                            on_committed(&position)?;
-                        }
-                        let _ = acknowledge.send(position);
-                    }
+                    report(&mut group)?;
                     continue;
                 }
                 event = receiver.recv() => event,
@@ -116,21 +121,11 @@ pub async fn run_changes(
                     }
                 }
             }
-            if let Some(position) = group.take_committed() {
-                if let Some(on_committed) = &on_committed {
-                    on_committed(&position)?;
-                }
-                let _ = acknowledge.send(position);
-            }
+            report(&mut group)?;
         }
         // Stopped or the stream ended: what is committed at the source and read is applied.
         group.flush().await?;
-        if let Some(position) = group.take_committed() {
-            if let Some(on_committed) = &on_committed {
-                on_committed(&position)?;
-            }
-            let _ = acknowledge.send(position);
-        }
+        report(&mut group)?;
         Ok(())
     }
     .await;

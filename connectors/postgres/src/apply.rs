@@ -216,6 +216,33 @@ impl PgApplier {
         Ok(())
     }
 
+    /// Copies `batch` into `target`'s staging table `kind` (created from `definition` on first
+    /// use) and runs the merge `statement` builds from the staging table's name.
+    async fn merge(
+        &mut self,
+        target: &TableId,
+        kind: StageKind,
+        definition: impl FnOnce() -> (String, Vec<TargetColumn>),
+        batch: &RecordBatch,
+        statement: impl FnOnce(&str) -> String,
+        doing: &str,
+    ) -> Result<(), PgError> {
+        let stage = self
+            .stages
+            .fill(
+                &self.client,
+                &self.endpoint,
+                target,
+                kind,
+                definition,
+                batch,
+            )
+            .await?;
+        self.execute(&statement(&stage), format!("{doing} {target}"))
+            .await?;
+        Ok(())
+    }
+
     async fn apply_segment(&mut self, changes: &TableChanges) -> Result<(), PgError> {
         let target = changes.table.as_ref();
         let table = self.prepared.get(target).map_err(|e| PgError::Target {
@@ -245,18 +272,6 @@ impl PgApplier {
                 .join(" AND ")
         };
         if let Some(patches) = &changes.patches {
-            let batch = patch_batch(&table, patches)?;
-            let stage = self
-                .stages
-                .fill(
-                    &self.client,
-                    &self.endpoint,
-                    target,
-                    StageKind::Patches,
-                    || patch_stage(&table),
-                    &batch,
-                )
-                .await?;
             let sets: Vec<String> = table
                 .columns
                 .iter()
@@ -267,56 +282,66 @@ impl PgApplier {
                     format!("{name} = CASE WHEN s.{flag} THEN t.{name} ELSE s.{name} END")
                 })
                 .collect();
-            let statement = format!(
-                "UPDATE {name} t SET {} FROM {stage} s WHERE {}",
-                sets.join(", "),
-                key_condition("ferry_key_")
-            );
-            self.execute(&statement, format!("updating {target}"))
-                .await?;
+            let statement = |stage: &str| {
+                format!(
+                    "UPDATE {name} t SET {} FROM {stage} s WHERE {}",
+                    sets.join(", "),
+                    key_condition("ferry_key_")
+                )
+            };
+            let batch = patch_batch(&table, patches)?;
+            self.merge(
+                target,
+                StageKind::Patches,
+                || patch_stage(&table),
+                &batch,
+                statement,
+                "updating",
+            )
+            .await?;
         }
         if let Some(deletes) = &changes.deletes {
-            let columns: Vec<TargetColumn> = table
-                .key
-                .iter()
-                .map(|&i| table.columns[i].clone())
-                .collect();
-            let select = table.names(table.key.iter().copied()).join(", ");
-            let stage = self
-                .stages
-                .fill(
-                    &self.client,
-                    &self.endpoint,
-                    target,
-                    StageKind::Keys,
-                    || (select, columns),
-                    deletes,
+            let definition = || {
+                (
+                    table.names(table.key.iter().copied()).join(", "),
+                    table
+                        .key
+                        .iter()
+                        .map(|&i| table.columns[i].clone())
+                        .collect(),
                 )
-                .await?;
-            let statement = format!(
-                "DELETE FROM {name} t USING {stage} s WHERE {}",
-                key_condition("")
-            );
-            self.execute(&statement, format!("deleting from {target}"))
-                .await?;
+            };
+            let statement = |stage: &str| {
+                format!(
+                    "DELETE FROM {name} t USING {stage} s WHERE {}",
+                    key_condition("")
+                )
+            };
+            self.merge(
+                target,
+                StageKind::Keys,
+                definition,
+                deletes,
+                statement,
+                "deleting from",
+            )
+            .await?;
         }
         if let Some(upserts) = &changes.upserts {
-            let select = table.names(0..table.columns.len()).join(", ");
-            let columns = table.columns.clone();
-            let stage = self
-                .stages
-                .fill(
-                    &self.client,
-                    &self.endpoint,
-                    target,
-                    StageKind::Rows,
-                    || (select, columns),
-                    upserts,
+            let definition = || {
+                (
+                    table.names(0..table.columns.len()).join(", "),
+                    table.columns.clone(),
                 )
-                .await?;
-            self.execute(
-                &table.upsert_statement(target, &stage),
-                format!("writing {target}"),
+            };
+            let statement = |stage: &str| table.upsert_statement(target, stage);
+            self.merge(
+                target,
+                StageKind::Rows,
+                definition,
+                upserts,
+                statement,
+                "writing",
             )
             .await?;
         }
