@@ -308,28 +308,23 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
             let transform = compiler.compile(rule, &input, exact)?;
             let output = transform.output_schema();
             let primary_key = target_key(rule);
-            if incremental && primary_key.is_empty() {
+            // A table without a key has its changes applied by whole rows (the source's
+            // precheck asks for REPLICA IDENTITY FULL); a rule that drops the key of a keyed
+            // table cannot be applied by key.
+            if incremental && primary_key.is_empty() && !rule.source.primary_key.is_empty() {
                 let key: Vec<&str> = rule
                     .source
                     .primary_key
                     .iter()
                     .map(|&i| rule.source.columns.field(i).name().as_str())
                     .collect();
-                let message = if key.is_empty() {
-                    format!(
-                        "{} has no primary key, and changes are applied by key; add one at the source, or leave the table out of the rules",
-                        rule.source.id
-                    )
-                } else {
-                    format!(
+                return Err(JobError::NotIncremental {
+                    field: format!("rules[{}].sql", rule.rule),
+                    message: format!(
                         "incremental migration applies changes by key: keep the primary-key columns ({}) of {} in the SELECT list as plain columns",
                         key.join(", "),
                         rule.source.id
-                    )
-                };
-                return Err(JobError::NotIncremental {
-                    field: format!("rules[{}].sql", rule.rule),
-                    message,
+                    ),
                 }
                 .into());
             }

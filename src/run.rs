@@ -17,7 +17,8 @@ use ferry_engine::checkpoint::{FeedState, SnapshotState};
 use ferry_engine::pipeline::DEFAULT_QUEUE_DEPTH;
 use ferry_engine::{
     run_changes, run_snapshot, ChangeFeed, ChangeRouting, CheckpointStore, Error, ErrorClass,
-    JobState, Position, Progress, RunOptions, SnapshotProgress, StreamOptions, StreamProgress,
+    JobState, Position, Progress, RateLimit, RunOptions, SnapshotProgress, StreamOptions,
+    StreamProgress,
 };
 use ferry_sql::MigrationType;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +34,7 @@ pub const GROUP_DELAY: Duration = Duration::from_millis(200);
 pub const CHANGE_QUEUE_DEPTH: usize = 64;
 
 /// Tries to reconnect after a lost connection before giving up (the count starts again
-/// once changes flow).
+/// whenever the checkpoint moves).
 pub const RECONNECT_TRIES: u32 = 8;
 /// Pause before the first reconnect; it doubles with each failed try.
 pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(500);
@@ -124,6 +125,40 @@ fn load_state(plan: &Plan, store: &CheckpointStore) -> ferry_engine::Result<JobS
     Ok(state)
 }
 
+/// The source tables without a primary key whose snapshot an earlier run began under a change
+/// feed but did not finish. Their unfinished parts cannot be read again under a newer snapshot
+/// as other tables' are: the changes replayed from the feed's start would add rows twice.
+async fn unfinished_without_key(
+    plan: &Plan,
+    state: &JobState,
+) -> ferry_engine::Result<Vec<ferry_engine::TableId>> {
+    let keyless: Vec<usize> = (0..plan.request.tables.len())
+        .filter(|&t| plan.request.tables[t].table.primary_key.is_empty())
+        .collect();
+    let complete = state.snapshot.as_ref().is_some_and(|s| s.complete);
+    if keyless.is_empty() || state.feed.is_none() || complete {
+        return Ok(Vec::new());
+    }
+    let id = |t: usize| plan.request.tables[t].table.id.clone();
+    let Some(snapshot) = &state.snapshot else {
+        return Ok(keyless.into_iter().map(id).collect());
+    };
+    let mut finished = snapshot.finished.clone();
+    finished.extend(plan.sink.finished_parts(&plan.name, &plan.targets).await?);
+    Ok(keyless
+        .into_iter()
+        .filter(|&t| {
+            let routes = plan.flows.get(t).map_or(&[][..], |f| &f.routes[..]);
+            snapshot.parts.iter().filter(|p| p.table == t).any(|p| {
+                routes
+                    .iter()
+                    .any(|r| !finished.contains(&(p.index, r.target.id.clone())))
+            })
+        })
+        .map(id)
+        .collect())
+}
+
 /// Saves `state` under its lock.
 fn save(store: &CheckpointStore, state: &Mutex<JobState>) -> ferry_engine::Result<()> {
     let state = state
@@ -135,6 +170,12 @@ fn save(store: &CheckpointStore, state: &Mutex<JobState>) -> ferry_engine::Resul
 /// Runs `plan`, resuming from and recording in `store`. Stops with
 /// [`ferry_engine::Error::Stopped`] when `stop` is cancelled during the snapshot; committed
 /// parts stay. Stopped while streaming, it returns normally after committing what it read.
+///
+/// A lost connection (a server restarting, the network) is retried with backoff, during the
+/// snapshot as while streaming: each try resumes from the checkpoint, exactly as `ferry run`
+/// after a crash would. What the failed try had not committed was rolled back with its
+/// connection, so nothing is lost and nothing applied twice. The count of tries starts again
+/// whenever the checkpoint moves.
 pub async fn run(
     plan: &Plan,
     store: &CheckpointStore,
@@ -142,11 +183,83 @@ pub async fn run(
     streaming: Arc<StreamProgress>,
     stop: CancellationToken,
 ) -> ferry_engine::Result<RunSummary> {
+    let limit = Arc::new(RateLimit::new(plan.job.migration.max_rows_per_second));
+    let mut failures = 0u32;
+    let mut checkpoint_before = store.load()?;
+    loop {
+        let attempt = attempt(
+            plan,
+            store,
+            Arc::clone(&progress),
+            Arc::clone(&streaming),
+            Arc::clone(&limit),
+            stop.clone(),
+        );
+        let error = match attempt.await {
+            Ok(summary) => return Ok(summary),
+            Err(error) if error.class() == ErrorClass::External && !stop.is_cancelled() => error,
+            Err(error) => return Err(error),
+        };
+        let checkpoint_now = store.load()?;
+        if checkpoint_now != checkpoint_before {
+            failures = 0;
+            checkpoint_before = checkpoint_now;
+        }
+        failures += 1;
+        if failures > RECONNECT_TRIES {
+            warn!(
+                tries = RECONNECT_TRIES,
+                "giving up: the connection keeps failing; `ferry run` resumes from the checkpoint"
+            );
+            return Err(error);
+        }
+        let delay = RECONNECT_FIRST_DELAY
+            .saturating_mul(1 << (failures - 1).min(5))
+            .min(RECONNECT_MAX_DELAY);
+        warn!(
+            %error,
+            try_number = failures,
+            of = RECONNECT_TRIES,
+            delay_seconds = delay.as_secs_f64(),
+            "connection lost; reconnecting after a pause"
+        );
+        tokio::select! {
+            _ = stop.cancelled() => return Err(Error::Stopped),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One try at the whole job, from its checkpoint.
+async fn attempt(
+    plan: &Plan,
+    store: &CheckpointStore,
+    progress: Arc<Progress>,
+    streaming: Arc<StreamProgress>,
+    limit: Arc<RateLimit>,
+    stop: CancellationToken,
+) -> ferry_engine::Result<RunSummary> {
     let full = plan.job.runs(MigrationType::Full);
     let incremental = plan.job.runs(MigrationType::Incremental);
-    let state = load_state(plan, store)?;
+    let mut state = load_state(plan, store)?;
     let mut options = plan.prepare_options(false);
-    if state.snapshot.is_some() || state.applied.is_some() {
+    let restart = if full && incremental {
+        unfinished_without_key(plan, &state).await?
+    } else {
+        Vec::new()
+    };
+    if !restart.is_empty() {
+        let names: Vec<String> = restart.iter().map(ToString::to_string).collect();
+        warn!(
+            tables = %names.join(", "),
+            "the full migration was interrupted, and a table without a primary key cannot resume part by part (a change applied twice would add a row twice): the job starts over, its targets emptied"
+        );
+        plan.source.drop_changes(&plan.feed_name()).await?;
+        plan.sink.forget(&plan.name).await?;
+        store.remove()?;
+        state = JobState::new(&plan.name, &plan.source_display, plan.source_tables());
+        options.existing_rows = ferry_engine::ExistingRows::Truncate;
+    } else if state.snapshot.is_some() || state.applied.is_some() {
         // The rows in the targets are this job's own: resume, never empty or refuse them.
         options.existing_rows = ferry_engine::ExistingRows::Append;
         info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
@@ -247,6 +360,7 @@ pub async fn run(
         let options = RunOptions {
             parallelism: plan.job.migration.parallelism,
             queue_depth: DEFAULT_QUEUE_DEPTH,
+            limit: Arc::clone(&limit),
         };
         let result = run_snapshot(
             Arc::clone(&snapshot),
@@ -282,55 +396,7 @@ pub async fn run(
     if stop.is_cancelled() {
         return Err(Error::Stopped);
     }
-    // A lost connection (the source or sink restarting, the network) is retried with
-    // backoff from the last applied position; the sink transaction it interrupted was rolled
-    // back with its connection, so nothing is lost and nothing applied twice.
-    let mut failures = 0u32;
-    let mut applied_before = None;
-    let mut feed = Some(feed);
-    loop {
-        let result = match feed.take() {
-            Some(feed) => stream_changes(plan, feed, &state, store, &streaming, stop.clone()).await,
-            None => match plan.source.changes(plan.change_request()).await {
-                Ok(feed) => {
-                    stream_changes(plan, feed, &state, store, &streaming, stop.clone()).await
-                }
-                Err(error) => Err(error),
-            },
-        };
-        let error = match result {
-            Ok(()) => break,
-            Err(error) if error.class() == ErrorClass::External && !stop.is_cancelled() => error,
-            Err(error) => return Err(error),
-        };
-        let applied_now = streaming.applied_position();
-        if applied_now != applied_before {
-            failures = 0;
-            applied_before = applied_now;
-        }
-        failures += 1;
-        if failures > RECONNECT_TRIES {
-            warn!(
-                tries = RECONNECT_TRIES,
-                "giving up: the connection keeps failing"
-            );
-            return Err(error);
-        }
-        let delay = RECONNECT_FIRST_DELAY
-            .saturating_mul(1 << (failures - 1).min(5))
-            .min(RECONNECT_MAX_DELAY);
-        warn!(
-            %error,
-            try_number = failures,
-            of = RECONNECT_TRIES,
-            delay_seconds = delay.as_secs_f64(),
-            "streaming failed; reconnecting after a pause"
-        );
-        tokio::select! {
-            _ = stop.cancelled() => return Err(Error::Stopped),
-            _ = tokio::time::sleep(delay) => {}
-        }
-    }
+    stream_changes(plan, feed, &state, store, &streaming, limit, stop).await?;
     Ok(RunSummary {
         copied_rows,
         streamed_to: streaming.applied_position(),
@@ -345,6 +411,7 @@ async fn stream_changes(
     state: &Arc<Mutex<JobState>>,
     store: &CheckpointStore,
     streaming: &Arc<StreamProgress>,
+    limit: Arc<RateLimit>,
     stop: CancellationToken,
 ) -> ferry_engine::Result<()> {
     let mut applier = plan.sink.applier(&plan.name).await?;
@@ -368,6 +435,7 @@ async fn stream_changes(
         group_rows: plan.job.migration.batch_size,
         max_delay: GROUP_DELAY,
         queue_depth: CHANGE_QUEUE_DEPTH,
+        limit,
     };
     run_changes(
         stream,

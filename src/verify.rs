@@ -4,9 +4,13 @@
 //! every difference is found exactly — a row missing in the target, a row the target should
 //! not hold, a row whose values differ — not only a count.
 //!
+//! A target without a primary key is a multiset of rows: it is compared by counting the
+//! copies of each distinct row on both sides, which holds one entry per distinct row in memory.
+//!
 //! Run it when the source is quiet (writers stopped and the job caught up, or stopped): a
 //! source still taking writes differs from any copy of it.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
@@ -14,7 +18,7 @@ use arrow::array::ArrayRef;
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use arrow::row::{RowConverter, Rows, SortField};
+use arrow::row::{OwnedRow, RowConverter, Rows, SortField};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use ferry_engine::{
     ChangeBatch, Error, Route, Snapshot, SnapshotRequest, SnapshotTable, Source, TableSchema,
@@ -158,16 +162,16 @@ async fn verify_route(
     target: &TableSchema,
     sink: &dyn Source,
 ) -> ferry_engine::Result<TableReport> {
-    let key = route.target.primary_key.clone();
-    let target_id = route.target.id.to_string();
-    if key.is_empty() {
-        return Err(JobError::NotIncremental {
-            field: "rules".into(),
-            message: format!("{target_id} has no primary key: ferry verify compares rows by key"),
-        }
-        .into());
-    }
     let schema: SchemaRef = route.target.columns.clone();
+    let target_id = route.target.id.to_string();
+    // Without a primary key the table is a multiset of rows: compared by counting copies of
+    // each distinct row, in memory, instead of merging in key order.
+    let multiset = route.target.primary_key.is_empty();
+    let key: Vec<usize> = if multiset {
+        (0..schema.fields().len()).collect()
+    } else {
+        route.target.primary_key.clone()
+    };
     let batch_size = plan.job.migration.batch_size.max(1024);
     let (source_snapshot, source_rows) =
         ordered_reader(plan.source.as_ref(), table.clone(), batch_size).await?;
@@ -183,7 +187,11 @@ async fn verify_route(
         ordered.push(index);
     }
     let mut target_table = target.clone();
-    target_table.primary_key = key.iter().map(|&k| ordered[k]).collect();
+    target_table.primary_key = if multiset {
+        Vec::new()
+    } else {
+        key.iter().map(|&k| ordered[k]).collect()
+    };
     let (sink_snapshot, sink_rows) = ordered_reader(
         sink,
         SnapshotTable {
@@ -262,6 +270,60 @@ async fn verify_route(
         target: target_id.clone(),
         ..TableReport::default()
     };
+    if multiset {
+        let mut copies: HashMap<OwnedRow, i64> = HashMap::new();
+        let mut source_kept = 0u64;
+        while source.advance(&convert_source).await? {
+            if let Some((_, _, rows)) = &source.batch {
+                for row in rows.iter().skip(source.row) {
+                    *copies.entry(row.owned()).or_default() += 1;
+                    source_kept += 1;
+                }
+                source.row = rows.num_rows();
+            }
+        }
+        while sink.advance(&convert).await? {
+            if let Some((_, _, rows)) = &sink.batch {
+                for row in rows.iter().skip(sink.row) {
+                    *copies.entry(row.owned()).or_default() -= 1;
+                }
+                sink.row = rows.num_rows();
+            }
+        }
+        for (row, count) in copies.iter().filter(|(_, &count)| count != 0) {
+            let (what, many) = if *count > 0 {
+                report.missing += count.unsigned_abs();
+                ("missing in target", count.unsigned_abs())
+            } else {
+                report.extra += count.unsigned_abs();
+                ("not at the source", count.unsigned_abs())
+            };
+            if report.shown.len() < SHOWN_DIFFERENCES {
+                let columns = row_converter.convert_rows([row.row()]).map_err(internal)?;
+                let fields: Vec<arrow::datatypes::Field> = schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.as_ref().clone().with_nullable(true))
+                    .collect();
+                let batch =
+                    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+                        .map_err(internal)?;
+                let times = if many > 1 {
+                    format!(" ×{many}")
+                } else {
+                    String::new()
+                };
+                report
+                    .shown
+                    .push(format!("{what}{times}: ({})", describe_row(&batch, 0)));
+            }
+        }
+        report.source_rows = source_kept;
+        report.sink_rows = sink.rows;
+        source_snapshot.close().await?;
+        sink_snapshot.close().await?;
+        return Ok(report);
+    }
     let mut source_kept = 0u64;
     let mut more_source = source.advance(&convert_source).await?;
     let mut more_sink = sink.advance(&convert).await?;

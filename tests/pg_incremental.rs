@@ -482,7 +482,8 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("shop.log has no primary key") && stderr.contains("rules[3].sql"),
+        stderr.contains("shop.log has no primary key")
+            && stderr.contains("ALTER TABLE \"shop\".\"log\" REPLICA IDENTITY FULL"),
         "{stderr}"
     );
 
@@ -512,21 +513,29 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
 }
 
 #[test]
-fn a_source_restart_mid_stream_is_survived_without_loss() {
+fn source_restarts_during_the_snapshot_and_mid_stream_are_survived_without_loss() {
     let mut server = server();
     let dir = tempfile::tempdir().unwrap();
+    // The rate limit stretches the 28 k-row snapshot over several seconds, so that the first
+    // restart lands while it runs.
     let job = write_job(
         &server,
         dir.path(),
-        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 1000",
+        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 1000\nparallelism = 2\nchunk_rows = 2000\nmax_rows_per_second = 4000",
     );
     let child = spawn_ferry("run", &job);
+    wait_for("a committed part", Duration::from_secs(60), || {
+        server
+            .psql("sink", "SELECT count(*) FROM _ferry.parts")
+            .map(|out| out.trim().parse::<u32>().unwrap_or(0) >= 1)
+            .unwrap_or(false)
+    });
+    server.restart().unwrap();
     let writers = Writers::start(server.url("source"), 4);
     wait_for("writes", Duration::from_secs(30), || {
         writers.transactions() > 200
     });
     writers.finish();
-    // The restart is to come while streaming, not during the snapshot.
     wait_until_streaming(&server);
     catch_up(&server, 1);
 
@@ -541,8 +550,160 @@ fn a_source_restart_mid_stream_is_survived_without_loss() {
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("streaming failed; reconnecting after a pause"),
+        stderr.contains("connection lost; reconnecting after a pause")
+            && stderr.contains("resuming the full migration"),
         "{stderr}"
     );
     assert_verified(&server, &job);
+}
+
+/// A table without a primary key (REPLICA IDENTITY FULL): a multiset of rows, with duplicate
+/// rows, NULLs and a json column, changed copy by copy while ferry copies and follows it.
+const KEYLESS_SCHEMA: &str = r#"
+CREATE SCHEMA shop;
+CREATE TABLE shop.events (kind integer, qty integer, label text, payload json);
+ALTER TABLE shop.events REPLICA IDENTITY FULL;
+CREATE TABLE shop.marker (id integer PRIMARY KEY);
+INSERT INTO shop.events
+SELECT g % 40, g % 7, CASE WHEN g % 5 = 0 THEN NULL ELSE 'e' || (g % 13) END,
+       CASE WHEN g % 3 = 0 THEN NULL ELSE json_build_object('k', g % 11) END
+FROM generate_series(1, 8000) g;
+ANALYZE;
+"#;
+
+/// Sets its flag when dropped, unwinding included.
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One random change to `shop.events`, often to one copy of a duplicated row.
+fn keyless_change(dice: &mut Dice) -> String {
+    let kind = dice.roll(40);
+    let qty = dice.roll(7);
+    match dice.roll(6) {
+        0 => format!(
+            "INSERT INTO shop.events SELECT kind, qty, label, payload FROM shop.events \
+             WHERE kind = {kind} LIMIT 2"
+        ),
+        1 => format!("INSERT INTO shop.events VALUES ({kind}, {qty}, NULL, '{{\"k\": 1}}')"),
+        2 => format!(
+            "DELETE FROM shop.events WHERE ctid = (SELECT ctid FROM shop.events \
+             WHERE kind = {kind} AND qty = {qty} LIMIT 1)"
+        ),
+        3 => format!(
+            "UPDATE shop.events SET qty = qty + 1 WHERE ctid = (SELECT ctid FROM shop.events \
+             WHERE kind = {kind} LIMIT 1)"
+        ),
+        4 => format!("UPDATE shop.events SET label = 'moved' WHERE kind = {kind} AND qty = {qty}"),
+        _ => format!("BEGIN; DELETE FROM shop.events WHERE kind = {kind} AND qty = {qty}; INSERT INTO shop.events VALUES ({kind}, 0, 'x', NULL), ({kind}, 0, 'x', NULL); COMMIT"),
+    }
+}
+
+#[test]
+fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_snapshot() {
+    let server = PgServer::start().expect("start PostgreSQL (apt-get install -y postgresql)");
+    server.create_database("source").unwrap();
+    server.create_database("sink").unwrap();
+    server.psql("source", KEYLESS_SCHEMA).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("events.toml");
+    // The rate limit keeps the snapshot running long enough to be cut.
+    std::fs::write(
+        &job,
+        format!(
+            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\n[migration]\n\
+             types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 500\nparallelism = 1\n\
+             chunk_rows = 1000\nmax_rows_per_second = 2000\n\
+             [[rules]]\nsql = 'INSERT INTO sales.events SELECT kind, qty AS amount, label, payload FROM shop.events WHERE qty > 0'\n\
+             [[rules]]\nsql = 'INSERT INTO sales.marker SELECT * FROM shop.marker'\n",
+            server.url("source"),
+            server.url("sink")
+        ),
+    )
+    .unwrap();
+    let stop_writing = AtomicBool::new(false);
+    let child = std::thread::scope(|scope| {
+        // Stops the writer also when a step below fails, so the scope can end.
+        let _stop_writer = SetOnDrop(&stop_writing);
+        let writer = scope.spawn(|| {
+            let mut dice = Dice(11);
+            let mut written = 0u64;
+            while !stop_writing.load(Ordering::Relaxed) {
+                server.psql("source", &keyless_change(&mut dice)).unwrap();
+                written += 1;
+            }
+            written
+        });
+
+        // Cut ferry during the snapshot: the rerun cannot resume a keyless table part by part.
+        let mut child = spawn_ferry("run", &job);
+        wait_for("a committed part", Duration::from_secs(60), || {
+            server
+                .psql("sink", "SELECT count(*) FROM _ferry.parts")
+                .map(|out| out.trim().parse::<u32>().unwrap_or(0) >= 1)
+                .unwrap_or(false)
+        });
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), None, "{}", describe(&output));
+
+        let child = spawn_ferry("run", &job);
+        wait_until_streaming(&server);
+        std::thread::sleep(Duration::from_secs(2));
+        stop_writing.store(true, Ordering::Relaxed);
+        let written = writer.join().unwrap();
+        assert!(written > 20, "only {written} changes written");
+        child
+    });
+    catch_up(&server, 1);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("the job starts over"), "{stderr}");
+
+    let output = verify(&job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("verify passed: 2 target tables equal"),
+        "{stdout}"
+    );
+    // The same multiset, compared here too: each distinct row with its count.
+    let source = server
+        .psql(
+            "source",
+            "SELECT kind, qty, label, payload::text, count(*) FROM shop.events WHERE qty > 0 \
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        )
+        .unwrap();
+    let sink = server
+        .psql(
+            "sink",
+            "SELECT kind, amount, label, payload::text, count(*) FROM sales.events \
+             GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4",
+        )
+        .unwrap();
+    assert!(source.lines().count() > 100);
+    assert_eq!(source, sink);
+
+    // A lost copy is found and named with its count.
+    server
+        .psql(
+            "sink",
+            "DELETE FROM sales.events WHERE ctid = (SELECT ctid FROM sales.events WHERE label IS NULL LIMIT 1)",
+        )
+        .unwrap();
+    let output = verify(&job);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains(
+            "DIFFERENT: 1 missing in the target, 0 not at the source, 0 with other values"
+        ),
+        "{}",
+        describe(&output)
+    );
 }

@@ -13,6 +13,13 @@
 //! Values the source did not send ([`Unchanged`]) are filled from an earlier image of the same
 //! row in the segment where there is one; what is still missing becomes a patch, which the sink
 //! applies as an UPDATE that keeps its own values of those columns.
+//!
+//! A table without a primary key is a multiset of rows, and its changes are whole rows (the
+//! source sends complete old images: REPLICA IDENTITY FULL). An insert adds one copy of a row,
+//! a delete removes one, an update does both; these commute, so the coalescer only counts, per
+//! distinct row, the copies added minus those removed, and the segment says "remove n copies
+//! of this row" and "add n copies of that one" — the same table whatever order the sink
+//! applies them in.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use arrow::compute::interleave;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
-use arrow::row::{RowConverter, SortField};
+use arrow::row::{RowConverter, Rows, SortField};
 
 use crate::batch::{ChangeBatch, Op, Unchanged};
 use crate::error::{Error, Result};
@@ -43,6 +50,9 @@ pub struct TableChanges {
     pub deletes: Option<RecordBatch>,
     /// Whole rows to insert, or to put in place of the row with the same key.
     pub upserts: Option<RecordBatch>,
+    /// The table has no primary key: `deletes` holds whole rows, each removing one copy of
+    /// an equal row (a row listed twice removes two), and `upserts` are plain inserts.
+    pub whole_rows: bool,
 }
 
 impl TableChanges {
@@ -84,6 +94,8 @@ enum Entry {
     },
     /// The row moved to another key by a patch: nothing to do here.
     Moved,
+    /// A table without a key: copies of the row at `row` added (`net` > 0) or removed.
+    Count { row: Source, net: i64 },
 }
 
 /// Per column: where a value missing from the row comes from instead (`None`: still missing).
@@ -135,6 +147,8 @@ pub struct Coalescer {
     table: Arc<TableId>,
     schema: SchemaRef,
     key: Vec<usize>,
+    /// No primary key: rows are counted, not folded by key (the key is every column).
+    whole_rows: bool,
     converter: RowConverter,
     segment: Segment,
     done: Vec<TableChanges>,
@@ -143,14 +157,14 @@ pub struct Coalescer {
 
 impl Coalescer {
     /// A coalescer for target `table` with columns `schema` and primary key `key` (column
-    /// indexes, in key order). Fails when the key is empty: changes cannot be applied to a
-    /// table without one.
+    /// indexes, in key order); an empty key counts whole rows.
     pub fn new(table: Arc<TableId>, schema: SchemaRef, key: Vec<usize>) -> Result<Coalescer> {
-        if key.is_empty() {
-            return Err(Error::Internal(format!(
-                "changes to {table} need a primary key to be applied"
-            )));
-        }
+        let whole_rows = key.is_empty();
+        let key = if whole_rows {
+            (0..schema.fields().len()).collect()
+        } else {
+            key
+        };
         let fields = key
             .iter()
             .map(|&i| SortField::new(schema.field(i).data_type().clone()))
@@ -167,6 +181,7 @@ impl Coalescer {
             table,
             schema,
             key,
+            whole_rows,
             converter,
             segment: Segment::new(false),
             done: Vec::new(),
@@ -195,6 +210,9 @@ impl Coalescer {
             .convert_columns(&columns)
             .map_err(|e| internal(&self.table, e))?;
         let mut batch_index = self.add_batch(batch);
+        if self.whole_rows {
+            return self.count(batch, &keys, batch_index);
+        }
         let mut row = 0;
         let count = batch.num_rows();
         while row < count {
@@ -255,6 +273,41 @@ impl Coalescer {
                 }
             }
             row += 1;
+        }
+        Ok(())
+    }
+
+    /// Counts the rows of `batch` (at `batch_index`) of a table without a key.
+    fn count(&mut self, batch: &ChangeBatch, keys: &Rows, batch_index: u32) -> Result<()> {
+        if let Some(unchanged) = &batch.unchanged {
+            let columns = batch.rows.num_columns();
+            if (0..batch.num_rows()).any(|r| (0..columns).any(|c| unchanged.is_unchanged(c, r))) {
+                return Err(Error::Internal(format!(
+                    "a change of {} (no primary key) came without its whole row",
+                    self.table
+                )));
+            }
+        }
+        for row in 0..batch.num_rows() {
+            let by = match batch.ops.op(row) {
+                Op::Insert | Op::UpdateAfter => 1,
+                Op::Delete | Op::UpdateBefore => -1,
+            };
+            let key = keys.row(row);
+            match self.segment.index.get(key.as_ref()) {
+                Some(&i) => {
+                    if let Entry::Count { net, .. } = &mut self.segment.entries[i].1 {
+                        *net += by;
+                    }
+                }
+                None => self.segment.set(
+                    key.as_ref(),
+                    Entry::Count {
+                        row: (batch_index, row as u32),
+                        net: by,
+                    },
+                ),
+            }
         }
         Ok(())
     }
@@ -381,12 +434,21 @@ impl Coalescer {
         let mut deletes = Vec::new();
         let mut upserts: Vec<(Source, &Fills)> = Vec::new();
         let mut patches: Vec<(Source, Source, &Fills)> = Vec::new();
+        let no_fills: Fills = Vec::new();
         for (_, entry) in &segment.entries {
             match entry {
                 Entry::Delete { key } => deletes.push(*key),
                 Entry::Upsert { row, fills } => upserts.push((*row, fills)),
                 Entry::Patch { from, row, fills } => patches.push((*from, *row, fills)),
                 Entry::Moved => {}
+                Entry::Count { row, net } => {
+                    let copies = net.unsigned_abs() as usize;
+                    if *net < 0 {
+                        deletes.extend(std::iter::repeat_n(*row, copies));
+                    } else {
+                        upserts.extend(std::iter::repeat_n((*row, &no_fills), copies));
+                    }
+                }
             }
         }
         let columns: Vec<Vec<&dyn Array>> = (0..self.schema.fields().len())
@@ -474,6 +536,7 @@ impl Coalescer {
             patches,
             deletes,
             upserts,
+            whole_rows: self.whole_rows,
         }))
     }
 }
@@ -683,5 +746,53 @@ mod tests {
             .push(&batch(&[(Op::UpdateBefore, 1, None, None)], &[]))
             .unwrap_err();
         assert!(error.to_string().contains("not followed"), "{error}");
+    }
+
+    #[test]
+    fn a_table_without_a_key_gets_copies_added_and_removed() {
+        let mut c = Coalescer::new(Arc::new(TableId::new("s", "t")), schema(), vec![]).unwrap();
+        c.push(&batch(
+            &[
+                (Op::Insert, 1, Some("a"), None),
+                (Op::Insert, 1, Some("a"), None),
+                (Op::Insert, 2, Some("b"), None),
+                (Op::Delete, 1, Some("a"), None),
+                (Op::UpdateBefore, 2, Some("b"), None),
+                (Op::UpdateAfter, 2, Some("c"), None),
+                (Op::Delete, 3, Some("x"), None),
+                (Op::Delete, 4, None, None),
+                (Op::Delete, 4, None, None),
+            ],
+            &[],
+        ))
+        .unwrap();
+        let segments = c.finish().unwrap();
+        assert_eq!(segments.len(), 1);
+        let changes = &segments[0];
+        assert!(changes.whole_rows && changes.patches.is_none());
+        // (1, a) added twice and removed once, (2, b) added and updated away.
+        let upserts = changes.upserts.as_ref().unwrap();
+        assert_eq!(ids(&changes.upserts), vec![1, 2]);
+        assert_eq!(
+            strings(upserts, 1),
+            vec![Some("a".to_string()), Some("c".to_string())]
+        );
+        // Removals are whole rows, one per copy, NULLs kept.
+        let deletes = changes.deletes.as_ref().unwrap();
+        assert_eq!(deletes.num_columns(), 3);
+        assert_eq!(ids(&changes.deletes), vec![3, 4, 4]);
+        assert_eq!(strings(deletes, 1), vec![Some("x".to_string()), None, None]);
+    }
+
+    #[test]
+    fn a_table_without_a_key_refuses_rows_with_values_not_sent() {
+        let mut c = Coalescer::new(Arc::new(TableId::new("s", "t")), schema(), vec![]).unwrap();
+        let error = c
+            .push(&batch(&[(Op::UpdateAfter, 1, Some("a"), None)], &[0]))
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("without its whole row"),
+            "{error}"
+        );
     }
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod pipeline;
 pub mod position;
 pub mod progress;
+pub mod rate;
 pub mod schema;
 pub mod sink;
 pub mod source;
@@ -31,6 +32,7 @@ pub use error::{Error, ErrorClass, Result};
 pub use pipeline::{run_snapshot, Route, RunOptions, SnapshotProgress, TableFlow};
 pub use position::Position;
 pub use progress::{Lag, Progress, StreamProgress, TableProgress};
+pub use rate::RateLimit;
 pub use schema::{TableId, TableSchema};
 pub use sink::{
     ChangeApplier, ExistingRows, PartMarker, PrepareOptions, PreparedTables, Sink, SinkWriter,

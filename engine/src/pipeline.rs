@@ -16,6 +16,7 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
+use crate::rate::RateLimit;
 use crate::schema::{TableId, TableSchema};
 use crate::sink::{PartMarker, Sink, SinkWriter, WriterOptions};
 use crate::source::{Snapshot, SnapshotPart};
@@ -42,12 +43,14 @@ pub struct TableFlow {
 }
 
 /// How the runtime schedules work.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     /// Parts read and written at once.
     pub parallelism: usize,
     /// Batches buffered between a part's reader and writer.
     pub queue_depth: usize,
+    /// Rows read per second, shared by all parts (and the job's change stream).
+    pub limit: Arc<RateLimit>,
 }
 
 /// Called after a part is committed to a target table (the part's index and the target), to
@@ -82,6 +85,9 @@ pub async fn run_snapshot(
     resume: SnapshotProgress,
     stop: CancellationToken,
 ) -> Result<()> {
+    for table in progress.tables() {
+        table.reset_parts();
+    }
     for part in snapshot.parts() {
         if let Some(table) = progress.tables().get(part.table) {
             table.add_part();
@@ -120,6 +126,7 @@ pub async fn run_snapshot(
                 sink: Arc::clone(&sink),
                 progress: Arc::clone(&progress),
                 queue_depth: options.queue_depth.max(1),
+                limit: Arc::clone(&options.limit),
                 resume: Arc::clone(&resume),
                 stop: stop.clone(),
             };
@@ -134,6 +141,7 @@ struct PartContext {
     sink: Arc<dyn Sink>,
     progress: Arc<Progress>,
     queue_depth: usize,
+    limit: Arc<RateLimit>,
     resume: Arc<SnapshotProgress>,
     stop: CancellationToken,
 }
@@ -198,6 +206,11 @@ impl PartContext {
                 batch = receiver.recv() => batch,
             };
             let Some(batch) = batch else { break };
+            tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Err(Error::Stopped),
+                _ = self.limit.take(batch.num_rows() as u64) => {}
+            }
             table_progress.add_read(batch.num_rows() as u64, batch.source_bytes);
             for (route, writer) in routes.iter().zip(writers.iter_mut()) {
                 if let Some(out) = route.transform.apply(&batch)? {
@@ -418,6 +431,7 @@ mod tests {
             RunOptions {
                 parallelism: 3,
                 queue_depth: 2,
+                limit: Arc::new(RateLimit::new(0)),
             },
             resume,
             stop,

@@ -95,6 +95,12 @@ impl TableProgress {
         self.rows_written.fetch_add(rows, Ordering::Relaxed);
     }
 
+    /// Forgets the parts counted by an earlier attempt of the same run.
+    pub(crate) fn reset_parts(&self) {
+        self.parts_total.store(0, Ordering::Relaxed);
+        self.parts_done.store(0, Ordering::Relaxed);
+    }
+
     pub(crate) fn add_part(&self) {
         self.parts_total.fetch_add(1, Ordering::Relaxed);
     }

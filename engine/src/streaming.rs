@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::TableFlow;
 use crate::position::Position;
 use crate::progress::StreamProgress;
+use crate::rate::RateLimit;
 use crate::schema::TableId;
 use crate::sink::ChangeApplier;
 
@@ -29,7 +30,7 @@ use crate::sink::ChangeApplier;
 pub type GroupCommitted = Arc<dyn Fn(&Position) -> Result<()> + Send + Sync>;
 
 /// How the change runtime groups work.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StreamOptions {
     /// Rows of changes held before the group is applied (whole transactions still go
     /// together; one transaction larger than this is applied in pieces inside one sink
@@ -39,6 +40,8 @@ pub struct StreamOptions {
     pub max_delay: Duration,
     /// Events read ahead of the applier.
     pub queue_depth: usize,
+    /// Change rows read per second (shared with the job's snapshot).
+    pub limit: Arc<RateLimit>,
 }
 
 /// Where changes go: the source tables a stream sends (in change-request order) and the
@@ -265,6 +268,7 @@ impl Group {
                 batch.table
             )));
         };
+        self.options.limit.take(batch.num_rows() as u64).await;
         self.group_started.get_or_insert_with(Instant::now);
         self.progress
             .read(batch.num_rows() as u64, batch.source_bytes);

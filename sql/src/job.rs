@@ -9,6 +9,7 @@
 //! types = ["schema", "full"]
 //! batch_size = 8192
 //! parallelism = 4
+//! max_rows_per_second = 50000    # optional; no limit by default
 //! [[rules]]
 //! sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.orders WHERE amount > 100"
 //! ```
@@ -133,6 +134,10 @@ pub struct MigrationConfig {
     /// Rows per snapshot part where a table can be split by its key.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: u64,
+    /// Most source rows read per second, snapshot and changes together; 0 (the default)
+    /// means no limit. Protects a busy source during a migration.
+    #[serde(default)]
+    pub max_rows_per_second: u64,
 }
 
 impl Default for MigrationConfig {
@@ -142,6 +147,7 @@ impl Default for MigrationConfig {
             batch_size: DEFAULT_BATCH_SIZE,
             parallelism: DEFAULT_PARALLELISM,
             chunk_rows: DEFAULT_CHUNK_ROWS,
+            max_rows_per_second: 0,
         }
     }
 }

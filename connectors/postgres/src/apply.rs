@@ -300,7 +300,38 @@ impl PgApplier {
             )
             .await?;
         }
-        if let Some(deletes) = &changes.deletes {
+        if let (Some(deletes), true) = (&changes.deletes, changes.whole_rows) {
+            let columns = table.names(0..table.columns.len());
+            let image = |alias: &str| {
+                let list: Vec<String> = columns.iter().map(|c| format!("{alias}.{c}")).collect();
+                format!("ROW({})::text", list.join(", "))
+            };
+            // One copy of an equal row per staged row. Rows compare by their text form:
+            // NULL-safe, defined for every type (json too), and hashable, so the target is
+            // scanned once per segment, not once per row.
+            let statement = |stage: &str| {
+                format!(
+                    "DELETE FROM {name} WHERE ctid = ANY (ARRAY(
+                       SELECT m.row_id FROM (
+                         SELECT t.ctid AS row_id, s.copies,
+                                row_number() OVER (PARTITION BY s.image ORDER BY t.ctid) AS n
+                         FROM (SELECT {} AS image, count(*) AS copies FROM {stage} s GROUP BY 1) s
+                         JOIN {name} t ON {} = s.image) m
+                       WHERE m.n <= m.copies))",
+                    image("s"),
+                    image("t"),
+                )
+            };
+            self.merge(
+                target,
+                StageKind::Keys,
+                || (columns.join(", "), table.columns.clone()),
+                deletes,
+                statement,
+                "deleting from",
+            )
+            .await?;
+        } else if let Some(deletes) = &changes.deletes {
             let definition = || {
                 (
                     table.names(table.key.iter().copied()).join(", "),

@@ -115,9 +115,9 @@ pub(crate) async fn check(
                 ));
             }
         }
-        if !has_key {
+        if !has_key && identity != "f" {
             problems.push(format!(
-                "{} has no primary key: changes are applied by key; add one (ALTER TABLE {name} ADD PRIMARY KEY (…)) or leave the table out of the rules",
+                "{} has no primary key: add one (ALTER TABLE {name} ADD PRIMARY KEY (…)), or let ferry apply its changes by whole rows with ALTER TABLE {name} REPLICA IDENTITY FULL (every update and delete then logs the whole old row, and each group of changes scans the target table once), or leave the table out of the rules",
                 table.table.id
             ));
         } else if identity == "n" {
