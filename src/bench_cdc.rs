@@ -86,7 +86,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
                 "CREATE TABLE public.accounts (id bigint PRIMARY KEY, balance bigint NOT NULL,
                      branch integer NOT NULL, note text);
                  INSERT INTO public.accounts SELECT g, 0, g % 100, 'account ' || g
-                 FROM generate_series(1, {}) g",
+                 FROM generate_series(0, {}) g",
                 args.accounts
             ),
         )
@@ -94,7 +94,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
     let script = args.out.join("cdc-load.sql");
     fs::write(&script, SCRIPT).map_err(failed)?;
     let ferry = std::env::current_exe().map_err(failed)?;
-    let changes = args.transactions * 2;
+    let changes = args.transactions * 2 + 1;
     let mut results: Vec<(Measurement, Measurement, f64)> = Vec::new();
 
     for &batch_size in &args.batch_sizes {
@@ -133,11 +133,10 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
         // Copy the table and start streaming, so the slot exists; then stop.
         eprintln!("batch {batch_size}: snapshot and slot …");
         let child = start_ferry(&format!("{name}-setup.log"))?;
-        let slot_active = format!(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'ferry_{name}' AND active"
-        );
+        // Streaming once the sink records a position for the job (an idle one, caught up).
+        let streaming = format!("SELECT count(*) FROM _ferry.applied WHERE job = '{name}'");
         wait("ferry to stream", Duration::from_secs(300), || {
-            value(&source, "bench", &slot_active).is_ok_and(|v| v == "1")
+            value(&sink, "bench", &streaming).is_ok_and(|v| v == "1")
         })?;
         stop_ferry(child)?;
         let recv_slot = format!("recv_{batch_size}");
@@ -181,6 +180,15 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
             return Err(failed(format!("pgbench exited with {status}")));
         }
         let write_rate = changes as f64 / started.elapsed().as_secs_f64();
+        // The load's last change: pgbench never touches account 0. Once the sink shows it,
+        // everything before it is applied too (groups are applied in commit order, whole).
+        let done = format!("done {batch_size}");
+        source
+            .psql(
+                "bench",
+                &format!("UPDATE public.accounts SET note = '{done}' WHERE id = 0"),
+            )
+            .map_err(failed)?;
         let end = value(&source, "bench", "SELECT pg_current_wal_lsn()")?;
         let expected = value(
             &source,
@@ -227,13 +235,21 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
         let child = start_ferry(&format!("{name}.log"))?;
         let pid = child.id();
         let mut peak = 0u64;
-        let landed = format!("SELECT sum(balance)::text || '/' || sum(branch)::text FROM {target}");
+        // A cheap poll (one row by key), so the sink's CPU goes to applying.
+        let last = format!("SELECT note FROM {target} WHERE id = 0");
         wait("ferry to apply the load", Duration::from_secs(900), || {
             peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
-            value(&sink, "bench", &landed).is_ok_and(|v| v == expected)
+            value(&sink, "bench", &last).is_ok_and(|v| v == done)
         })?;
         let seconds = started.elapsed().as_secs_f64();
         stop_ferry(child)?;
+        let landed = format!("SELECT sum(balance)::text || '/' || sum(branch)::text FROM {target}");
+        let applied = value(&sink, "bench", &landed)?;
+        if applied != expected {
+            return Err(failed(format!(
+                "the sink of batch {batch_size} holds sums {applied}, the source {expected}"
+            )));
+        }
         let ferry_run = Measurement {
             name: format!("ferry batch {batch_size}"),
             seconds,
