@@ -30,8 +30,13 @@ use crate::plan::Plan;
 /// that lag stays well under a second, long enough to batch a busy source.
 pub const GROUP_DELAY: Duration = Duration::from_millis(200);
 
-/// Change events decoded ahead of the applier.
-pub const CHANGE_QUEUE_DEPTH: usize = 64;
+/// Longest the checkpoint file's copy of the applied position may lag the sink's record.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Fewest change rows decoded ahead of the applier; a job reads one group (`batch_size`
+/// rows) ahead when that is more, so the source streams the next group while the sink
+/// applies this one.
+pub const MIN_READ_AHEAD_ROWS: usize = 1024;
 
 /// Tries to reconnect after a lost connection before giving up (the count starts again
 /// whenever the checkpoint moves).
@@ -423,21 +428,38 @@ async fn stream_changes(
     };
     ferry_engine::streaming::log_resume(applied.as_ref());
     let stream = feed.start(applied.clone()).await?;
+    // The sink records each group's position in the group's own transaction; the checkpoint
+    // file's copy only has to be recent, so it is written at most once per
+    // CHECKPOINT_INTERVAL (two fsyncs per group would cap small groups), and at the end.
     let recorder = Arc::clone(state);
     let recorder_store = store.clone();
+    let last_saved = Mutex::new(std::time::Instant::now());
     let on_committed: ferry_engine::streaming::GroupCommitted = Arc::new(move |position| {
         if let Ok(mut state) = recorder.lock() {
             state.applied = Some(position.clone());
         }
-        save(&recorder_store, &recorder)
+        let due = last_saved
+            .lock()
+            .map(|mut last| {
+                let due = last.elapsed() >= CHECKPOINT_INTERVAL;
+                if due {
+                    *last = std::time::Instant::now();
+                }
+                due
+            })
+            .unwrap_or(true);
+        if due {
+            save(&recorder_store, &recorder)?;
+        }
+        Ok(())
     });
     let options = StreamOptions {
         group_rows: plan.job.migration.batch_size,
         max_delay: GROUP_DELAY,
-        queue_depth: CHANGE_QUEUE_DEPTH,
+        read_ahead_rows: plan.job.migration.batch_size.max(MIN_READ_AHEAD_ROWS),
         limit,
     };
-    run_changes(
+    let result = run_changes(
         stream,
         ChangeRouting {
             tables: plan.source_tables(),
@@ -449,5 +471,8 @@ async fn stream_changes(
         Some(on_committed),
         stop,
     )
-    .await
+    .await;
+    // Whatever ended the stream, the file gets the last committed position.
+    let saved = save(store, state);
+    result.and(saved)
 }

@@ -105,8 +105,10 @@ type Fills = Vec<Option<Source>>;
 /// The batches of a segment with their missing-value masks.
 struct Segment {
     batches: Vec<(RecordBatch, Option<Unchanged>)>,
-    entries: Vec<(Box<[u8]>, Entry)>,
-    index: HashMap<Box<[u8]>, usize>,
+    /// Entries in the order their keys first appeared.
+    entries: Vec<Entry>,
+    /// Key → index into `entries`; keys come from the source, a fast seeded hash suffices.
+    index: HashMap<Box<[u8]>, usize, foldhash::fast::RandomState>,
     truncate: bool,
 }
 
@@ -115,21 +117,21 @@ impl Segment {
         Segment {
             batches: Vec::new(),
             entries: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             truncate,
         }
     }
 
     fn entry(&self, key: &[u8]) -> Option<&Entry> {
-        self.index.get(key).map(|&i| &self.entries[i].1)
+        self.index.get(key).map(|&i| &self.entries[i])
     }
 
     fn set(&mut self, key: &[u8], entry: Entry) {
         match self.index.get(key) {
-            Some(&i) => self.entries[i].1 = entry,
+            Some(&i) => self.entries[i] = entry,
             None => {
                 self.index.insert(key.into(), self.entries.len());
-                self.entries.push((key.into(), entry));
+                self.entries.push(entry);
             }
         }
     }
@@ -296,7 +298,7 @@ impl Coalescer {
             let key = keys.row(row);
             match self.segment.index.get(key.as_ref()) {
                 Some(&i) => {
-                    if let Entry::Count { net, .. } = &mut self.segment.entries[i].1 {
+                    if let Entry::Count { net, .. } = &mut self.segment.entries[i] {
                         *net += by;
                     }
                 }
@@ -435,7 +437,7 @@ impl Coalescer {
         let mut upserts: Vec<(Source, &Fills)> = Vec::new();
         let mut patches: Vec<(Source, Source, &Fills)> = Vec::new();
         let no_fills: Fills = Vec::new();
-        for (_, entry) in &segment.entries {
+        for entry in &segment.entries {
             match entry {
                 Entry::Delete { key } => deletes.push(*key),
                 Entry::Upsert { row, fills } => upserts.push((*row, fills)),

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
@@ -38,8 +38,9 @@ pub struct StreamOptions {
     pub group_rows: usize,
     /// Longest a committed transaction waits for more to join its group.
     pub max_delay: Duration,
-    /// Events read ahead of the applier.
-    pub queue_depth: usize,
+    /// Change rows decoded ahead of the applier (an event without rows counts as one), so
+    /// the source keeps streaming the next group while the sink applies this one.
+    pub read_ahead_rows: usize,
     /// Change rows read per second (shared with the job's snapshot).
     pub limit: Arc<RateLimit>,
 }
@@ -69,12 +70,15 @@ pub async fn run_changes(
     on_committed: Option<GroupCommitted>,
     stop: CancellationToken,
 ) -> Result<()> {
-    let (events, mut receiver) = mpsc::channel(options.queue_depth.max(1));
+    // Unbounded channel, bounded by the row budget the reader takes from before sending.
+    let (events, mut receiver) = mpsc::unbounded_channel();
+    let budget = ReadAhead::new(options.read_ahead_rows);
     let (acknowledge, acknowledgements) = mpsc::unbounded_channel();
     let reader_stop = stop.child_token();
     let reader = tokio::spawn(read_stream(
         stream,
         events,
+        budget.clone(),
         acknowledgements,
         reader_stop.clone(),
     ));
@@ -103,7 +107,8 @@ pub async fn run_changes(
                 }
                 event = receiver.recv() => event,
             };
-            let Some(event) = event else { break };
+            let Some((event, weight)) = event else { break };
+            budget.release(weight);
             match event? {
                 ChangeEvent::Rows(batch) => group.rows(&batch).await?,
                 ChangeEvent::Truncate(tables) => group.truncate(&tables),
@@ -143,10 +148,53 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
-/// Reads the stream into `events` and passes acknowledgements back to it.
+/// The rows read but not yet taken by the applier, bounded.
+#[derive(Clone)]
+struct ReadAhead {
+    permits: Arc<Semaphore>,
+    limit: usize,
+}
+
+impl ReadAhead {
+    fn new(rows: usize) -> ReadAhead {
+        let limit = rows.clamp(1, 1 << 30);
+        ReadAhead {
+            permits: Arc::new(Semaphore::new(limit)),
+            limit,
+        }
+    }
+
+    /// The share of the budget `event` takes: its rows, at least one, at most all.
+    fn weight(&self, event: &Result<ChangeEvent>) -> usize {
+        let rows = match event {
+            Ok(ChangeEvent::Rows(batch)) => batch.num_rows(),
+            _ => 1,
+        };
+        rows.clamp(1, self.limit)
+    }
+
+    /// Waits until `weight` rows fit; false when the applier is gone.
+    async fn take(&self, weight: usize) -> bool {
+        match self.permits.acquire_many(weight as u32).await {
+            Ok(permit) => {
+                permit.forget();
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn release(&self, weight: usize) {
+        self.permits.add_permits(weight);
+    }
+}
+
+/// Reads the stream into `events`, within the read-ahead budget, and passes acknowledgements
+/// back to it.
 async fn read_stream(
     mut stream: Box<dyn ChangeStream>,
-    events: mpsc::Sender<Result<ChangeEvent>>,
+    events: mpsc::UnboundedSender<(Result<ChangeEvent>, usize)>,
+    budget: ReadAhead,
     mut acknowledgements: mpsc::UnboundedReceiver<Position>,
     stop: CancellationToken,
 ) {
@@ -161,13 +209,26 @@ async fn read_stream(
             event = stream.next() => event,
         };
         let failed = event.is_err();
-        match event.transpose() {
-            Some(event) => {
-                if events.send(event).await.is_err() || failed {
-                    return;
+        let Some(event) = event.transpose() else {
+            return;
+        };
+        let weight = budget.weight(&event);
+        // Acknowledgements still pass while the budget is spent.
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                Some(position) = acknowledgements.recv() => stream.acknowledge(&position),
+                taken = budget.take(weight) => {
+                    if !taken {
+                        return;
+                    }
+                    break;
                 }
             }
-            None => return,
+        }
+        if events.send((event, weight)).is_err() || failed {
+            return;
         }
     }
 }

@@ -8,7 +8,7 @@
 //! The same staging serves snapshot parts written as upserts (a part read again after a
 //! resume), and `_ferry.parts` records each snapshot part committed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray};
@@ -17,11 +17,11 @@ use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use async_trait::async_trait;
 use bytes::BytesMut;
 use futures::SinkExt;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Statement};
 
 use ferry_engine::{ChangeApplier, Patches, Position, PreparedTables, TableChanges, TableId};
 
-use crate::config::{quote_ident, quote_table, PgEndpoint};
+use crate::config::{quote_ident, quote_literal, quote_table, PgEndpoint};
 use crate::encode::{CopyEncoder, TargetColumn};
 use crate::error::PgError;
 use crate::types::PgType;
@@ -98,15 +98,27 @@ enum StageKind {
     Patches,
 }
 
-/// Staging tables of one session, created on first use.
+/// One staging table: its name, columns and prepared COPY.
+struct Stage {
+    name: String,
+    columns: Vec<TargetColumn>,
+    copy: Statement,
+}
+
+/// Staging tables of one session, created on first use. They empty themselves at each commit
+/// (`ON COMMIT DELETE ROWS`: a truncation in place, far cheaper than a TRUNCATE, which makes
+/// new files); one filled twice in a transaction is emptied by TRUNCATE in between.
 #[derive(Default)]
 pub(crate) struct Stages {
-    names: HashMap<(TableId, StageKind), (String, Vec<TargetColumn>)>,
+    stages: HashMap<(TableId, StageKind), Stage>,
+    /// Filled in the open transaction.
+    filled: HashSet<(TableId, StageKind)>,
 }
 
 impl Stages {
-    /// Copies `batch` (columns as `columns`) into a fresh staging table `kind` of `target`
-    /// created with `definition` (a SELECT list over the target); returns its name.
+    /// Copies `batch` (columns as `columns`) into the staging table `kind` of `target`,
+    /// created with `definition` (a SELECT list over the target) on first use; returns its
+    /// name.
     #[allow(clippy::too_many_arguments)]
     async fn fill(
         &mut self,
@@ -117,50 +129,67 @@ impl Stages {
         definition: impl FnOnce() -> (String, Vec<TargetColumn>),
         batch: &RecordBatch,
     ) -> Result<String, PgError> {
+        let error = || endpoint.query_error(format!("staging changes of {target}"));
         let key = (target.clone(), kind);
-        if !self.names.contains_key(&key) {
-            let name = format!("ferry_stage_{}", self.names.len());
+        if !self.stages.contains_key(&key) {
+            let name = format!("ferry_stage_{}", self.stages.len());
             let (select_list, columns) = definition();
             client
                 .batch_execute(&format!(
-                    "CREATE TEMP TABLE {name} AS SELECT {select_list} FROM {} WITH NO DATA",
+                    "CREATE TEMP TABLE {name} ON COMMIT DELETE ROWS AS SELECT {select_list} FROM {} WITH NO DATA",
                     quote_table(target)
                 ))
                 .await
-                .map_err(endpoint.query_error(format!("staging changes of {target}")))?;
-            self.names.insert(key.clone(), (name, columns));
+                .map_err(error())?;
+            let list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+            let copy = client
+                .prepare(&format!(
+                    "COPY {name} ({}) FROM STDIN (FORMAT binary)",
+                    list.join(", ")
+                ))
+                .await
+                .map_err(error())?;
+            self.stages.insert(
+                key.clone(),
+                Stage {
+                    name,
+                    columns,
+                    copy,
+                },
+            );
         }
-        let (name, columns) = &self.names[&key];
-        client
-            .batch_execute(&format!("TRUNCATE {name}"))
-            .await
-            .map_err(endpoint.query_error(format!("staging changes of {target}")))?;
-        copy_into(client, endpoint, target, name, columns, batch).await?;
-        Ok(name.clone())
+        let stage = &self.stages[&key];
+        if !self.filled.insert(key) {
+            client
+                .batch_execute(&format!("TRUNCATE {}", stage.name))
+                .await
+                .map_err(error())?;
+        }
+        copy_into(client, endpoint, target, stage, batch).await?;
+        Ok(stage.name.clone())
+    }
+
+    /// The transaction ended: every staging table is empty again.
+    fn transaction_ended(&mut self) {
+        self.filled.clear();
     }
 }
 
-/// Writes `batch` into `table` with one binary COPY.
+/// Writes `batch` into `stage` with one binary COPY.
 async fn copy_into(
     client: &Client,
     endpoint: &PgEndpoint,
     target: &TableId,
-    table: &str,
-    columns: &[TargetColumn],
+    stage: &Stage,
     batch: &RecordBatch,
 ) -> Result<(), PgError> {
-    let list: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let statement = format!(
-        "COPY {table} ({}) FROM STDIN (FORMAT binary)",
-        list.join(", ")
-    );
-    let mut encoder = CopyEncoder::new(target.to_string(), columns.to_vec());
+    let mut encoder = CopyEncoder::new(target.to_string(), stage.columns.clone());
     let mut buffer = BytesMut::new();
     CopyEncoder::header(&mut buffer);
     encoder.encode(batch, &mut buffer)?;
     CopyEncoder::trailer(&mut buffer);
     let error = endpoint.query_error(format!("staging changes of {target}"));
-    let sink = client.copy_in(&statement).await;
+    let sink = client.copy_in(&stage.copy).await;
     let result = async {
         let sink = sink?;
         futures::pin_mut!(sink);
@@ -178,6 +207,8 @@ pub(crate) struct PgApplier {
     job: String,
     prepared: Arc<PreparedTables<Arc<PreparedTable>>>,
     stages: Stages,
+    /// Merge statements, prepared once per session.
+    statements: HashMap<String, Statement>,
     open: bool,
 }
 
@@ -194,6 +225,7 @@ impl PgApplier {
             job,
             prepared,
             stages: Stages::default(),
+            statements: HashMap::new(),
             open: false,
         }
     }
@@ -201,6 +233,26 @@ impl PgApplier {
     async fn execute(&self, statement: &str, context: String) -> Result<u64, PgError> {
         self.client
             .execute(statement, &[])
+            .await
+            .map_err(self.endpoint.query_error(context))
+    }
+
+    /// Runs `statement`, prepared on its first use in this session.
+    async fn execute_prepared(
+        &mut self,
+        statement: String,
+        context: String,
+    ) -> Result<u64, PgError> {
+        if !self.statements.contains_key(&statement) {
+            let prepared = self
+                .client
+                .prepare(&statement)
+                .await
+                .map_err(self.endpoint.query_error(context.clone()))?;
+            self.statements.insert(statement.clone(), prepared);
+        }
+        self.client
+            .execute(&self.statements[&statement], &[])
             .await
             .map_err(self.endpoint.query_error(context))
     }
@@ -238,7 +290,7 @@ impl PgApplier {
                 batch,
             )
             .await?;
-        self.execute(&statement(&stage), format!("{doing} {target}"))
+        self.execute_prepared(statement(&stage), format!("{doing} {target}"))
             .await?;
         Ok(())
     }
@@ -457,19 +509,18 @@ impl ChangeApplier for PgApplier {
         self.begin().await?;
         let text = serde_json::to_string(position)
             .map_err(|e| ferry_engine::Error::Internal(format!("position as JSON: {e}")))?;
-        self.client
-            .execute(
-                "INSERT INTO _ferry.applied (job, position) VALUES ($1, $2::text::jsonb)
-                 ON CONFLICT (job) DO UPDATE SET position = EXCLUDED.position, applied_at = now()",
-                &[&self.job, &text],
-            )
-            .await
-            .map_err(self.endpoint.query_error("recording the applied position"))?;
-        self.client
-            .batch_execute("COMMIT")
-            .await
-            .map_err(self.endpoint.query_error("committing applied changes"))?;
+        // One round trip: the position and the commit in one simple query.
+        let statement = format!(
+            "INSERT INTO _ferry.applied (job, position) VALUES ({}, {}::jsonb)
+             ON CONFLICT (job) DO UPDATE SET position = EXCLUDED.position, applied_at = now();
+             COMMIT",
+            quote_literal(&self.job),
+            quote_literal(&text)
+        );
+        let result = self.client.batch_execute(&statement).await;
         self.open = false;
+        self.stages.transaction_ended();
+        result.map_err(self.endpoint.query_error("committing applied changes"))?;
         Ok(())
     }
 }

@@ -140,6 +140,12 @@ pub(crate) fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
+/// `text` as a PostgreSQL string literal (an escape string, so it reads the same whatever
+/// `standard_conforming_strings` is).
+pub(crate) fn quote_literal(text: &str) -> String {
+    format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+}
+
 /// `schema.table` with both parts quoted.
 pub(crate) fn quote_table(id: &ferry_engine::TableId) -> String {
     format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.name))
@@ -148,6 +154,15 @@ pub(crate) fn quote_table(id: &ferry_engine::TableId) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn literals_escape_quotes_and_backslashes() {
+        assert_eq!(quote_literal("plain"), "E'plain'");
+        assert_eq!(
+            quote_literal(r#"{"a":"it's \"x\""}"#),
+            r#"E'{"a":"it''s \\"x\\""}'"#
+        );
+    }
 
     #[test]
     fn urls_parse_and_never_show_the_password() {
