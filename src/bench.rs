@@ -69,13 +69,26 @@ pub(crate) struct Measurement {
 
 /// Children's user + system CPU seconds reaped so far (fields 16 and 17 of /proc/self/stat).
 pub(crate) fn children_cpu_seconds() -> f64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+    // cutime is field 16 of /proc/<pid>/stat, cstime 17.
+    stat_cpu_seconds("self", 16)
+}
+
+/// CPU seconds (user + system) process `pid` has used so far, 0 when it cannot be read.
+pub(crate) fn process_cpu_seconds(pid: u32) -> f64 {
+    // utime is field 14 of /proc/<pid>/stat, stime 15.
+    stat_cpu_seconds(&pid.to_string(), 14)
+}
+
+/// The sum of the clock-tick fields `first` and `first + 1` of `/proc/<process>/stat`, in
+/// seconds.
+fn stat_cpu_seconds(process: &str, first: usize) -> f64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{process}/stat")) else {
         return 0.0;
     };
     // The command name may contain spaces; fields are counted after its closing parenthesis.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = after.split_whitespace().collect();
-    // after ')' the first field is field 3 (state); cutime is field 16, cstime 17.
+    // after ')' the first field is field 3 (state).
     let ticks = |field: usize| {
         fields
             .get(field - 3)
@@ -83,7 +96,7 @@ pub(crate) fn children_cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     const TICKS_PER_SECOND: f64 = 100.0;
-    (ticks(16) + ticks(17)) / TICKS_PER_SECOND
+    (ticks(first) + ticks(first + 1)) / TICKS_PER_SECOND
 }
 
 pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ferry_engine::Error;
 use ferry_testkit::{postgres_bin_dir, PgServer, SUPERUSER};
 
-use crate::bench::{children_cpu_seconds, failed, measure, peak_rss_kb, Measurement};
+use crate::bench::{failed, measure, peak_rss_kb, process_cpu_seconds, Measurement};
 
 /// Options of `ferry bench-cdc`.
 #[derive(Clone, Debug, clap::Args)]
@@ -32,6 +32,9 @@ pub struct BenchCdcArgs {
     /// Batch sizes (rows per applied group) to run ferry with.
     #[arg(long, value_delimiter = ',', default_value = "64,1024,8192")]
     pub batch_sizes: Vec<usize>,
+    /// Rounds per batch size (a new load each); the table shows the median round.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Where to write cdc-results.md.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -95,7 +98,8 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
     fs::write(&script, SCRIPT).map_err(failed)?;
     let ferry = std::env::current_exe().map_err(failed)?;
     let changes = args.transactions * 2 + 1;
-    let mut results: Vec<(Measurement, Measurement, f64)> = Vec::new();
+    // (batch size, ferry, pg_recvlogical, pgbench changes/s) per round.
+    let mut results: Vec<(usize, Measurement, Measurement, f64)> = Vec::new();
 
     for &batch_size in &args.batch_sizes {
         let name = format!("cdc_{batch_size}");
@@ -139,124 +143,130 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
             value(&sink, "bench", &streaming).is_ok_and(|v| v == "1")
         })?;
         stop_ferry(child)?;
-        let recv_slot = format!("recv_{batch_size}");
-        source
-            .psql(
-                "bench",
-                &format!("SELECT pg_create_logical_replication_slot('{recv_slot}', 'pgoutput')"),
-            )
-            .map_err(failed)?;
+        for round in 1..=args.rounds.max(1) {
+            let recv_slot = format!("recv_{batch_size}_{round}");
+            source
+                .psql(
+                    "bench",
+                    &format!(
+                        "SELECT pg_create_logical_replication_slot('{recv_slot}', 'pgoutput')"
+                    ),
+                )
+                .map_err(failed)?;
 
-        eprintln!(
-            "batch {batch_size}: pgbench, {} transactions …",
-            args.transactions
-        );
-        let started = Instant::now();
-        let status = Command::new(bin.join("pgbench"))
-            .args([
-                "-n",
-                "-c",
-                "4",
-                "-j",
-                "2",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                SUPERUSER,
-            ])
-            .arg("-p")
-            .arg(source.port().to_string())
-            .arg("-t")
-            .arg((args.transactions / 4).to_string())
-            .arg("-D")
-            .arg(format!("accounts={}", args.accounts))
-            .arg("-f")
-            .arg(&script)
-            .arg("bench")
-            .stdout(Stdio::null())
-            .status()
-            .map_err(failed)?;
-        if !status.success() {
-            return Err(failed(format!("pgbench exited with {status}")));
+            eprintln!(
+                "batch {batch_size}, round {round}: pgbench, {} transactions …",
+                args.transactions
+            );
+            let started = Instant::now();
+            let status = Command::new(bin.join("pgbench"))
+                .args([
+                    "-n",
+                    "-c",
+                    "4",
+                    "-j",
+                    "2",
+                    "-h",
+                    "127.0.0.1",
+                    "-U",
+                    SUPERUSER,
+                ])
+                .arg("-p")
+                .arg(source.port().to_string())
+                .arg("-t")
+                .arg((args.transactions / 4).to_string())
+                .arg("-D")
+                .arg(format!("accounts={}", args.accounts))
+                .arg("-f")
+                .arg(&script)
+                .arg("bench")
+                .stdout(Stdio::null())
+                .status()
+                .map_err(failed)?;
+            if !status.success() {
+                return Err(failed(format!("pgbench exited with {status}")));
+            }
+            let write_rate = changes as f64 / started.elapsed().as_secs_f64();
+            // The load's last change: pgbench never touches account 0. Once the sink shows it,
+            // everything before it is applied too (groups are applied in commit order, whole).
+            let done = format!("done {batch_size} {round}");
+            source
+                .psql(
+                    "bench",
+                    &format!("UPDATE public.accounts SET note = '{done}' WHERE id = 0"),
+                )
+                .map_err(failed)?;
+            let end = value(&source, "bench", "SELECT pg_current_wal_lsn()")?;
+            let expected = value(
+                &source,
+                "bench",
+                "SELECT sum(balance)::text || '/' || sum(branch)::text FROM public.accounts",
+            )?;
+
+            eprintln!("batch {batch_size}, round {round}: pg_recvlogical …");
+            let recv = Command::new(bin.join("pg_recvlogical"))
+                .args(["-h", "127.0.0.1", "-U", SUPERUSER, "-d", "bench"])
+                .arg("-p")
+                .arg(source.port().to_string())
+                .arg("-S")
+                .arg(&recv_slot)
+                .args([
+                    "-P",
+                    "pgoutput",
+                    "-o",
+                    "proto_version=1",
+                    "-o",
+                    "binary=true",
+                ])
+                .arg("-o")
+                .arg(format!("publication_names=ferry_{name}"))
+                .arg("-E")
+                .arg(&end)
+                .args(["--start", "--no-loop", "-f", "/dev/null"])
+                .spawn()
+                .map_err(failed)?;
+            let baseline = measure(
+                &format!("pg_recvlogical (batch {batch_size} run)"),
+                vec![recv],
+            )?;
+            source
+                .psql(
+                    "bench",
+                    &format!("SELECT pg_drop_replication_slot('{recv_slot}')"),
+                )
+                .map_err(failed)?;
+
+            eprintln!("batch {batch_size}, round {round}: ferry catching up …");
+            let started = Instant::now();
+            let child = start_ferry(&format!("{name}.log"))?;
+            let pid = child.id();
+            let mut peak = 0u64;
+            // A cheap poll (one row by key), so the sink's CPU goes to applying.
+            let last = format!("SELECT note FROM {target} WHERE id = 0");
+            wait("ferry to apply the load", Duration::from_secs(900), || {
+                peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
+                value(&sink, "bench", &last).is_ok_and(|v| v == done)
+            })?;
+            let seconds = started.elapsed().as_secs_f64();
+            // Read before it exits: the bench's own psql polls would count among children.
+            let cpu_seconds = process_cpu_seconds(pid);
+            stop_ferry(child)?;
+            let landed =
+                format!("SELECT sum(balance)::text || '/' || sum(branch)::text FROM {target}");
+            let applied = value(&sink, "bench", &landed)?;
+            if applied != expected {
+                return Err(failed(format!(
+                    "the sink of batch {batch_size} holds sums {applied}, the source {expected}"
+                )));
+            }
+            let ferry_run = Measurement {
+                name: format!("ferry batch {batch_size}"),
+                seconds,
+                cpu_seconds,
+                peak_rss_kb: peak,
+            };
+            results.push((batch_size, ferry_run, baseline, write_rate));
         }
-        let write_rate = changes as f64 / started.elapsed().as_secs_f64();
-        // The load's last change: pgbench never touches account 0. Once the sink shows it,
-        // everything before it is applied too (groups are applied in commit order, whole).
-        let done = format!("done {batch_size}");
-        source
-            .psql(
-                "bench",
-                &format!("UPDATE public.accounts SET note = '{done}' WHERE id = 0"),
-            )
-            .map_err(failed)?;
-        let end = value(&source, "bench", "SELECT pg_current_wal_lsn()")?;
-        let expected = value(
-            &source,
-            "bench",
-            "SELECT sum(balance)::text || '/' || sum(branch)::text FROM public.accounts",
-        )?;
-
-        eprintln!("batch {batch_size}: pg_recvlogical …");
-        let recv = Command::new(bin.join("pg_recvlogical"))
-            .args(["-h", "127.0.0.1", "-U", SUPERUSER, "-d", "bench"])
-            .arg("-p")
-            .arg(source.port().to_string())
-            .arg("-S")
-            .arg(&recv_slot)
-            .args([
-                "-P",
-                "pgoutput",
-                "-o",
-                "proto_version=1",
-                "-o",
-                "binary=true",
-            ])
-            .arg("-o")
-            .arg(format!("publication_names=ferry_{name}"))
-            .arg("-E")
-            .arg(&end)
-            .args(["--start", "--no-loop", "-f", "/dev/null"])
-            .spawn()
-            .map_err(failed)?;
-        let baseline = measure(
-            &format!("pg_recvlogical (batch {batch_size} run)"),
-            vec![recv],
-        )?;
-        source
-            .psql(
-                "bench",
-                &format!("SELECT pg_drop_replication_slot('{recv_slot}')"),
-            )
-            .map_err(failed)?;
-
-        eprintln!("batch {batch_size}: ferry catching up …");
-        let cpu_before = children_cpu_seconds();
-        let started = Instant::now();
-        let child = start_ferry(&format!("{name}.log"))?;
-        let pid = child.id();
-        let mut peak = 0u64;
-        // A cheap poll (one row by key), so the sink's CPU goes to applying.
-        let last = format!("SELECT note FROM {target} WHERE id = 0");
-        wait("ferry to apply the load", Duration::from_secs(900), || {
-            peak = peak.max(peak_rss_kb(pid).unwrap_or(0));
-            value(&sink, "bench", &last).is_ok_and(|v| v == done)
-        })?;
-        let seconds = started.elapsed().as_secs_f64();
-        stop_ferry(child)?;
-        let landed = format!("SELECT sum(balance)::text || '/' || sum(branch)::text FROM {target}");
-        let applied = value(&sink, "bench", &landed)?;
-        if applied != expected {
-            return Err(failed(format!(
-                "the sink of batch {batch_size} holds sums {applied}, the source {expected}"
-            )));
-        }
-        let ferry_run = Measurement {
-            name: format!("ferry batch {batch_size}"),
-            seconds,
-            cpu_seconds: children_cpu_seconds() - cpu_before,
-            peak_rss_kb: peak,
-        };
-        results.push((ferry_run, baseline, write_rate));
     }
 
     let table = render(&results, changes, &args);
@@ -267,32 +277,70 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
 }
 
 fn render(
-    results: &[(Measurement, Measurement, f64)],
+    results: &[(usize, Measurement, Measurement, f64)],
     changes: u64,
     args: &BenchCdcArgs,
 ) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{changes} row changes ({} pgbench transactions of 2 updates, 4 clients) on a {}-row table; ferry and pg_recvlogical each start with the whole load waiting\n",
-        args.transactions, args.accounts
+        "{changes} row changes ({} pgbench transactions of 2 updates, 4 clients, then one sentinel update) on a {}-row table; ferry and pg_recvlogical each start with the whole load waiting; median of {} rounds (each with its own load), ratio = median of the rounds' ratios\n",
+        args.transactions,
+        args.accounts,
+        args.rounds.max(1)
     );
-    let _ = writeln!(out, "| batch size | pgbench changes/s | pg_recvlogical s | pg_recvlogical changes/s | ferry s | ferry changes/s | × pg_recvlogical | ferry CPU s per M changes | ferry peak RSS MB |");
-    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (ferry, baseline, write_rate) in results {
-        let rate = |m: &Measurement| changes as f64 / m.seconds;
-        let batch = ferry.name.trim_start_matches("ferry batch ");
+    let _ = writeln!(out, "| batch size | pgbench changes/s | pg_recvlogical changes/s | ferry changes/s | × pg_recvlogical (rounds) | ferry CPU s per M changes | ferry peak RSS MB |");
+    let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
+    let rate = |m: &Measurement| changes as f64 / m.seconds;
+    for &batch in &args.batch_sizes {
+        let rounds: Vec<_> = results.iter().filter(|r| r.0 == batch).collect();
+        if rounds.is_empty() {
+            continue;
+        }
+        let ratios: Vec<f64> = rounds.iter().map(|r| rate(&r.1) / rate(&r.2)).collect();
+        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
         let _ = writeln!(
             out,
-            "| {batch} | {write_rate:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1} |",
-            baseline.seconds,
-            rate(baseline),
-            ferry.seconds,
-            rate(ferry),
-            rate(ferry) / rate(baseline),
-            ferry.cpu_seconds / (changes as f64 / 1e6),
-            ferry.peak_rss_kb as f64 / 1024.0
+            "| {batch} | {:.0} | {:.0} | {:.0} | {:.2} ({}) | {:.2} | {:.1} |",
+            median(rounds.iter().map(|r| r.3)),
+            median(rounds.iter().map(|r| rate(&r.2))),
+            median(rounds.iter().map(|r| rate(&r.1))),
+            median(ratios.iter().copied()),
+            shown.join(", "),
+            median(
+                rounds
+                    .iter()
+                    .map(|r| r.1.cpu_seconds / (changes as f64 / 1e6))
+            ),
+            rounds.iter().map(|r| r.1.peak_rss_kb).max().unwrap_or(0) as f64 / 1024.0
         );
     }
     out
+}
+
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[middle]
+    } else {
+        (values[middle - 1] + values[middle]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0].into_iter()), 2.5);
+        assert_eq!(median(std::iter::empty()), 0.0);
+    }
 }
