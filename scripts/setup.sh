@@ -1,21 +1,30 @@
 #!/usr/bin/env bash
 # Installs what ferry's demo, tests and benchmarks need on a fresh Debian machine:
-# PostgreSQL 15 server binaries (initdb, pg_ctl, psql). Idempotent; needs root for apt-get.
+# PostgreSQL 15 server binaries (initdb, pg_ctl, psql) and MariaDB (mariadbd, mariadb-install-db,
+# mariadb). Idempotent; needs root for apt-get.
 set -euo pipefail
 
 need_postgres() {
   ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || ! command -v psql >/dev/null 2>&1
 }
 
-if need_postgres; then
-  echo "setup: installing PostgreSQL (Debian packages) …"
+need_mariadb() {
+  ! command -v mariadbd >/dev/null 2>&1 && [ ! -x /usr/sbin/mariadbd ] \
+    || ! command -v mariadb-install-db >/dev/null 2>&1 || ! command -v mariadb >/dev/null 2>&1
+}
+
+packages=()
+if need_postgres; then packages+=(postgresql postgresql-client); fi
+if need_mariadb; then packages+=(mariadb-server mariadb-client); fi
+if [ ${#packages[@]} -gt 0 ]; then
+  echo "setup: installing ${packages[*]} (Debian packages) …"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
-  # Debian's package would start a cluster of its own; ferry starts private servers instead.
+  # Debian's packages would start servers of their own; ferry starts private ones instead.
   printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
   $SUDO chmod +x /usr/sbin/policy-rc.d
-  $SUDO apt-get install -y -qq --no-install-recommends postgresql postgresql-client >/dev/null
+  $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
   $SUDO rm -f /usr/sbin/policy-rc.d
 fi
 

@@ -1,4 +1,5 @@
-//! ferry-testkit: real PostgreSQL servers for tests, the demo and the benchmarks.
+//! ferry-testkit: real PostgreSQL and MariaDB servers for tests, the demo and the benchmarks.
+//! (MariaDB: see [`MariaServer`].)
 //!
 //! Each [`PgServer`] is a fresh cluster (`initdb`) in its own temp dir, listening only on
 //! 127.0.0.1 on a free port, with the settings logical replication needs
@@ -14,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tempfile::TempDir;
+
+mod mariadb;
+pub use mariadb::{MariaServer, MARIADB_USER};
 
 /// Why a test server could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -107,7 +111,7 @@ pub fn free_port() -> Result<u16, TestkitError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-fn run(command: &mut Command) -> Result<Output, TestkitError> {
+pub(crate) fn run(command: &mut Command) -> Result<Output, TestkitError> {
     let described = format!("{command:?}");
     let output = command.output().map_err(|e| TestkitError::Command {
         command: described.clone(),
