@@ -11,6 +11,7 @@ use ferry_engine::{
     ChangeRequest, ExistingRows, PrepareOptions, Route, Sink, SnapshotRequest, SnapshotTable,
     Source, TableFlow, TableId, TableSchema, Transform,
 };
+use ferry_mysql::{MyEndpoint, MysqlSource};
 use ferry_parquet::ParquetSink;
 use ferry_postgres::{PgEndpoint, PostgresSink, PostgresSource};
 use ferry_sql::job::ExistingRowsConfig;
@@ -190,11 +191,16 @@ pub(crate) fn open_source(url: &str) -> ferry_engine::Result<(Arc<dyn Source>, S
             let display = endpoint.display().to_string();
             Ok((Arc::new(PostgresSource::new(endpoint)), display))
         }
+        "mysql" | "mariadb" => {
+            let endpoint = MyEndpoint::parse(url, "source.url")?;
+            let display = endpoint.display().to_string();
+            Ok((Arc::new(MysqlSource::new(endpoint)), display))
+        }
         other => Err(JobError::UnsupportedUrl {
             field: "source.url",
             role: "read from",
             scheme: other.to_string(),
-            supported: "postgres://user@host:port/database",
+            supported: "postgres://user@host:port/database or mysql://user@host:port",
         }
         .into()),
     }

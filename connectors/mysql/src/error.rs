@@ -1,0 +1,86 @@
+//! The MySQL connector's errors, each classed as the user's, the server's or ours.
+
+use ferry_engine::error::{ClassifiedError, ErrorClass};
+
+/// An error of the MySQL/MariaDB connector.
+#[derive(Debug, thiserror::Error)]
+pub enum MyError {
+    /// The URL is not a MySQL connection URL.
+    #[error("{field}: not a valid MySQL URL ({message}); expected mysql://user[:password]@host:port[/database]")]
+    Url {
+        /// The job field holding the URL (`source.url`).
+        field: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// Connecting or a statement failed.
+    #[error("MySQL at {endpoint}: {context}: {source}")]
+    Query {
+        /// `host:port`, never the password.
+        endpoint: String,
+        /// What ferry was doing.
+        context: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A value read from the server cannot be carried.
+    #[error("reading {table}, column {column}: {message}")]
+    Decode {
+        /// The source table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What was wrong, and what to do.
+        message: String,
+    },
+    /// A selected column has a type ferry cannot carry.
+    #[error("column {column} of {table}: {message}")]
+    UnsupportedColumn {
+        /// The source table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Why, and what to do instead.
+        message: String,
+    },
+    /// Something ferry asked of this connector it does not do yet.
+    #[error("{message}")]
+    Unsupported {
+        /// What, and what to do instead.
+        message: String,
+    },
+}
+
+/// Server error codes that need the user to act: access denied (1044, 1045), unknown
+/// database (1049), unknown column (1054), syntax (1064), table or column privilege (1142,
+/// 1143), unknown table (1146), missing privilege (1227), routine privilege (1370).
+const USER_ERROR_CODES: [u16; 10] = [1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146, 1227, 1370];
+
+impl ClassifiedError for MyError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            MyError::Url { .. }
+            | MyError::UnsupportedColumn { .. }
+            | MyError::Unsupported { .. }
+            | MyError::Decode { .. } => ErrorClass::User,
+            MyError::Query { source, .. } => match source {
+                // Refused for a reason the user fixes: access denied, unknown database, table
+                // or column, syntax, missing privilege.
+                mysql_async::Error::Server(error) if USER_ERROR_CODES.contains(&error.code) => {
+                    ErrorClass::User
+                }
+                mysql_async::Error::Url(_) => ErrorClass::User,
+                mysql_async::Error::Driver(_) => ErrorClass::Internal,
+                // The connection, or the server (shutting down, deadlock, lock wait): retry.
+                _ => ErrorClass::External,
+            },
+        }
+    }
+}
+
+impl From<MyError> for ferry_engine::Error {
+    fn from(error: MyError) -> Self {
+        ferry_engine::Error::Connector(Box::new(error))
+    }
+}
