@@ -62,7 +62,7 @@ pub async fn verify(plan: &Plan) -> ferry_engine::Result<Vec<TableReport>> {
         open_source(&plan.job.sink.url).map_err(|_| JobError::NotIncremental {
             field: "sink.url".into(),
             message:
-                "ferry verify reads the target back, which it can do for PostgreSQL sinks only"
+                "ferry verify reads the target back, which it can do for PostgreSQL and MySQL sinks"
                     .into(),
         })?;
     let sink_catalog = sink_source.catalog().await?;

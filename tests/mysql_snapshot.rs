@@ -275,3 +275,117 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
         describe(&output)
     );
 }
+
+const PG_SOURCE: &str = r#"
+CREATE SCHEMA shop;
+CREATE TABLE shop.things (
+    id bigint PRIMARY KEY, i integer, n numeric(12,2), f double precision, r real,
+    b boolean, t text, vc varchar(20), by bytea, d date, ts timestamp(6), tz timestamptz,
+    j jsonb, u uuid);
+INSERT INTO shop.things VALUES
+ (1, -2147483648, -9999999999.99, 3.5, 1.25, true, E'it''s \\ "quoted"\nnewline 🙂', 'x',
+  '\x00ff0a', '1000-01-01', '9999-12-31 23:59:59.999999', '2030-06-01 12:00:00.123456+02',
+  '{"k": [1, 2]}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11'),
+ (2, 0, 0, 0, 0, false, '', '', '', '1970-01-01', '1970-01-01 00:00:00', '1970-01-01 00:00:00+00',
+  '[]', '00000000-0000-0000-0000-000000000000'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+INSERT INTO shop.things SELECT g, g, g / 3.0, g * 1.5, g, g % 2 = 0, 'row ' || g, 'v' || g,
+  decode(md5(g::text), 'hex'), date '2000-01-01' + g, timestamp '2000-01-01' + g * interval '1 minute',
+  timestamptz '2000-01-01 00:00:00+00' + g * interval '1 second', jsonb_build_object('g', g),
+  md5(g::text)::uuid
+FROM generate_series(4, 6000) g;
+-- Keys that differ only by case stay two rows.
+CREATE TABLE shop.codes (code text PRIMARY KEY, label text);
+INSERT INTO shop.codes VALUES ('a', 'lower'), ('A', 'upper'), ('ä', 'umlaut');
+ANALYZE;
+"#;
+
+#[test]
+fn postgres_and_mariadb_fill_mariadb_and_verify_finds_them_equal() {
+    let (maria, pg) = servers();
+    pg.create_database("source").unwrap();
+    pg.psql("source", PG_SOURCE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+
+    // PostgreSQL → MariaDB: target tables created with the closest exact types.
+    let job = dir.path().join("to_mariadb.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\n[migration]\ntypes = [\"schema\", \"full\"]\n\
+             batch_size = 700\nparallelism = 2\nchunk_rows = 2000\n\
+             [[rules]]\nsql = 'INSERT INTO copy.things SELECT * FROM shop.things'\n\
+             [[rules]]\nsql = 'INSERT INTO copy.codes SELECT code, label AS what FROM shop.codes'\n",
+            pg.url("source"),
+            maria.url("shop")
+        ),
+    )
+    .unwrap();
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry("verify", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("verify passed: 2 target tables equal"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        maria
+            .sql(
+                "copy",
+                "SELECT GROUP_CONCAT(code ORDER BY code SEPARATOR ',') FROM copy.codes"
+            )
+            .unwrap()
+            .trim(),
+        "A,a,ä"
+    );
+    // A difference is found: verify reads MariaDB back.
+    maria
+        .sql("copy", "UPDATE copy.things SET t = 'tampered' WHERE id = 4")
+        .unwrap();
+    let output = ferry("verify", &job);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+
+    // MariaDB → MariaDB: the declared types are kept (same engine).
+    maria.create_database("mirror_src").unwrap();
+    maria
+        .sql(
+            "mirror_src",
+            &TYPES_TABLE.replace("shop.kinds", "mirror_src.kinds"),
+        )
+        .unwrap();
+    let job = dir.path().join("mirror.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\n[migration]\ntypes = [\"schema\", \"full\"]\n\
+             [[rules]]\nsql = 'INSERT INTO mirror_dst.kinds SELECT * FROM mirror_src.kinds'\n",
+            maria.url("mirror_src"),
+            maria.url("mirror_src")
+        ),
+    )
+    .unwrap();
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let declared = |db: &str| {
+        maria
+            .sql(
+                db,
+                &format!(
+                    "SELECT GROUP_CONCAT(COLUMN_TYPE ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS \
+                     WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'kinds'"
+                ),
+            )
+            .unwrap()
+    };
+    assert_eq!(declared("mirror_src"), declared("mirror_dst"));
+    let all = |db: &str| {
+        maria
+            .sql(db, &format!("SELECT * FROM {db}.kinds ORDER BY id"))
+            .unwrap()
+    };
+    assert_eq!(all("mirror_src"), all("mirror_dst"));
+    let output = ferry("verify", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+}

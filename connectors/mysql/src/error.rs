@@ -44,6 +44,24 @@ pub enum MyError {
         /// Why, and what to do instead.
         message: String,
     },
+    /// A value cannot be written into its target column.
+    #[error("writing {table}, column {column}: {message}")]
+    Encode {
+        /// The target table.
+        table: String,
+        /// The column.
+        column: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// The target table does not fit the rows (missing, wrong columns, rows present).
+    #[error("target table {table}: {message}")]
+    Target {
+        /// The target table.
+        table: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// Something ferry asked of this connector it does not do yet.
     #[error("{message}")]
     Unsupported {
@@ -63,6 +81,8 @@ impl ClassifiedError for MyError {
             MyError::Url { .. }
             | MyError::UnsupportedColumn { .. }
             | MyError::Unsupported { .. }
+            | MyError::Encode { .. }
+            | MyError::Target { .. }
             | MyError::Decode { .. } => ErrorClass::User,
             MyError::Query { source, .. } => match source {
                 // Refused for a reason the user fixes: access denied, unknown database, table

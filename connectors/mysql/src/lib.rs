@@ -1,9 +1,11 @@
 //! ferry-mysql: MySQL and MariaDB as a source — one consistent snapshot over several
 //! connections (taken under a brief `FLUSH TABLES WITH READ LOCK`, with the binlog position it
-//! stands at), read by primary-key ranges in parallel over the binary result protocol.
+//! stands at), read by primary-key ranges in parallel over the binary result protocol — and as
+//! a sink for full migrations (multi-row INSERT, one transaction per part).
 //!
 //! Same files as every connector: `config` (URL, connecting), `types` (type mapping),
-//! `snapshot` (source), `error`; plus `decode` (result values into Arrow).
+//! `snapshot` (source), `sink`, `error`; plus `decode` (result values into Arrow) and
+//! `encode` (Arrow values into SQL literals, target column types).
 //!
 //! Built on `mysql_async` (with its `binlog` feature for the change stream to come): the
 //! `mysql_cdc` crate the design first named cannot decode what MariaDB 10.11 sends (it
@@ -13,10 +15,13 @@
 
 pub mod config;
 mod decode;
+mod encode;
 pub mod error;
+pub mod sink;
 pub mod snapshot;
 pub mod types;
 
 pub use config::MyEndpoint;
 pub use error::MyError;
+pub use sink::MysqlSink;
 pub use snapshot::{BinlogPosition, MysqlSource};

@@ -516,24 +516,7 @@ fn describe_key(table: &PartTable, values: &[Value]) -> String {
 
 /// The type a catalog field was read as, from its declared type.
 fn type_of(data_type: &DataType, declared: &str) -> Option<MyType> {
-    let lower = declared.to_ascii_lowercase();
-    let data = lower.split(['(', ' ']).next().unwrap_or_default();
-    let numbers: Vec<u64> = lower
-        .split_once('(')
-        .and_then(|(_, rest)| rest.split_once(')'))
-        .map(|(inside, _)| {
-            inside
-                .split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    let ty = MyType::from_catalog(
-        data,
-        &lower,
-        numbers.first().copied(),
-        numbers.get(1).copied(),
-    )?;
+    let ty = MyType::from_declared(declared)?;
     // The catalog's own precision wins for decimals (DATA_TYPE and the field agree).
     match (ty, data_type) {
         (MyType::Decimal { .. }, DataType::Decimal128(p, s) | DataType::Decimal256(p, s)) => {

@@ -111,6 +111,29 @@ impl MyType {
         }
     }
 
+    /// The type of a column declared as `declared` (`COLUMN_TYPE`: `int(10) unsigned`,
+    /// `decimal(12,2)`, `bit(12)`).
+    pub fn from_declared(declared: &str) -> Option<MyType> {
+        let lower = declared.to_ascii_lowercase();
+        let data = lower.split(['(', ' ']).next().unwrap_or_default();
+        let numbers: Vec<u64> = lower
+            .split_once('(')
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .map(|(inside, _)| {
+                inside
+                    .split(',')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        MyType::from_catalog(
+            data,
+            &lower,
+            numbers.first().copied(),
+            numbers.get(1).copied(),
+        )
+    }
+
     /// The Arrow type values of this type are carried as.
     pub fn arrow_type(self) -> DataType {
         match self {

@@ -1,0 +1,379 @@
+//! MySQL/MariaDB as a sink for full migrations: target databases and tables created to match
+//! (or checked), rows written as multi-row `INSERT … VALUES` statements of about
+//! [`STATEMENT_BYTES`] each, one transaction per snapshot part, the part recorded in
+//! `_ferry.parts` inside that transaction. A part read again after a resume is written with
+//! `ON DUPLICATE KEY UPDATE`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use tracing::info;
+
+use ferry_engine::{
+    ChangeApplier, ChangeBatch, ExistingRows, PrepareOptions, PreparedTables, Sink, SinkWriter,
+    TableId, TableSchema, WriterOptions,
+};
+
+use crate::config::{execute, quote_ident, quote_table, MyEndpoint};
+use crate::encode::{push_literal, target_declaration};
+use crate::error::MyError;
+
+/// Bytes of SQL text per INSERT statement: far below the default `max_allowed_packet`
+/// (16 MB), large enough that per-statement costs vanish.
+pub const STATEMENT_BYTES: usize = 1 << 20;
+
+/// ferry's bookkeeping in a MySQL sink.
+const CREATE_STATE: [&str; 2] = [
+    "CREATE DATABASE IF NOT EXISTS _ferry CHARACTER SET utf8mb4",
+    "CREATE TABLE IF NOT EXISTS _ferry.parts (
+        job varchar(255) NOT NULL, part int NOT NULL,
+        target_schema varchar(64) NOT NULL, target_name varchar(64) NOT NULL,
+        committed_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+        PRIMARY KEY (job, part, target_schema, target_name)) ENGINE=InnoDB",
+];
+
+/// A prepared target: its column names as written, and the key.
+#[derive(Clone, Debug)]
+struct PreparedTable {
+    columns: Vec<String>,
+    key: Vec<usize>,
+}
+
+/// A MySQL or MariaDB server as a sink.
+#[derive(Debug)]
+pub struct MysqlSink {
+    endpoint: MyEndpoint,
+    prepared: Arc<PreparedTables<Arc<PreparedTable>>>,
+}
+
+impl MysqlSink {
+    /// A sink writing to `endpoint`.
+    pub fn new(endpoint: MyEndpoint) -> MysqlSink {
+        MysqlSink {
+            endpoint,
+            prepared: Arc::new(PreparedTables::default()),
+        }
+    }
+
+    async fn prepare_table(
+        &self,
+        conn: &mut Conn,
+        table: &TableSchema,
+        options: &PrepareOptions,
+    ) -> Result<(), MyError> {
+        let target = |message: String| MyError::Target {
+            table: table.id.to_string(),
+            message,
+        };
+        let existing: Vec<String> = conn
+            .exec(
+                "SELECT COLUMN_NAME FROM information_schema.COLUMNS
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                (&table.id.schema, &table.id.name),
+            )
+            .await
+            .map_err(
+                self.endpoint
+                    .error(format!("reading target table {}", table.id)),
+            )?;
+        let name = quote_table(&table.id);
+        let columns: Vec<String> = table
+            .columns
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        if existing.is_empty() {
+            if !options.create_missing {
+                return Err(target(
+                    "does not exist; create it, or add \"schema\" to migration.types".into(),
+                ));
+            }
+            let mut definitions = Vec::new();
+            for (index, field) in table.columns.fields().iter().enumerate() {
+                let declared = target_declaration(field, table.primary_key.contains(&index))
+                    .map_err(|message| target(format!("column {}: {message}", field.name())))?;
+                let null = if field.is_nullable() { "" } else { " NOT NULL" };
+                definitions.push(format!("{} {declared}{null}", quote_ident(field.name())));
+            }
+            if !table.primary_key.is_empty() {
+                let key: Vec<String> = table
+                    .primary_key
+                    .iter()
+                    .map(|&i| quote_ident(&columns[i]))
+                    .collect();
+                definitions.push(format!("PRIMARY KEY ({})", key.join(", ")));
+            }
+            if !options.dry_run {
+                execute(
+                    conn,
+                    &self.endpoint,
+                    &format!(
+                        "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
+                        quote_ident(&table.id.schema)
+                    ),
+                    "creating the target database",
+                )
+                .await?;
+                // utf8mb4_bin: text compares by code point, as in PostgreSQL's "C" order and
+                // ferry's own key comparisons, so keys distinct at the source stay distinct.
+                execute(
+                    conn,
+                    &self.endpoint,
+                    &format!(
+                        "CREATE TABLE {name} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+                        definitions.join(", ")
+                    ),
+                    &format!("creating target table {}", table.id),
+                )
+                .await?;
+                info!(table = %table.id, "target table created");
+            }
+        } else {
+            let missing: Vec<&String> = columns.iter().filter(|c| !existing.contains(c)).collect();
+            if !missing.is_empty() {
+                return Err(target(format!(
+                    "has no column {}; add it or change the rule",
+                    missing
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            match options.existing_rows {
+                ExistingRows::Append => {}
+                ExistingRows::Fail => {
+                    let any: Option<u8> = conn
+                        .query_first(format!("SELECT 1 FROM {name} LIMIT 1"))
+                        .await
+                        .map_err(self.endpoint.error(format!("reading {}", table.id)))?;
+                    if any.is_some() {
+                        return Err(target(
+                            "already holds rows; set sink.existing_rows = \"truncate\" to empty it first or \"append\" to add to them".into(),
+                        ));
+                    }
+                }
+                ExistingRows::Truncate if !options.dry_run => {
+                    execute(
+                        conn,
+                        &self.endpoint,
+                        &format!("TRUNCATE TABLE {name}"),
+                        &format!("emptying {}", table.id),
+                    )
+                    .await?;
+                }
+                ExistingRows::Truncate => {}
+            }
+        }
+        self.prepared.insert(
+            table.id.clone(),
+            Arc::new(PreparedTable {
+                columns,
+                key: table.primary_key.clone(),
+            }),
+        );
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for MysqlSink {
+    async fn prepare(
+        &self,
+        tables: &[TableSchema],
+        options: &PrepareOptions,
+    ) -> ferry_engine::Result<()> {
+        let mut conn = self.endpoint.connect().await?;
+        if !options.dry_run {
+            for statement in CREATE_STATE {
+                execute(
+                    &mut conn,
+                    &self.endpoint,
+                    statement,
+                    "creating _ferry.parts",
+                )
+                .await?;
+            }
+        }
+        for table in tables {
+            self.prepare_table(&mut conn, table, options).await?;
+        }
+        let _ = conn.disconnect().await;
+        Ok(())
+    }
+
+    async fn writer(
+        &self,
+        table: &TableSchema,
+        options: &WriterOptions,
+    ) -> ferry_engine::Result<Box<dyn SinkWriter>> {
+        let prepared = self.prepared.get(&table.id)?;
+        let mut conn = self.endpoint.connect().await?;
+        execute(
+            &mut conn,
+            &self.endpoint,
+            "START TRANSACTION",
+            "starting to write",
+        )
+        .await?;
+        let list: Vec<String> = prepared.columns.iter().map(|c| quote_ident(c)).collect();
+        let prefix = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_table(&table.id),
+            list.join(", ")
+        );
+        let suffix = if options.upsert && !prepared.key.is_empty() {
+            let updates: Vec<String> = (0..prepared.columns.len())
+                .filter(|i| !prepared.key.contains(i))
+                .map(|i| {
+                    let c = quote_ident(&prepared.columns[i]);
+                    format!("{c} = VALUES({c})")
+                })
+                .collect();
+            if updates.is_empty() {
+                let c = quote_ident(&prepared.columns[prepared.key[0]]);
+                format!(" ON DUPLICATE KEY UPDATE {c} = {c}")
+            } else {
+                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        Ok(Box::new(MysqlWriter {
+            endpoint: self.endpoint.clone(),
+            conn,
+            table: table.id.clone(),
+            prefix,
+            suffix,
+            statement: String::new(),
+            marker: options.marker.clone(),
+        }))
+    }
+
+    async fn finished_parts(
+        &self,
+        job: &str,
+        _tables: &[TableSchema],
+    ) -> ferry_engine::Result<Vec<(u32, TableId)>> {
+        let mut conn = self.endpoint.connect().await?;
+        let rows: Vec<(u32, String, String)> = conn
+            .exec(
+                "SELECT part, target_schema, target_name FROM _ferry.parts WHERE job = ?",
+                (job,),
+            )
+            .await
+            .map_err(self.endpoint.error("reading _ferry.parts"))?;
+        let _ = conn.disconnect().await;
+        Ok(rows
+            .into_iter()
+            .map(|(part, schema, name)| (part, TableId::new(schema, name)))
+            .collect())
+    }
+
+    async fn applier(&self, _job: &str) -> ferry_engine::Result<Box<dyn ChangeApplier>> {
+        Err(MyError::Unsupported {
+            message: "applying changes to a MySQL/MariaDB sink is not built yet; use migration.types = [\"schema\", \"full\"]".into(),
+        }
+        .into())
+    }
+
+    async fn forget(&self, job: &str) -> ferry_engine::Result<()> {
+        let mut conn = self.endpoint.connect().await?;
+        let exists: Option<u8> = conn
+            .query_first(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'parts'",
+            )
+            .await
+            .map_err(self.endpoint.error("reading _ferry"))?;
+        if exists.is_some() {
+            conn.exec_drop("DELETE FROM _ferry.parts WHERE job = ?", (job,))
+                .await
+                .map_err(self.endpoint.error("forgetting the job in _ferry.parts"))?;
+        }
+        let _ = conn.disconnect().await;
+        Ok(())
+    }
+}
+
+/// Writes one part of one table in one transaction.
+struct MysqlWriter {
+    endpoint: MyEndpoint,
+    conn: Conn,
+    table: TableId,
+    prefix: String,
+    suffix: String,
+    /// The INSERT being built.
+    statement: String,
+    marker: Option<ferry_engine::PartMarker>,
+}
+
+impl MysqlWriter {
+    async fn send(&mut self) -> Result<(), MyError> {
+        if self.statement.is_empty() {
+            return Ok(());
+        }
+        self.statement.push_str(&self.suffix);
+        let statement = std::mem::take(&mut self.statement);
+        self.conn
+            .query_drop(statement)
+            .await
+            .map_err(self.endpoint.error(format!("writing {}", self.table)))
+    }
+}
+
+#[async_trait]
+impl SinkWriter for MysqlWriter {
+    async fn write(&mut self, batch: &ChangeBatch) -> ferry_engine::Result<()> {
+        let columns = batch.rows.columns();
+        let names = batch.rows.schema();
+        for row in 0..batch.num_rows() {
+            if self.statement.is_empty() {
+                self.statement.push_str(&self.prefix);
+            } else {
+                self.statement.push(',');
+            }
+            self.statement.push('(');
+            for (index, column) in columns.iter().enumerate() {
+                if index > 0 {
+                    self.statement.push(',');
+                }
+                push_literal(&mut self.statement, column, row).map_err(|message| {
+                    MyError::Encode {
+                        table: self.table.to_string(),
+                        column: names.field(index).name().clone(),
+                        message,
+                    }
+                })?;
+            }
+            self.statement.push(')');
+            if self.statement.len() >= STATEMENT_BYTES {
+                self.send().await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn commit(&mut self) -> ferry_engine::Result<()> {
+        self.send().await?;
+        if let Some(marker) = &self.marker {
+            self.conn
+                .exec_drop(
+                    "INSERT INTO _ferry.parts (job, part, target_schema, target_name) VALUES (?, ?, ?, ?)",
+                    (&marker.job, marker.part, &self.table.schema, &self.table.name),
+                )
+                .await
+                .map_err(self.endpoint.error("recording the committed part"))?;
+        }
+        execute(
+            &mut self.conn,
+            &self.endpoint,
+            "COMMIT",
+            "committing a part",
+        )
+        .await?;
+        Ok(())
+    }
+}
