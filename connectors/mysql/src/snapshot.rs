@@ -17,7 +17,7 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use tokio::sync::{mpsc, Mutex};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use ferry_engine::schema::UNSUPPORTED_KEY;
 use ferry_engine::{
@@ -42,8 +42,8 @@ pub struct MysqlSource {
     endpoint: MyEndpoint,
 }
 
-/// Where in the binlog a snapshot was taken.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where in the binlog a snapshot was taken (empty when it could not be read).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BinlogPosition {
     /// The binlog file.
     pub file: String,
@@ -310,7 +310,15 @@ impl MysqlSnapshot {
                 .await?;
                 connections.push(conn);
             }
-            binlog_position(&mut control, &endpoint).await
+            // The position only matters for following changes; a full migration goes on
+            // without it when the account may not read it.
+            Ok::<_, MyError>(match binlog_position(&mut control, &endpoint).await {
+                Ok(position) => position,
+                Err(error) => {
+                    warn!(%error, "the binlog position of the snapshot cannot be read (the account needs REPLICATION CLIENT, on MariaDB ≥ 10.5 BINLOG MONITOR); continuing without it");
+                    BinlogPosition::default()
+                }
+            })
         }
         .await;
         let unlocked = execute(&mut control, &endpoint, "UNLOCK TABLES", "releasing writes").await;
