@@ -439,3 +439,48 @@ fn the_account_needs_reload_and_copies_without_the_binlog_position_if_it_must() 
         "one,two"
     );
 }
+
+#[test]
+fn a_value_that_does_not_fit_an_existing_target_column_is_an_error_not_a_cut() {
+    let (maria, pg) = servers();
+    pg.create_database("source").unwrap();
+    pg.psql(
+        "source",
+        "CREATE TABLE public.words (id int PRIMARY KEY, w text);
+         INSERT INTO public.words VALUES (1, 'ok'), (2, 'far too long');",
+    )
+    .unwrap();
+    maria
+        .sql(
+            "shop",
+            "CREATE TABLE shop.words (id int PRIMARY KEY, w varchar(5));",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = dir.path().join("narrow.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\n[migration]\ntypes = [\"full\"]\n\
+             [[rules]]\nsql = 'INSERT INTO shop.words SELECT * FROM public.words'\n",
+            pg.url("source"),
+            maria.url("shop")
+        ),
+    )
+    .unwrap();
+    let output = ferry("run", &job);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("shop.words") && stderr.contains("too long"),
+        "{stderr}"
+    );
+    // Nothing of the failed part stays.
+    assert_eq!(
+        maria
+            .sql("shop", "SELECT COUNT(*) FROM shop.words")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}

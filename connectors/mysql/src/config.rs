@@ -14,12 +14,13 @@ pub struct MyEndpoint {
 }
 
 /// What every ferry session sets: utf8mb4, so text arrives as UTF-8 whatever the column's
-/// charset; UTC, so TIMESTAMP values arrive as UTC instants; no sql_mode that would change
-/// what a SELECT returns.
+/// charset; UTC, so TIMESTAMP values arrive as UTC instants; strict mode, so a value that does
+/// not fit its target column is an error, never silently cut or clamped (and no mode that
+/// would change what a SELECT returns, such as ANSI_QUOTES or NO_BACKSLASH_ESCAPES).
 const SESSION_SETUP: [&str; 3] = [
     "SET NAMES utf8mb4",
     "SET time_zone = '+00:00'",
-    "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'",
+    "SET SESSION sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'",
 ];
 
 impl MyEndpoint {

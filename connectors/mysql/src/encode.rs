@@ -2,7 +2,7 @@
 //! column types ferry creates target columns with.
 //!
 //! Literals are written for a session with backslash escapes on (ferry's sessions set
-//! `sql_mode = 'NO_ENGINE_SUBSTITUTION'`) and `time_zone = '+00:00'`.
+//! `sql_mode = 'STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION'`) and `time_zone = '+00:00'`.
 
 use std::fmt::Write as _;
 use std::sync::Arc;

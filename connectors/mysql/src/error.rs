@@ -70,10 +70,15 @@ pub enum MyError {
     },
 }
 
-/// Server error codes that need the user to act: access denied (1044, 1045), unknown
-/// database (1049), unknown column (1054), syntax (1064), table or column privilege (1142,
-/// 1143), unknown table (1146), missing privilege (1227), routine privilege (1370).
-const USER_ERROR_CODES: [u16; 10] = [1044, 1045, 1049, 1054, 1064, 1142, 1143, 1146, 1227, 1370];
+/// Server error codes that need the user to act: access denied (1044, 1045), a NULL into a
+/// NOT NULL column (1048), unknown database (1049), unknown column (1054), duplicate key
+/// (1062), syntax (1064), table or column privilege (1142, 1143), unknown table (1146),
+/// missing privilege (1227), out of range (1264), bad datetime (1292), bad value (1366),
+/// routine privilege (1370), too long (1406), foreign key (1452).
+const USER_ERROR_CODES: [u16; 17] = [
+    1044, 1045, 1048, 1049, 1054, 1062, 1064, 1142, 1143, 1146, 1227, 1264, 1292, 1366, 1370, 1406,
+    1452,
+];
 
 impl ClassifiedError for MyError {
     fn class(&self) -> ErrorClass {
