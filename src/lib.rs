@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod bench_cdc;
+pub mod bench_mysql;
 pub mod demo;
 pub mod plan;
 pub mod report;

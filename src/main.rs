@@ -69,6 +69,9 @@ enum Command {
     /// Change-apply benchmark: a pgbench write load applied by ferry at several batch sizes,
     /// beside pg_recvlogical decoding the same WAL.
     BenchCdc(ferry::bench_cdc::BenchCdcArgs),
+    /// Full-migration benchmark out of MariaDB (into MariaDB and PostgreSQL) across batch
+    /// sizes, beside mariadb-dump | mariadb.
+    BenchMysql(ferry::bench_mysql::BenchMysqlArgs),
 }
 
 /// Exit codes: 0 done; 2 the user must fix something; 3 a server or the network failed;
@@ -314,6 +317,7 @@ fn main() -> ExitCode {
             }
             Command::Bench(args) => ferry::bench::run(args).await.map(|()| true),
             Command::BenchCdc(args) => ferry::bench_cdc::run(args).await.map(|()| true),
+            Command::BenchMysql(args) => ferry::bench_mysql::run(args).await.map(|()| true),
         }
     });
     match result {
