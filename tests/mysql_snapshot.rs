@@ -472,7 +472,8 @@ fn a_value_that_does_not_fit_an_existing_target_column_is_an_error_not_a_cut() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("shop.words") && stderr.contains("too long"),
+        // INSERT says "Data too long for column 'w'", LOAD DATA "Data truncated for column 'w'".
+        stderr.contains("shop.words") && stderr.contains("column 'w'"),
         "{stderr}"
     );
     // Nothing of the failed part stays.
@@ -482,5 +483,24 @@ fn a_value_that_does_not_fit_an_existing_target_column_is_an_error_not_a_cut() {
             .unwrap()
             .trim(),
         "0"
+    );
+
+    // A server that refuses LOAD DATA LOCAL INFILE gets multi-row INSERTs instead.
+    pg.psql("source", "UPDATE public.words SET w = 'fits' WHERE id = 2")
+        .unwrap();
+    maria.sql("shop", "SET GLOBAL local_infile = 0").unwrap();
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("refuses LOAD DATA LOCAL INFILE"),
+        "{}",
+        describe(&output)
+    );
+    assert_eq!(
+        maria
+            .sql("shop", "SELECT GROUP_CONCAT(w ORDER BY id) FROM shop.words")
+            .unwrap()
+            .trim(),
+        "ok,fits"
     );
 }

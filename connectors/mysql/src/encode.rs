@@ -216,6 +216,49 @@ pub(crate) fn push_literal(out: &mut String, column: &ArrayRef, row: usize) -> R
     Ok(())
 }
 
+/// Appends value `row` of `column` as one field of `LOAD DATA`'s text format (fields ended by
+/// tab, lines by newline, backslash escapes, `\N` for NULL).
+pub(crate) fn push_field(out: &mut Vec<u8>, column: &ArrayRef, row: usize) -> Result<(), String> {
+    if column.is_null(row) {
+        out.extend_from_slice(b"\\N");
+        return Ok(());
+    }
+    let escaped = |out: &mut Vec<u8>, bytes: &[u8]| {
+        for &byte in bytes {
+            match byte {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                0 => out.extend_from_slice(b"\\0"),
+                0x1a => out.extend_from_slice(b"\\Z"),
+                byte => out.push(byte),
+            }
+        }
+    };
+    match column.data_type() {
+        DataType::Boolean => out.push(if column.as_boolean().value(row) {
+            b'1'
+        } else {
+            b'0'
+        }),
+        DataType::Utf8 => escaped(out, column.as_string::<i32>().value(row).as_bytes()),
+        DataType::LargeUtf8 => escaped(out, column.as_string::<i64>().value(row).as_bytes()),
+        DataType::Utf8View => escaped(out, column.as_string_view().value(row).as_bytes()),
+        DataType::Binary => escaped(out, column.as_binary::<i32>().value(row)),
+        DataType::LargeBinary => escaped(out, column.as_binary::<i64>().value(row)),
+        DataType::BinaryView => escaped(out, column.as_binary_view().value(row)),
+        DataType::FixedSizeBinary(_) => escaped(out, column.as_fixed_size_binary().value(row)),
+        _ => {
+            // Numbers, dates and times: the literal, without the quotes around dates.
+            let mut literal = String::new();
+            push_literal(&mut literal, column, row)?;
+            out.extend_from_slice(literal.trim_matches('\'').as_bytes());
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use arrow::array::{
@@ -232,6 +275,20 @@ mod tests {
                 push_literal(&mut out, &column, row).map(|()| out)
             })
             .collect()
+    }
+
+    #[test]
+    fn load_data_fields_escape_their_separators() {
+        let text: ArrayRef = Arc::new(StringArray::from(vec![Some("a\tb\\c\nd\0"), None]));
+        let mut out = Vec::new();
+        push_field(&mut out, &text, 0).unwrap();
+        out.push(b'|');
+        push_field(&mut out, &text, 1).unwrap();
+        assert_eq!(out, b"a\\tb\\\\c\\nd\\0|\\N");
+        let dates: ArrayRef = Arc::new(Date32Array::from(vec![0]));
+        let mut out = Vec::new();
+        push_field(&mut out, &dates, 0).unwrap();
+        assert_eq!(out, b"1970-01-01");
     }
 
     #[test]

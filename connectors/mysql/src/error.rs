@@ -44,8 +44,9 @@ pub enum MyError {
         /// Why, and what to do instead.
         message: String,
     },
-    /// A value cannot be written into its target column.
-    #[error("writing {table}, column {column}: {message}")]
+    /// A value cannot be written into its target column (`column` empty: the server did not
+    /// say which).
+    #[error("writing {table}{}: {message}", if .column.is_empty() { String::new() } else { format!(", column {}", .column) })]
     Encode {
         /// The target table.
         table: String,

@@ -1,7 +1,8 @@
 //! ferry-mysql: MySQL and MariaDB as a source — one consistent snapshot over several
 //! connections (taken under a brief `FLUSH TABLES WITH READ LOCK`, with the binlog position it
 //! stands at), read by primary-key ranges in parallel over the binary result protocol — and as
-//! a sink for full migrations (multi-row INSERT, one transaction per part).
+//! a sink for full migrations (LOAD DATA LOCAL INFILE, or multi-row INSERT, one transaction per
+//! part).
 //!
 //! Same files as every connector: `config` (URL, connecting), `types` (type mapping),
 //! `snapshot` (source), `sink`, `error`; plus `decode` (result values into Arrow) and

@@ -1,15 +1,18 @@
 //! MySQL/MariaDB as a sink for full migrations: target databases and tables created to match
-//! (or checked), rows written as multi-row `INSERT … VALUES` statements of about
-//! [`STATEMENT_BYTES`] each, one transaction per snapshot part, the part recorded in
-//! `_ferry.parts` inside that transaction. A part read again after a resume is written with
-//! `ON DUPLICATE KEY UPDATE`.
+//! (or checked), rows written with one `LOAD DATA LOCAL INFILE` per batch streamed from memory
+//! (any warning fails the part: with LOCAL the server downgrades data errors to warnings), or
+//! as multi-row `INSERT … VALUES` statements of about [`STATEMENT_BYTES`] each for tables with
+//! BIT columns and servers that refuse local files; one transaction per snapshot part, the
+//! part recorded in `_ferry.parts` inside that transaction. A part read again after a resume
+//! is written with `REPLACE` / `ON DUPLICATE KEY UPDATE`.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use tracing::info;
+use tracing::{info, warn};
 
 use ferry_engine::{
     ChangeApplier, ChangeBatch, ExistingRows, PrepareOptions, PreparedTables, Sink, SinkWriter,
@@ -17,7 +20,7 @@ use ferry_engine::{
 };
 
 use crate::config::{execute, quote_ident, quote_table, MyEndpoint};
-use crate::encode::{push_literal, target_declaration};
+use crate::encode::{push_field, push_literal, target_declaration};
 use crate::error::MyError;
 
 /// Bytes of SQL text per INSERT statement: far below the default `max_allowed_packet`
@@ -39,6 +42,9 @@ const CREATE_STATE: [&str; 2] = [
 struct PreparedTable {
     columns: Vec<String>,
     key: Vec<usize>,
+    /// Rows go by `LOAD DATA LOCAL INFILE` (no BIT column: LOAD DATA reads a BIT field's text
+    /// as bytes, not as a number).
+    load_data: bool,
 }
 
 /// A MySQL or MariaDB server as a sink.
@@ -46,6 +52,10 @@ struct PreparedTable {
 pub struct MysqlSink {
     endpoint: MyEndpoint,
     prepared: Arc<PreparedTables<Arc<PreparedTable>>>,
+    /// Write with LOAD DATA LOCAL INFILE where a table allows it, else multi-row INSERT:
+    /// measured with `ferry bench-mysql` (1 M rows, batch 8192, two pairs of runs), LOAD DATA
+    /// took 147 k–165 k rows/s where ~1 MB multi-row INSERTs took 134 k–140 k.
+    load_data: bool,
 }
 
 impl MysqlSink {
@@ -54,6 +64,7 @@ impl MysqlSink {
         MysqlSink {
             endpoint,
             prepared: Arc::new(PreparedTables::default()),
+            load_data: true,
         }
     }
 
@@ -168,11 +179,26 @@ impl MysqlSink {
                 ExistingRows::Truncate => {}
             }
         }
+        let bits: Option<u32> = if options.dry_run {
+            None
+        } else {
+            conn.exec_first(
+                "SELECT COUNT(*) FROM information_schema.COLUMNS
+                 WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND DATA_TYPE = 'bit'",
+                (&table.id.schema, &table.id.name),
+            )
+            .await
+            .map_err(
+                self.endpoint
+                    .error(format!("reading target table {}", table.id)),
+            )?
+        };
         self.prepared.insert(
             table.id.clone(),
             Arc::new(PreparedTable {
                 columns,
                 key: table.primary_key.clone(),
+                load_data: self.load_data && bits == Some(0),
             }),
         );
         Ok(())
@@ -242,8 +268,18 @@ impl Sink for MysqlSink {
         } else {
             String::new()
         };
+        let load = prepared.load_data.then(|| {
+            format!(
+                "LOAD DATA LOCAL INFILE 'ferry' {}INTO TABLE {} CHARACTER SET binary \
+                 FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({})",
+                if options.upsert { "REPLACE " } else { "" },
+                quote_table(&table.id),
+                list.join(", ")
+            )
+        });
         Ok(Box::new(MysqlWriter {
             endpoint: self.endpoint.clone(),
+            load,
             conn,
             table: table.id.clone(),
             prefix,
@@ -301,6 +337,8 @@ impl Sink for MysqlSink {
 /// Writes one part of one table in one transaction.
 struct MysqlWriter {
     endpoint: MyEndpoint,
+    /// The LOAD DATA statement, when rows go that way.
+    load: Option<String>,
     conn: Conn,
     table: TableId,
     prefix: String,
@@ -311,6 +349,58 @@ struct MysqlWriter {
 }
 
 impl MysqlWriter {
+    /// One LOAD DATA of the batch's rows. With LOCAL the server turns data errors into
+    /// warnings, so any warning fails the part, with the server's first message.
+    async fn load_batch(&mut self, load: &str, batch: &ChangeBatch) -> Result<(), MyError> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let columns = batch.rows.columns();
+        let names = batch.rows.schema();
+        let mut data = Vec::with_capacity(batch.num_rows() * 64);
+        for row in 0..batch.num_rows() {
+            for (index, column) in columns.iter().enumerate() {
+                if index > 0 {
+                    data.push(b'\t');
+                }
+                push_field(&mut data, column, row).map_err(|message| MyError::Encode {
+                    table: self.table.to_string(),
+                    column: names.field(index).name().clone(),
+                    message,
+                })?;
+            }
+            data.push(b'\n');
+        }
+        let chunk = bytes::Bytes::from(data);
+        self.conn
+            .set_infile_handler(async move { Ok(futures::stream::iter([Ok(chunk)]).boxed()) });
+        let context = format!("loading {}", self.table);
+        self.conn
+            .query_drop(load)
+            .await
+            .map_err(self.endpoint.error(context.clone()))?;
+        if self.conn.get_warnings() > 0 {
+            let warnings: Vec<(String, u32, String)> = self
+                .conn
+                .query("SHOW WARNINGS LIMIT 3")
+                .await
+                .map_err(self.endpoint.error(context))?;
+            let text: Vec<String> = warnings
+                .into_iter()
+                .map(|(level, code, message)| format!("{level} {code}: {message}"))
+                .collect();
+            return Err(MyError::Encode {
+                table: self.table.to_string(),
+                column: String::new(),
+                message: format!(
+                    "the server did not take every value as sent: {}",
+                    text.join("; ")
+                ),
+            });
+        }
+        Ok(())
+    }
+
     async fn send(&mut self) -> Result<(), MyError> {
         if self.statement.is_empty() {
             return Ok(());
@@ -329,6 +419,19 @@ impl SinkWriter for MysqlWriter {
     async fn write(&mut self, batch: &ChangeBatch) -> ferry_engine::Result<()> {
         let columns = batch.rows.columns();
         let names = batch.rows.schema();
+        if let Some(load) = self.load.clone() {
+            match self.load_batch(&load, batch).await {
+                // The server does not take local files (local_infile off): INSERT instead.
+                Err(MyError::Query {
+                    source: mysql_async::Error::Server(error),
+                    ..
+                }) if [1148, 3948, 4166].contains(&error.code) => {
+                    warn!(table = %self.table, "the server refuses LOAD DATA LOCAL INFILE ({}); writing with INSERT", error.message);
+                    self.load = None;
+                }
+                result => return result.map_err(Into::into),
+            }
+        }
         for row in 0..batch.num_rows() {
             if self.statement.is_empty() {
                 self.statement.push_str(&self.prefix);
