@@ -290,6 +290,14 @@ async fn verify_route(
                 sink.row = rows.num_rows();
             }
         }
+        // Rows shown back from their comparable form: every column may be NULL there.
+        let shown_schema = Arc::new(arrow::datatypes::Schema::new(
+            schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
         for (row, count) in copies.iter().filter(|(_, &count)| count != 0) {
             let (what, many) = if *count > 0 {
                 report.missing += count.unsigned_abs();
@@ -300,14 +308,8 @@ async fn verify_route(
             };
             if report.shown.len() < SHOWN_DIFFERENCES {
                 let columns = row_converter.convert_rows([row.row()]).map_err(internal)?;
-                let fields: Vec<arrow::datatypes::Field> = schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.as_ref().clone().with_nullable(true))
-                    .collect();
                 let batch =
-                    RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)
-                        .map_err(internal)?;
+                    RecordBatch::try_new(Arc::clone(&shown_schema), columns).map_err(internal)?;
                 let times = if many > 1 {
                     format!(" ×{many}")
                 } else {

@@ -358,15 +358,18 @@ impl MysqlWriter {
         let columns = batch.rows.columns();
         let names = batch.rows.schema();
         let mut data = Vec::with_capacity(batch.num_rows() * 64);
+        let mut scratch = String::new();
         for row in 0..batch.num_rows() {
             for (index, column) in columns.iter().enumerate() {
                 if index > 0 {
                     data.push(b'\t');
                 }
-                push_field(&mut data, column, row).map_err(|message| MyError::Encode {
-                    table: self.table.to_string(),
-                    column: names.field(index).name().clone(),
-                    message,
+                push_field(&mut data, &mut scratch, column, row).map_err(|message| {
+                    MyError::Encode {
+                        table: self.table.to_string(),
+                        column: names.field(index).name().clone(),
+                        message,
+                    }
                 })?;
             }
             data.push(b'\n');

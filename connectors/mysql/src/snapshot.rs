@@ -411,26 +411,30 @@ impl MysqlSnapshot {
         let mut total = 0u64;
         let mut bytes = 0u64;
         let mut offset = 0u64;
-        while let Some(row) = stream.next().await {
-            let row = row.map_err(self.endpoint.error(context.clone()))?;
-            let values = row.unwrap();
-            for (column, value) in values.iter().enumerate() {
-                if let Value::Bytes(b) = value {
-                    bytes += b.len() as u64;
-                } else {
-                    bytes += 8;
+        loop {
+            let next = stream.next().await;
+            let done = next.is_none();
+            if let Some(row) = next {
+                let values = row.map_err(self.endpoint.error(context.clone()))?.unwrap();
+                for (column, value) in values.iter().enumerate() {
+                    if let Value::Bytes(b) = value {
+                        bytes += b.len() as u64;
+                    } else {
+                        bytes += 8;
+                    }
+                    let Some(builder) = builders.get_mut(column) else {
+                        continue;
+                    };
+                    builder.append(value).map_err(|message| MyError::Decode {
+                        table: table.id.to_string(),
+                        column: table.names[column].clone(),
+                        message: format!("{message} (row {})", describe_key(table, &values)),
+                    })?;
                 }
-                let Some(builder) = builders.get_mut(column) else {
-                    continue;
-                };
-                builder.append(value).map_err(|message| MyError::Decode {
-                    table: table.id.to_string(),
-                    column: table.names[column].clone(),
-                    message: format!("{message} (row {})", describe_key(table, &values)),
-                })?;
+                rows_in_batch += 1;
             }
-            rows_in_batch += 1;
-            if rows_in_batch >= self.batch_size {
+            // A full batch, or the last rows.
+            if rows_in_batch >= self.batch_size || (done && rows_in_batch > 0) {
                 let batch = finish(
                     table,
                     &id,
@@ -448,22 +452,10 @@ impl MysqlSnapshot {
                     return Ok(total);
                 }
             }
+            if done {
+                return Ok(total);
+            }
         }
-        drop(stream);
-        if rows_in_batch > 0 {
-            let batch = finish(
-                table,
-                &id,
-                &mut builders,
-                rows_in_batch,
-                part,
-                offset,
-                bytes,
-            )?;
-            total += rows_in_batch as u64;
-            let _ = out.send(batch).await;
-        }
-        Ok(total)
     }
 }
 
