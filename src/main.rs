@@ -128,7 +128,12 @@ async fn check(path: &Path) -> Result<(), Error> {
         .await?;
     if plan.job.runs(MigrationType::Incremental) {
         plan.source.check_changes(&plan.change_request()).await?;
-        if let Some(bytes) = plan.source.retained_log(&plan.feed_name()).await? {
+        let held = if plan.source.keeps_feeds() {
+            plan.source.retained_log(&plan.feed_name()).await?
+        } else {
+            None
+        };
+        if let Some(bytes) = held {
             let state = CheckpointStore::beside(path, &plan.name).load()?;
             let held = format!(
                 "replication slot {} holds {:.1} MB of WAL on the source",

@@ -179,12 +179,25 @@ impl Plan {
     }
 }
 
+/// A MySQL replica id for job `name` when the job file gives none: stable per name, in a
+/// range servers are rarely given (2^30 … 2^31 - 1).
+fn replica_id(name: &str) -> u32 {
+    // FNV-1a: stable across releases and platforms, unlike std's hasher.
+    let hash = name.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    (1 << 30) | (hash & ((1 << 30) - 1))
+}
+
 fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
 }
 
 /// The source for `url`, and the URL without its password.
-pub(crate) fn open_source(url: &str) -> ferry_engine::Result<(Arc<dyn Source>, String)> {
+pub(crate) fn open_source(
+    url: &str,
+    server_id: u32,
+) -> ferry_engine::Result<(Arc<dyn Source>, String)> {
     match scheme(url) {
         "postgres" | "postgresql" => {
             let endpoint = PgEndpoint::parse(url, "source.url")?;
@@ -194,7 +207,10 @@ pub(crate) fn open_source(url: &str) -> ferry_engine::Result<(Arc<dyn Source>, S
         "mysql" | "mariadb" => {
             let endpoint = MyEndpoint::parse(url, "source.url")?;
             let display = endpoint.display().to_string();
-            Ok((Arc::new(MysqlSource::new(endpoint)), display))
+            Ok((
+                Arc::new(MysqlSource::new(endpoint).with_server_id(server_id)),
+                display,
+            ))
         }
         other => Err(JobError::UnsupportedUrl {
             field: "source.url",
@@ -226,7 +242,8 @@ fn open_sink(url: &str) -> ferry_engine::Result<Arc<dyn Sink>> {
 /// Reads the source catalog and checks every rule against it. Connects to the source; writes
 /// nothing anywhere. `name` is the job's name.
 pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
-    let (source, source_display) = open_source(&job.source.url)?;
+    let server_id = job.source.server_id.unwrap_or_else(|| replica_id(&name));
+    let (source, source_display) = open_source(&job.source.url, server_id)?;
     let sink = open_sink(&job.sink.url)?;
     let incremental = job.runs(MigrationType::Incremental);
     if incremental && scheme(&job.sink.url) == "parquet" {

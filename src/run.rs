@@ -289,7 +289,10 @@ async fn attempt(
     if incremental {
         let request = plan.change_request();
         let had_feed = state.lock().map(|s| s.feed.is_some()).unwrap_or(false);
-        if had_feed && plan.source.retained_log(&request.name).await?.is_none() {
+        if had_feed
+            && plan.source.keeps_feeds()
+            && plan.source.retained_log(&request.name).await?.is_none()
+        {
             return Err(Error::Checkpoint {
                 path: store.path().display().to_string(),
                 message: format!(
@@ -300,7 +303,10 @@ async fn attempt(
         }
         plan.source.check_changes(&request).await?;
         let opened = plan.source.changes(request).await?;
-        if let Some(point) = opened.consistent_point() {
+        // A source that keeps no feed (MySQL) opens a new one on every run; the point
+        // recorded by the run that began it stays the feed's start.
+        let recorded = had_feed && !plan.source.keeps_feeds();
+        if let Some(point) = opened.consistent_point().filter(|_| !recorded) {
             if let Ok(mut state) = state.lock() {
                 state.feed = Some(FeedState {
                     name: plan.feed_name(),
@@ -329,7 +335,14 @@ async fn attempt(
         let fresh = saved_parts.is_none();
         let snapshot = match feed.as_mut() {
             Some(feed) if fresh && feed.consistent_point().is_some() => {
-                feed.snapshot(request).await?
+                let snapshot = feed.snapshot(request).await?;
+                // The feed's exact start may be known only now (see ChangeFeed).
+                if let (Some(point), Ok(mut state)) = (feed.consistent_point(), state.lock()) {
+                    if let Some(recorded) = state.feed.as_mut() {
+                        recorded.consistent_point = point;
+                    }
+                }
+                snapshot
             }
             _ => plan.source.snapshot(request).await?,
         };
@@ -427,7 +440,11 @@ async fn stream_changes(
         (a, b) => a.or(b),
     };
     ferry_engine::streaming::log_resume(applied.as_ref());
-    let stream = feed.start(applied.clone()).await?;
+    let began = state
+        .lock()
+        .ok()
+        .and_then(|s| s.feed.as_ref().map(|f| f.consistent_point.clone()));
+    let stream = feed.start(applied.clone().or(began)).await?;
     // The sink records each group's position in the group's own transaction; the checkpoint
     // file's copy only has to be recent, so it is written at most once per
     // CHECKPOINT_INTERVAL (two fsyncs per group would cap small groups), and at the end.

@@ -59,7 +59,7 @@ impl TableReport {
 /// Compares every target of `plan`; returns one report per target, in plan order.
 pub async fn verify(plan: &Plan) -> ferry_engine::Result<Vec<TableReport>> {
     let (sink_source, _) =
-        open_source(&plan.job.sink.url).map_err(|_| JobError::NotIncremental {
+        open_source(&plan.job.sink.url, 0).map_err(|_| JobError::NotIncremental {
             field: "sink.url".into(),
             message:
                 "ferry verify reads the target back, which it can do for PostgreSQL and MySQL sinks"

@@ -260,20 +260,6 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
         stderr.contains("column day") && stderr.contains("zero date") && stderr.contains("id=2"),
         "{stderr}"
     );
-
-    // Incremental migration from MariaDB says it is not built yet.
-    let text = std::fs::read_to_string(&job).unwrap().replace(
-        "types = [\"schema\", \"full\"]",
-        "types = [\"schema\", \"full\", \"incremental\"]",
-    );
-    std::fs::write(&job, text).unwrap();
-    let output = ferry("check", &job);
-    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
-    assert!(
-        String::from_utf8_lossy(&output.stderr).contains("binlog reader"),
-        "{}",
-        describe(&output)
-    );
 }
 
 const PG_SOURCE: &str = r#"

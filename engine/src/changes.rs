@@ -59,6 +59,8 @@ pub enum ChangeEvent {
 pub trait ChangeFeed: Send {
     /// Where the feed begins when this call created it (`None` when it existed already): a
     /// snapshot from [`ChangeFeed::snapshot`] holds exactly the changes committed before it.
+    /// It may move forward when that snapshot is opened (a MySQL feed takes its exact point
+    /// under the snapshot's lock); the caller records it again then.
     fn consistent_point(&self) -> Option<Position>;
 
     /// Opens the snapshot that matches the feed's start. Only a feed created by this call has
@@ -66,7 +68,8 @@ pub trait ChangeFeed: Send {
     /// read completely before `start` is called.
     async fn snapshot(&mut self, request: SnapshotRequest) -> Result<Arc<dyn Snapshot>>;
 
-    /// Starts streaming the transactions that commit after `from` (all since the feed's
+    /// Starts streaming the transactions that commit after `from`: the last position
+    /// applied, or where the feed began as an earlier run recorded it (all since the feed's
     /// start when `None`). A transaction at or before `from` may still be delivered again
     /// after a crash; the caller skips it by position.
     async fn start(self: Box<Self>, from: Option<Position>) -> Result<Box<dyn ChangeStream>>;

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// Where in the source a [`crate::ChangeBatch`] came from.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Position {
     /// A row of a snapshot: the part it was read in and how many rows of that part had been
@@ -24,6 +24,56 @@ pub enum Position {
         /// The log sequence number.
         lsn: u64,
     },
+    /// A place in a MySQL/MariaDB server's binary log. For a change it is the end of the
+    /// transaction's commit event (where the next transaction begins), with the GTID state
+    /// reached there, so a feed can resume by file and offset or, where the file is gone
+    /// from the server, by GTID.
+    Mysql {
+        /// The binlog file (`mysql-bin.000012`).
+        file: String,
+        /// The offset in it.
+        offset: u64,
+        /// The GTID state after the transaction (MariaDB `0-1-4711`, one per replication
+        /// domain, comma separated), when the server has GTIDs.
+        gtid: Option<String>,
+    },
+}
+
+impl Position {
+    /// Orders kinds of position, then positions of one kind by progress.
+    fn sort_key(&self) -> (u8, u64, &str, u64, &str) {
+        match self {
+            Position::Snapshot { part, offset } => (0, u64::from(*part), "", *offset, ""),
+            Position::Postgres { lsn } => (1, 0, "", *lsn, ""),
+            Position::Mysql { file, offset, gtid } => (
+                2,
+                binlog_file_number(file),
+                file.as_str(),
+                *offset,
+                gtid.as_deref().unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+/// The sequence number of a binlog file (`mysql-bin.000012` → 12): files sort by it, also
+/// once the number outgrows its six digits.
+pub fn binlog_file_number(file: &str) -> u64 {
+    file.rsplit_once('.')
+        .and_then(|(_, number)| number.parse().ok())
+        .unwrap_or(0)
+}
+
+impl PartialOrd for Position {
+    fn partial_cmp(&self, other: &Position) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Position {
+    fn cmp(&self, other: &Position) -> std::cmp::Ordering {
+        self.sort_key().cmp(&other.sort_key())
+    }
 }
 
 impl Position {
@@ -58,6 +108,13 @@ impl fmt::Display for Position {
         match self {
             Position::Snapshot { part, offset } => write!(f, "snapshot part {part} row {offset}"),
             Position::Postgres { lsn } => write!(f, "LSN {}", Lsn(*lsn)),
+            Position::Mysql { file, offset, gtid } => {
+                write!(f, "binlog {file}:{offset}")?;
+                match gtid {
+                    Some(gtid) if !gtid.is_empty() => write!(f, " (GTID {gtid})"),
+                    _ => Ok(()),
+                }
+            }
         }
     }
 }
@@ -85,5 +142,25 @@ mod tests {
         let late = Position::Postgres { lsn: 11 };
         assert!(early < late && early.comparable(&late));
         assert!(!early.comparable(&Position::Snapshot { part: 0, offset: 0 }));
+    }
+
+    #[test]
+    fn binlog_positions_order_by_file_number_then_offset() {
+        let at = |file: &str, offset| Position::Mysql {
+            file: file.into(),
+            offset,
+            gtid: None,
+        };
+        assert!(at("bin.000009", 900) < at("bin.000010", 4));
+        assert!(at("bin.999999", 900) < at("bin.1000000", 4));
+        assert!(at("bin.000010", 4) < at("bin.000010", 5));
+        let with_gtid = Position::Mysql {
+            file: "bin.000010".into(),
+            offset: 5,
+            gtid: Some("0-1-7".into()),
+        };
+        assert_eq!(with_gtid.to_string(), "binlog bin.000010:5 (GTID 0-1-7)");
+        let json = serde_json::to_string(&with_gtid).unwrap();
+        assert_eq!(serde_json::from_str::<Position>(&json).unwrap(), with_gtid);
     }
 }

@@ -273,6 +273,14 @@ impl StreamProgress {
                 Some(Position::Postgres { lsn: source }),
                 Some(Position::Postgres { lsn: applied }),
             ) => Some(source.saturating_sub(*applied)),
+            (
+                Some(Position::Mysql {
+                    file: source_file,
+                    offset: source,
+                    ..
+                }),
+                Some(Position::Mysql { file, offset, .. }),
+            ) if source_file == file => Some(source.saturating_sub(*offset)),
             _ => None,
         };
         // Caught up when the source said it was idle at or before what is applied.

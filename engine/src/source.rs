@@ -102,6 +102,13 @@ pub trait Source: Send + Sync {
     /// How many bytes of log the source keeps for the feed `name` (it cannot recycle them
     /// until they are acknowledged), `None` when there is no such feed.
     async fn retained_log(&self, name: &str) -> Result<Option<u64>>;
+
+    /// Whether the source itself keeps each change feed and its log (a PostgreSQL
+    /// replication slot). A MySQL feed is only a binlog position in the job's checkpoint:
+    /// the server keeps its binlog by its own retention settings and knows no feeds.
+    fn keeps_feeds(&self) -> bool {
+        true
+    }
 }
 
 /// An open, consistent snapshot. It stays valid until [`Snapshot::close`] or drop.

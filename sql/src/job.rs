@@ -77,8 +77,13 @@ pub struct JobFile {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `postgres://user:password@host:port/database`.
+    /// `postgres://user:password@host:port/database` or `mysql://user:password@host:port`.
     pub url: String,
+    /// The replica id a MySQL/MariaDB source knows this job by while it reads the binlog;
+    /// it must differ from every server's and other replica's `server_id`. Derived from the
+    /// job's name when not given.
+    #[serde(default)]
+    pub server_id: Option<u32>,
 }
 
 /// The `[sink]` table.

@@ -75,7 +75,7 @@ pub(crate) fn target_declaration(field: &Arc<Field>, in_key: bool) -> Result<Str
 }
 
 /// (year, month, day) of a day count from 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z - era * 146_097;

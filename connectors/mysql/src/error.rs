@@ -63,6 +63,13 @@ pub enum MyError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// The source cannot feed changes as configured: each setting or grant that is missing
+    /// and the statement that fixes it.
+    #[error("{message}")]
+    Precheck {
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// Something ferry asked of this connector it does not do yet.
     #[error("{message}")]
     Unsupported {
@@ -87,6 +94,7 @@ impl ClassifiedError for MyError {
             MyError::Url { .. }
             | MyError::UnsupportedColumn { .. }
             | MyError::Unsupported { .. }
+            | MyError::Precheck { .. }
             | MyError::Encode { .. }
             | MyError::Target { .. }
             | MyError::Decode { .. } => ErrorClass::User,

@@ -40,6 +40,7 @@ type CatalogColumn = (String, Option<MyType>, String, bool);
 #[derive(Clone, Debug)]
 pub struct MysqlSource {
     endpoint: MyEndpoint,
+    server_id: u32,
 }
 
 /// Where in the binlog a snapshot was taken (empty when it could not be read).
@@ -57,7 +58,16 @@ pub struct BinlogPosition {
 impl MysqlSource {
     /// A source reading from `endpoint`.
     pub fn new(endpoint: MyEndpoint) -> MysqlSource {
-        MysqlSource { endpoint }
+        MysqlSource {
+            endpoint,
+            server_id: 1 << 30,
+        }
+    }
+
+    /// The replica id the source knows this reader by while it reads the binlog.
+    pub fn with_server_id(mut self, server_id: u32) -> MysqlSource {
+        self.server_id = server_id;
+        self
     }
 
     /// The column types of every user table, by table.
@@ -158,26 +168,25 @@ impl Source for MysqlSource {
         ))
     }
 
-    async fn check_changes(&self, _request: &ChangeRequest) -> ferry_engine::Result<()> {
-        Err(not_yet().into())
+    async fn check_changes(&self, request: &ChangeRequest) -> ferry_engine::Result<()> {
+        crate::changes::check(&self.endpoint, request).await
     }
 
-    async fn changes(&self, _request: ChangeRequest) -> ferry_engine::Result<Box<dyn ChangeFeed>> {
-        Err(not_yet().into())
+    async fn changes(&self, request: ChangeRequest) -> ferry_engine::Result<Box<dyn ChangeFeed>> {
+        crate::changes::open_feed(self.endpoint.clone(), self.server_id, request).await
     }
 
     async fn drop_changes(&self, _name: &str) -> ferry_engine::Result<Vec<String>> {
+        // The server keeps nothing for a feed.
         Ok(Vec::new())
     }
 
     async fn retained_log(&self, _name: &str) -> ferry_engine::Result<Option<u64>> {
-        Ok(None)
+        crate::changes::retained_log(&self.endpoint).await
     }
-}
 
-fn not_yet() -> MyError {
-    MyError::Unsupported {
-        message: "incremental migration from MySQL/MariaDB (the binlog reader) is not built yet; use migration.types = [\"schema\", \"full\"]".into(),
+    fn keeps_feeds(&self) -> bool {
+        false
     }
 }
 
@@ -207,7 +216,7 @@ pub struct MysqlSnapshot {
 }
 
 impl MysqlSnapshot {
-    async fn open(
+    pub(crate) async fn open(
         endpoint: MyEndpoint,
         request: SnapshotRequest,
     ) -> Result<MysqlSnapshot, MyError> {
@@ -515,7 +524,7 @@ fn describe_key(table: &PartTable, values: &[Value]) -> String {
 }
 
 /// The type a catalog field was read as, from its declared type.
-fn type_of(data_type: &DataType, declared: &str) -> Option<MyType> {
+pub(crate) fn type_of(data_type: &DataType, declared: &str) -> Option<MyType> {
     let ty = MyType::from_declared(declared)?;
     // The catalog's own precision wins for decimals (DATA_TYPE and the field agree).
     match (ty, data_type) {
@@ -531,7 +540,7 @@ fn type_of(data_type: &DataType, declared: &str) -> Option<MyType> {
 }
 
 /// The binlog position of the moment (the caller holds writes).
-async fn binlog_position(
+pub(crate) async fn binlog_position(
     conn: &mut Conn,
     endpoint: &MyEndpoint,
 ) -> Result<BinlogPosition, MyError> {
