@@ -253,13 +253,6 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
         }
         .into());
     }
-    if incremental && matches!(scheme(&job.sink.url), "mysql" | "mariadb") {
-        return Err(JobError::NotIncremental {
-            field: "sink.url".into(),
-            message: "applying changes to a MySQL/MariaDB sink is not built yet (issue #4); remove \"incremental\" from migration.types for a full migration".into(),
-        }
-        .into());
-    }
     let rules = job
         .rules
         .iter()

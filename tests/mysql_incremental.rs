@@ -575,3 +575,249 @@ fn precheck_names_each_binlog_setting_and_grant_with_its_fix() {
         );
     }
 }
+
+/// A job file with `rules` from `source_url` into `sink_url`.
+fn write_job_between(
+    dir: &Path,
+    source_url: &str,
+    sink_url: &str,
+    migration: &str,
+    rules: &[&str],
+) -> PathBuf {
+    let mut text = format!(
+        "[source]\nurl = \"{source_url}\"\n[sink]\nurl = \"{sink_url}\"\n[migration]\n{migration}\n"
+    );
+    for rule in rules {
+        text.push_str(&format!("[[rules]]\nsql = '''{rule}'''\n"));
+    }
+    let path = dir.join("between.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Kills ferry at a few points of the snapshot and the stream.
+fn kill_rounds(job: &Path, rounds: u64, seed: u64) {
+    let mut dice = Dice(seed);
+    for round in 0..rounds {
+        let mut child = spawn_ferry("run", job);
+        std::thread::sleep(Duration::from_millis(400 + dice.roll(1200) + round * 600));
+        child.kill().unwrap();
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), None, "{}", describe(&output));
+    }
+}
+
+#[test]
+fn mariadb_changes_land_in_mariadb_through_kills_with_types_kept() {
+    let (source, pg) = servers();
+    drop(pg);
+    let sink = MariaServer::start_with_id(2).unwrap();
+    sink.create_database("shop").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job_between(
+        dir.path(),
+        &source.url("shop"),
+        &sink.url("shop"),
+        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 300\nparallelism = 2\nchunk_rows = 3000",
+        &RULES,
+    );
+    let writers = Writers::start(source.url("shop"), 5);
+    kill_rounds(&job, 4, 17);
+    let child = spawn_ferry("run", &job);
+    wait_for("ferry to stream changes", Duration::from_secs(180), || {
+        sink.sql("shop", "SELECT COUNT(*) FROM _ferry.applied")
+            .map(|out| out.trim() == "1")
+            .unwrap_or(false)
+    });
+    let started = writers.transactions();
+    wait_for("writes while streaming", Duration::from_secs(60), || {
+        writers.transactions() > started + 300
+    });
+    assert!(writers.finish() > 300);
+    source
+        .sql(
+            "shop",
+            "INSERT INTO orders (id, customer, amount, state, flags, legacy, tiny, paid_at)
+             VALUES (-3, 1, 30.5, 'paid', 'b,c', 'Ça €', 255, '2038-01-19 03:14:07.999999');
+             INSERT INTO marker VALUES (1)",
+        )
+        .unwrap();
+    wait_for(
+        "ferry to apply the marker",
+        Duration::from_secs(120),
+        || {
+            sink.sql("shop", "SELECT COUNT(*) FROM sales.marker WHERE id = 1")
+                .map(|out| out.trim() == "1")
+                .unwrap_or(false)
+        },
+    );
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry("verify", &job);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
+        "{}",
+        describe(&output)
+    );
+    for (source_query, _) in COMPARE {
+        let sink_query = source_query
+            .replace("FROM orders", "FROM sales.orders")
+            .replace("FROM items", "FROM sales.items")
+            .replace("amount", "total");
+        assert_eq!(
+            sink.sql("shop", &sink_query).unwrap(),
+            source.sql("shop", source_query).unwrap(),
+            "{sink_query}"
+        );
+    }
+    // Same engine: declared types are kept, and the values with them.
+    let row = "SELECT state, flags, legacy, tiny, paid_at FROM {} WHERE id = -3";
+    assert_eq!(
+        sink.sql("shop", &row.replace("{}", "sales.orders"))
+            .unwrap(),
+        source.sql("shop", &row.replace("{}", "orders")).unwrap()
+    );
+    assert_eq!(
+        sink.sql(
+            "shop",
+            "SELECT COLUMN_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'sales' AND TABLE_NAME = 'orders' AND COLUMN_NAME IN ('state', 'flags') ORDER BY COLUMN_NAME"
+        )
+        .unwrap(),
+        "set('a','b','c')\nenum('new','paid','gone')\n"
+    );
+}
+
+#[test]
+fn postgres_changes_land_in_mariadb_through_a_kill() {
+    let pg = PgServer::start().expect("start PostgreSQL (apt-get install -y postgresql)");
+    pg.create_database("source").unwrap();
+    pg.psql(
+        "source",
+        "CREATE SCHEMA shop;
+         CREATE TABLE shop.accounts (id bigint PRIMARY KEY, owner text NOT NULL, balance numeric(14,2),
+                                     opened timestamptz, tags jsonb, active boolean);
+         ALTER TABLE shop.accounts REPLICA IDENTITY FULL;
+         CREATE TABLE shop.marker (id int PRIMARY KEY);
+         -- Updates that leave the TOASTed body alone do not send it: the sink keeps its own.
+         CREATE TABLE shop.docs (id int PRIMARY KEY, n int, body text);
+         INSERT INTO shop.docs SELECT g, 0, (SELECT string_agg(md5(g::text || x::text), '') FROM generate_series(1, 200) x)
+         FROM generate_series(1, 300) g;
+         INSERT INTO shop.accounts SELECT g, 'owner ' || g, g * 1.5, timestamptz '2020-01-01 00:00:00+00' + g * interval '1 hour',
+                                          jsonb_build_object('g', g), g % 2 = 0 FROM generate_series(1, 10000) g;",
+    )
+    .unwrap();
+    let sink = MariaServer::start().unwrap();
+    sink.create_database("shop").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job_between(
+        dir.path(),
+        &pg.url("source"),
+        &sink.url("shop"),
+        "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 300\nparallelism = 2\nchunk_rows = 2500",
+        &[
+            "INSERT INTO bank.accounts SELECT id, owner AS holder, balance, opened, tags, active FROM shop.accounts WHERE balance >= 100",
+            "INSERT INTO bank.marker SELECT * FROM shop.marker",
+            "INSERT INTO bank.docs SELECT * FROM shop.docs",
+        ],
+    );
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let url = pg.url("source");
+        let stop_writing = Arc::clone(&stop_writing);
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                let mut dice = Dice(23);
+                let mut written = 0u64;
+                let mut next = 100_000i64;
+                while !stop_writing.load(Ordering::Relaxed) {
+                    let id = 1 + dice.roll(10_000) as i64;
+                    let statement = match dice.roll(7) {
+                        6 => format!("UPDATE shop.docs SET n = n + 1 WHERE id = {}", id % 300 + 1),
+                        0 => {
+                            next += 1;
+                            format!("INSERT INTO shop.accounts VALUES ({next}, 'n{next}', {}, now(), '{{\"n\": 1}}', true)", dice.roll(500))
+                        }
+                        1 => format!("UPDATE shop.accounts SET balance = {} WHERE id = {id}", dice.roll(200)),
+                        2 => format!("DELETE FROM shop.accounts WHERE id = {id}"),
+                        3 => format!("UPDATE shop.accounts SET owner = owner || '''x', tags = NULL, active = NOT active WHERE id BETWEEN {id} AND {id} + 5"),
+                        4 => {
+                            next += 1;
+                            format!("UPDATE shop.accounts SET id = {next} WHERE id = {id}")
+                        }
+                        _ => format!("BEGIN; UPDATE shop.accounts SET balance = balance + 1 WHERE id = {id}; DELETE FROM shop.accounts WHERE id = {id} + 1; COMMIT"),
+                    };
+                    if client.batch_execute(&statement).await.is_ok() {
+                        written += 1;
+                    } else {
+                        let _ = client.batch_execute("ROLLBACK").await;
+                    }
+                }
+                written
+            })
+        })
+    };
+    kill_rounds(&job, 2, 29);
+    let child = spawn_ferry("run", &job);
+    wait_for("ferry to stream changes", Duration::from_secs(180), || {
+        sink.sql("shop", "SELECT COUNT(*) FROM _ferry.applied")
+            .map(|out| out.trim() == "1")
+            .unwrap_or(false)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop_writing.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 100);
+    pg.psql("source", "INSERT INTO shop.marker VALUES (1)")
+        .unwrap();
+    wait_for(
+        "ferry to apply the marker",
+        Duration::from_secs(120),
+        || {
+            sink.sql("shop", "SELECT COUNT(*) FROM bank.marker")
+                .map(|out| out.trim() == "1")
+                .unwrap_or(false)
+        },
+    );
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry("verify", &job);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
+        "{}",
+        describe(&output)
+    );
+    let expected = pg
+        .psql(
+            "source",
+            "SELECT count(*), sum(balance), sum(length(owner)), count(tags), sum(active::int) FROM shop.accounts WHERE balance >= 100",
+        )
+        .unwrap();
+    let landed = sink
+        .sql(
+            "shop",
+            "SELECT COUNT(*), SUM(balance), SUM(CHAR_LENGTH(holder)), COUNT(tags), SUM(active) FROM bank.accounts",
+        )
+        .unwrap();
+    assert_eq!(landed.trim().replace('\t', "|"), expected.trim());
+    let expected = pg
+        .psql(
+            "source",
+            "SELECT sum(n), sum(length(body)), count(DISTINCT md5(body)) FROM shop.docs",
+        )
+        .unwrap();
+    let landed = sink
+        .sql(
+            "shop",
+            "SELECT SUM(n), SUM(CHAR_LENGTH(body)), COUNT(DISTINCT MD5(body)) FROM bank.docs",
+        )
+        .unwrap();
+    assert_eq!(landed.trim().replace('\t', "|"), expected.trim());
+    assert!(!expected.starts_with("0|"), "{expected}");
+}

@@ -16,6 +16,7 @@
 //! (GTID, GTID_LIST, BINLOG_CHECKPOINT) are not modelled there and are read here.
 #![warn(missing_docs)]
 
+mod apply;
 mod binlog;
 mod changes;
 pub mod config;

@@ -1,10 +1,11 @@
-//! MySQL/MariaDB as a sink for full migrations: target databases and tables created to match
-//! (or checked), rows written with one `LOAD DATA LOCAL INFILE` per batch streamed from memory
-//! (any warning fails the part: with LOCAL the server downgrades data errors to warnings), or
-//! as multi-row `INSERT … VALUES` statements of about [`STATEMENT_BYTES`] each for tables with
+//! MySQL/MariaDB as a sink: target databases and tables created to match (or checked).
+//! Full migrations write one `LOAD DATA LOCAL INFILE` per batch streamed from memory (any
+//! warning fails the part: with LOCAL the server downgrades data errors to warnings), or
+//! multi-row `INSERT … VALUES` statements of about [`STATEMENT_BYTES`] each for tables with
 //! BIT columns and servers that refuse local files; one transaction per snapshot part, the
 //! part recorded in `_ferry.parts` inside that transaction. A part read again after a resume
-//! is written with `REPLACE` / `ON DUPLICATE KEY UPDATE`.
+//! is written with `REPLACE` / `ON DUPLICATE KEY UPDATE`. Changes are applied by
+//! [`crate::apply`], their position recorded in `_ferry.applied`.
 
 use std::sync::Arc;
 
@@ -28,20 +29,23 @@ use crate::error::MyError;
 pub const STATEMENT_BYTES: usize = 1 << 20;
 
 /// ferry's bookkeeping in a MySQL sink.
-const CREATE_STATE: [&str; 2] = [
+const CREATE_STATE: [&str; 3] = [
     "CREATE DATABASE IF NOT EXISTS _ferry CHARACTER SET utf8mb4",
     "CREATE TABLE IF NOT EXISTS _ferry.parts (
         job varchar(255) NOT NULL, part int NOT NULL,
         target_schema varchar(64) NOT NULL, target_name varchar(64) NOT NULL,
         committed_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
         PRIMARY KEY (job, part, target_schema, target_name)) ENGINE=InnoDB",
+    "CREATE TABLE IF NOT EXISTS _ferry.applied (
+        job varchar(255) NOT NULL PRIMARY KEY, position text NOT NULL,
+        applied_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
 ];
 
 /// A prepared target: its column names as written, and the key.
 #[derive(Clone, Debug)]
-struct PreparedTable {
-    columns: Vec<String>,
-    key: Vec<usize>,
+pub(crate) struct PreparedTable {
+    pub(crate) columns: Vec<String>,
+    pub(crate) key: Vec<usize>,
     /// Rows go by `LOAD DATA LOCAL INFILE` (no BIT column: LOAD DATA reads a BIT field's text
     /// as bytes, not as a number).
     load_data: bool,
@@ -219,7 +223,7 @@ impl Sink for MysqlSink {
                     &mut conn,
                     &self.endpoint,
                     statement,
-                    "creating _ferry.parts",
+                    "creating ferry's bookkeeping tables in _ferry",
                 )
                 .await?;
             }
@@ -252,19 +256,7 @@ impl Sink for MysqlSink {
             list.join(", ")
         );
         let suffix = if options.upsert && !prepared.key.is_empty() {
-            let updates: Vec<String> = (0..prepared.columns.len())
-                .filter(|i| !prepared.key.contains(i))
-                .map(|i| {
-                    let c = quote_ident(&prepared.columns[i]);
-                    format!("{c} = VALUES({c})")
-                })
-                .collect();
-            if updates.is_empty() {
-                let c = quote_ident(&prepared.columns[prepared.key[0]]);
-                format!(" ON DUPLICATE KEY UPDATE {c} = {c}")
-            } else {
-                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
-            }
+            crate::apply::upsert_suffix(&prepared)
         } else {
             String::new()
         };
@@ -309,11 +301,14 @@ impl Sink for MysqlSink {
             .collect())
     }
 
-    async fn applier(&self, _job: &str) -> ferry_engine::Result<Box<dyn ChangeApplier>> {
-        Err(MyError::Unsupported {
-            message: "applying changes to a MySQL/MariaDB sink is not built yet; use migration.types = [\"schema\", \"full\"]".into(),
-        }
-        .into())
+    async fn applier(&self, job: &str) -> ferry_engine::Result<Box<dyn ChangeApplier>> {
+        let conn = self.endpoint.connect().await?;
+        Ok(Box::new(crate::apply::MysqlApplier::new(
+            self.endpoint.clone(),
+            conn,
+            job.to_string(),
+            Arc::clone(&self.prepared),
+        )))
     }
 
     async fn forget(&self, job: &str) -> ferry_engine::Result<()> {
@@ -328,6 +323,13 @@ impl Sink for MysqlSink {
             conn.exec_drop("DELETE FROM _ferry.parts WHERE job = ?", (job,))
                 .await
                 .map_err(self.endpoint.error("forgetting the job in _ferry.parts"))?;
+            // A sink prepared by an older ferry may not have it yet.
+            conn.query_drop(CREATE_STATE[2])
+                .await
+                .map_err(self.endpoint.error("creating _ferry.applied"))?;
+            conn.exec_drop("DELETE FROM _ferry.applied WHERE job = ?", (job,))
+                .await
+                .map_err(self.endpoint.error("forgetting the job in _ferry.applied"))?;
         }
         let _ = conn.disconnect().await;
         Ok(())
