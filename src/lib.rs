@@ -6,6 +6,7 @@
 //! consistent full snapshot through the pipeline. [`report`] shows progress and the summary.
 
 pub mod bench;
+pub mod bench_binlog;
 pub mod bench_cdc;
 pub mod bench_mysql;
 pub mod demo;

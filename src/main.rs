@@ -72,6 +72,9 @@ enum Command {
     /// Full-migration benchmark out of MariaDB (into MariaDB and PostgreSQL) across batch
     /// sizes, beside mariadb-dump | mariadb.
     BenchMysql(ferry::bench_mysql::BenchMysqlArgs),
+    /// Binlog-apply benchmark: a MariaDB write load applied by ferry into MariaDB and
+    /// PostgreSQL at several batch sizes, beside mariadb-binlog decoding the same binlog.
+    BenchBinlog(ferry::bench_binlog::BenchBinlogArgs),
 }
 
 /// Exit codes: 0 done; 2 the user must fix something; 3 a server or the network failed;
@@ -323,6 +326,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => ferry::bench::run(args).await.map(|()| true),
             Command::BenchCdc(args) => ferry::bench_cdc::run(args).await.map(|()| true),
             Command::BenchMysql(args) => ferry::bench_mysql::run(args).await.map(|()| true),
+            Command::BenchBinlog(args) => ferry::bench_binlog::run(args).await.map(|()| true),
         }
     });
     match result {

@@ -281,6 +281,10 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
     let mut descriptions = Vec::new();
     let mut targets: BTreeMap<TableId, (usize, TableSchema)> = BTreeMap::new();
     for (table, rules) in by_table {
+        let column_kind = |name: &str| match table.columns.field_with_name(name) {
+            Ok(field) if field.data_type().is_numeric() => pushdown::ColumnKind::Number,
+            _ => pushdown::ColumnKind::Other,
+        };
         // Push down the rules' conditions when every rule has one the source can run; with
         // one rule it is exact, with several their OR only narrows what is read.
         let rendered: Option<Vec<String>> = rules
@@ -288,7 +292,7 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
             .map(|rule| {
                 rule.filter
                     .as_ref()
-                    .and_then(|f| dialect.and_then(|d| pushdown::render(f, d)))
+                    .and_then(|f| dialect.and_then(|d| pushdown::render(f, d, &column_kind)))
             })
             .collect();
         let pushed_down = rendered.map(|conditions| match conditions.as_slice() {

@@ -482,6 +482,21 @@ fn killed_at_random_points_it_resumes_and_by_gtid_once_its_binlog_file_is_gone()
     catch_up(&source, &sink, 1);
     let output = stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // Resumed by the binlog file and offset it recorded (a clean file name: the first
+    // ROTATE's checksum is not part of it).
+    let resumed_at = stderr
+        .lines()
+        .find(|line| line.contains("reading the binlog from its file and offset"))
+        .and_then(|line| line.split("file=").nth(1))
+        .and_then(|rest| rest.split(' ').next())
+        .unwrap_or_default();
+    assert!(
+        resumed_at
+            .strip_prefix("binlog.")
+            .is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit())),
+        "{resumed_at:?} in {stderr}"
+    );
     assert_verified(&source, &sink, &job);
 
     // The binlog file the checkpoint names is purged (everything in it was applied): the

@@ -155,41 +155,9 @@ fn every_mapped_type_and_a_split_table_arrive_in_postgres() {
     assert!(stderr.matches("part committed").count() >= 4, "{stderr}");
 
     // Every value, in text form on both sides.
-    let maria_list: Vec<String> = COLUMNS
-        .iter()
-        .map(|(m, _)| format!("IFNULL({m}, 'NULL')"))
-        .collect();
-    let pg_list: Vec<String> = COLUMNS
-        .iter()
-        .map(|(_, p)| format!("coalesce(({p})::text, 'NULL')"))
-        .collect();
-    let expected = source
-        .sql(
-            "shop",
-            &format!(
-                "SET time_zone = '+00:00'; SELECT {} FROM shop.kinds ORDER BY id",
-                maria_list.join(", ")
-            ),
-        )
-        .unwrap();
-    let actual = sink
-        .psql(
-            "sink",
-            &format!(
-                "SELECT {} FROM sales.kinds ORDER BY id",
-                pg_list.join(" || '\t' || ")
-            ),
-        )
-        .unwrap();
-    let expected: Vec<&str> = expected.lines().collect();
-    let actual: Vec<&str> = actual.lines().collect();
+    let (expected, actual) = kinds_as_text(&source, &sink, "shop.kinds");
     assert_eq!(expected.len(), 3);
-    for (want, got) in expected.iter().zip(&actual) {
-        for ((column, want), got) in COLUMNS.iter().zip(want.split('\t')).zip(got.split('\t')) {
-            assert_eq!(want, got, "column {}", column.0);
-        }
-    }
-    assert_eq!(expected.len(), actual.len());
+    assert_columns_equal(&expected, &actual);
 
     // The filtered, renamed table: the same rows by content.
     let expected = source
@@ -211,6 +179,116 @@ fn every_mapped_type_and_a_split_table_arrive_in_postgres() {
         .unwrap();
     assert_eq!(expected.trim(), actual.trim());
     assert!(expected.starts_with("6534|"), "{expected}");
+}
+
+/// Every row of MariaDB table `table` and of the sink's `sales.kinds`, each column as text.
+fn kinds_as_text(source: &MariaServer, sink: &PgServer, table: &str) -> (Vec<String>, Vec<String>) {
+    let maria_list: Vec<String> = COLUMNS
+        .iter()
+        .map(|(m, _)| format!("IFNULL({m}, 'NULL')"))
+        .collect();
+    let pg_list: Vec<String> = COLUMNS
+        .iter()
+        .map(|(_, p)| format!("coalesce(({p})::text, 'NULL')"))
+        .collect();
+    let expected = source
+        .sql(
+            "shop",
+            &format!(
+                "SET time_zone = '+00:00'; SELECT {} FROM {table} ORDER BY id",
+                maria_list.join(", ")
+            ),
+        )
+        .unwrap();
+    let actual = sink
+        .psql(
+            "sink",
+            &format!(
+                "SELECT {} FROM sales.kinds ORDER BY id",
+                pg_list.join(" || '\t' || ")
+            ),
+        )
+        .unwrap();
+    (
+        expected.lines().map(str::to_string).collect(),
+        actual.lines().map(str::to_string).collect(),
+    )
+}
+
+/// The rows are equal column by column (the first difference names its column).
+fn assert_columns_equal(expected: &[String], actual: &[String]) {
+    for (want, got) in expected.iter().zip(actual) {
+        for ((column, want), got) in COLUMNS.iter().zip(want.split('\t')).zip(got.split('\t')) {
+            assert_eq!(want, got, "column {}", column.0);
+        }
+    }
+    assert_eq!(expected.len(), actual.len());
+}
+
+#[test]
+fn every_mapped_type_arrives_through_the_binlog_too() {
+    let (source, sink) = servers();
+    source.sql("shop", TYPES_TABLE).unwrap();
+    source
+        .sql("shop", "CREATE TABLE shop.live LIKE shop.kinds")
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        &source,
+        &sink,
+        &["INSERT INTO sales.kinds SELECT * FROM shop.live"],
+    );
+    let text = std::fs::read_to_string(&job).unwrap().replace(
+        "types = [\"schema\", \"full\"]",
+        "types = [\"schema\", \"full\", \"incremental\"]",
+    );
+    std::fs::write(&job, text).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .arg("run")
+        .arg(&job)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let streaming = || {
+        sink.psql("sink", "SELECT count(*) FROM _ferry.applied")
+            .is_ok_and(|out| out.trim() == "1")
+    };
+    while !streaming() {
+        assert!(std::time::Instant::now() < deadline, "ferry never streamed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Every value as the binlog encodes it: inserted, then one row updated to another's
+    // values and one deleted and inserted again.
+    source
+        .sql(
+            "shop",
+            "INSERT INTO shop.live SELECT * FROM shop.kinds;
+             INSERT INTO shop.live SELECT 4, ti, tu, si, su, mi, mu, i, iu, bi, bu, d, dw, f, db, c, vc, tx, en, st, js,
+                                          bn, vb, bl, dt, dtm, ts, yr, b1, b12 FROM shop.kinds WHERE id = 3;
+             UPDATE shop.live l JOIN shop.kinds k ON k.id = 1 SET l.ti = k.ti, l.tu = k.tu, l.si = k.si, l.su = k.su,
+                 l.mi = k.mi, l.mu = k.mu, l.i = k.i, l.iu = k.iu, l.bi = k.bi, l.bu = k.bu, l.d = k.d, l.dw = k.dw,
+                 l.f = k.f, l.db = k.db, l.c = k.c, l.vc = k.vc, l.tx = k.tx, l.en = k.en, l.st = k.st, l.js = k.js,
+                 l.bn = k.bn, l.vb = k.vb, l.bl = k.bl, l.dt = k.dt, l.dtm = k.dtm, l.ts = k.ts, l.yr = k.yr,
+                 l.b1 = k.b1, l.b12 = k.b12 WHERE l.id = 4;
+             DELETE FROM shop.live WHERE id = 2;
+             INSERT INTO shop.live SELECT * FROM shop.kinds WHERE id = 2;",
+        )
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let (expected, actual) = kinds_as_text(&source, &sink, "shop.live");
+        if expected == actual || std::time::Instant::now() > deadline {
+            assert_eq!(expected.len(), 4);
+            assert_columns_equal(&expected, &actual);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
 }
 
 #[test]

@@ -30,7 +30,7 @@ pub use checkpoint::{CheckpointStore, JobState};
 pub use coalesce::{Coalescer, Patches, TableChanges};
 pub use error::{Error, ErrorClass, Result};
 pub use pipeline::{run_snapshot, Route, RunOptions, SnapshotProgress, TableFlow};
-pub use position::Position;
+pub use position::{binlog_file_number, Position};
 pub use progress::{Lag, Progress, StreamProgress, TableProgress};
 pub use rate::RateLimit;
 pub use schema::{TableId, TableSchema};

@@ -58,6 +58,11 @@ enum Convert {
     Text(Charset),
     Timestamp,
     Year,
+    /// BINARY(n): the binlog leaves out the zero bytes the column pads its values with.
+    PadBinary(usize),
+    /// A signed MEDIUMINT: mysql_common 0.37 reads its three bytes without extending the
+    /// sign (-1 arrives as 16777215), so values from 2^23 up are negatives.
+    SignedMedium,
     Enum(Vec<Vec<u8>>),
     Set(Vec<Vec<u8>>),
 }
@@ -249,14 +254,14 @@ impl BinlogDecoder {
             };
             found[output] = true;
             let expected = table.types[output];
-            let convert =
-                conversion(column_type, expected, charset, members).map_err(|message| {
-                    MyError::Decode {
-                        table: name.clone(),
-                        column: column.clone(),
-                        message,
-                    }
-                })?;
+            let metadata = tme.get_column_metadata(position).unwrap_or(&[]);
+            let convert = conversion(column_type, expected, charset, members, metadata).map_err(
+                |message| MyError::Decode {
+                    table: name.clone(),
+                    column: column.clone(),
+                    message,
+                },
+            )?;
             converts.push(convert);
         }
         if let Some(missing) = found.iter().position(|f| !f) {
@@ -416,8 +421,20 @@ fn conversion(
     expected: MyType,
     charset: Option<Charset>,
     members: Option<Vec<Vec<u8>>>,
+    metadata: &[u8],
 ) -> Result<Convert, String> {
     use ColumnType::*;
+    if expected == MyType::Binary && arrives == MYSQL_TYPE_STRING {
+        // The declared length, as the server encodes it for a fixed-length string.
+        let length = match metadata {
+            [first, second, ..] if first & 0x30 != 0x30 => {
+                usize::from(*second) | (usize::from((first & 0x30) ^ 0x30) << 4)
+            }
+            [_, second, ..] => usize::from(*second),
+            _ => 0,
+        };
+        return Ok(Convert::PadBinary(length));
+    }
     let to_utf8 = |members: Vec<Vec<u8>>| -> Vec<Vec<u8>> {
         match charset {
             Some(Charset::Latin1) => members.iter().map(|m| latin1_to_utf8(m)).collect(),
@@ -425,6 +442,16 @@ fn conversion(
         }
     };
     let fits = match expected {
+        MyType::Int {
+            bits: 24,
+            unsigned: false,
+        } => {
+            return if arrives == MYSQL_TYPE_INT24 {
+                Ok(Convert::SignedMedium)
+            } else {
+                Err(changed(arrives, expected))
+            }
+        }
         MyType::Int { .. } => matches!(
             arrives,
             MYSQL_TYPE_TINY
@@ -545,6 +572,14 @@ fn convert(
             };
             timestamp(seconds, micros)
         }
+        (Convert::PadBinary(length), Value::Bytes(mut bytes)) => {
+            if bytes.len() < *length {
+                bytes.resize(*length, 0);
+            }
+            Value::Bytes(bytes)
+        }
+        (Convert::SignedMedium, Value::Int(v)) if v >= 1 << 23 => Value::Int(v - (1 << 24)),
+        (Convert::SignedMedium, value) => value,
         (Convert::Year, Value::Bytes(text)) => {
             let year: i64 = String::from_utf8_lossy(&text)
                 .parse()
@@ -762,6 +797,14 @@ mod tests {
         assert_eq!(
             at(Value::Int(0), &Convert::Timestamp),
             Value::Date(0, 0, 0, 0, 0, 0, 0)
+        );
+        assert_eq!(
+            at(Value::Int(16_777_215), &Convert::SignedMedium),
+            Value::Int(-1)
+        );
+        assert_eq!(
+            at(Value::Int(8_388_607), &Convert::SignedMedium),
+            Value::Int(8_388_607)
         );
         assert_eq!(
             at(Value::Bytes(b"1900".to_vec()), &Convert::Year),

@@ -359,10 +359,17 @@ impl ChangeFeed for MyFeed {
         let files = binary_logs(&mut conn, &self.endpoint).await?;
         let by_file = files.iter().any(|(name, _)| *name == file);
         let gtid = gtid.filter(|g| !g.is_empty());
-        let mariadb = conn.server_version() >= (10, 0, 0)
-            && !variables(&mut conn, &self.endpoint, &["gtid_binlog_pos"])
-                .await?
-                .is_empty();
+        let settings = variables(
+            &mut conn,
+            &self.endpoint,
+            &["gtid_binlog_pos", "binlog_checksum"],
+        )
+        .await?;
+        let mariadb =
+            conn.server_version() >= (10, 0, 0) && settings.contains_key("gtid_binlog_pos");
+        let checksums = settings
+            .get("binlog_checksum")
+            .is_some_and(|c| !c.eq_ignore_ascii_case("NONE"));
         let setup = [
             "SET @mariadb_slave_capability = 4".to_string(),
             format!("SET @master_heartbeat_period = {}", HEARTBEAT.as_nanos()),
@@ -415,6 +422,8 @@ impl ChangeFeed for MyFeed {
             file,
             gtid_state: parse_gtid_state(gtid.as_deref().unwrap_or_default()),
             transaction: None,
+            checksums,
+            seen_format: false,
         }))
     }
 }
@@ -438,6 +447,10 @@ struct MyStream {
     /// The last GTID seen per replication domain: (server, sequence).
     gtid_state: BTreeMap<u32, (u32, u64)>,
     transaction: Option<Transaction>,
+    /// The server checksums its events (`binlog_checksum` is not NONE).
+    checksums: bool,
+    /// A FORMAT_DESCRIPTION event has arrived.
+    seen_format: bool,
 }
 
 /// Parses MariaDB's `0-1-100,1-2-7`.
@@ -679,8 +692,15 @@ impl ChangeStream for MyStream {
             })?;
             match data {
                 Some(EventData::RotateEvent(rotate)) => {
-                    self.file = rotate.name().into_owned();
+                    let mut name = rotate.name_raw();
+                    // The first ROTATE comes before the FORMAT_DESCRIPTION that tells the
+                    // reader about checksums, so its checksum is still part of the name.
+                    if !self.seen_format && self.checksums {
+                        name = &name[..name.len().saturating_sub(4)];
+                    }
+                    self.file = String::from_utf8_lossy(name).into_owned();
                 }
+                Some(EventData::FormatDescriptionEvent(_)) => self.seen_format = true,
                 Some(EventData::QueryEvent(query)) => {
                     let database = query.schema().into_owned();
                     let statement = query.query().into_owned();
