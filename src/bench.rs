@@ -99,6 +99,59 @@ fn stat_cpu_seconds(process: &str, first: usize) -> f64 {
     (ticks(first) + ticks(first + 1)) / TICKS_PER_SECOND
 }
 
+/// Waits for `done`, failing after `limit`.
+pub(crate) fn wait(
+    what: &str,
+    limit: Duration,
+    mut done: impl FnMut() -> bool,
+) -> Result<(), Error> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(failed(format!("timed out waiting for {what}")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// A benchmark's job run by this binary: started with its log in a file, stopped with a stop
+/// request.
+pub(crate) struct BenchJob {
+    pub(crate) ferry: std::path::PathBuf,
+    pub(crate) path: std::path::PathBuf,
+    pub(crate) name: String,
+    pub(crate) logs: std::path::PathBuf,
+}
+
+impl BenchJob {
+    /// Starts `ferry run` on the job, its stderr into `<logs>/<log>`.
+    pub(crate) fn start(&self, log: &str) -> Result<std::process::Child, Error> {
+        let log = fs::File::create(self.logs.join(log)).map_err(failed)?;
+        std::process::Command::new(&self.ferry)
+            .arg("run")
+            .arg(&self.path)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(failed)
+    }
+
+    /// Asks the run to stop and waits for it; it must end cleanly.
+    pub(crate) fn stop(&self, mut child: std::process::Child) -> Result<(), Error> {
+        fs::write(crate::run::stop_file(&self.path, &self.name), b"stop\n").map_err(failed)?;
+        let status = child.wait().map_err(failed)?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(failed(format!(
+                "ferry ({}) exited with {status}",
+                self.name
+            )))
+        }
+    }
+}
+
 pub(crate) fn peak_rss_kb(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use ferry_engine::Error;
 use ferry_testkit::{MariaServer, PgServer, MARIADB_USER};
 
-use crate::bench::{failed, measure, peak_rss_kb, process_cpu_seconds, Measurement};
+use crate::bench::{
+    failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement,
+};
 use crate::bench_cdc::median;
 
 /// Options of `ferry bench-binlog`.
@@ -64,17 +66,6 @@ fn schema(accounts: u64) -> String {
          END$$
          DELIMITER ;"
     )
-}
-
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), Error> {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() > deadline {
-            return Err(failed(format!("timed out waiting for {what}")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// The source's binlog file and offset now.
@@ -174,33 +165,20 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
             let job_path = args.out.join(format!("{name}.toml"));
             fs::write(&job_path, job).map_err(failed)?;
             let _ = fs::remove_file(args.out.join(format!("{name}.state.json")));
-            let start_ferry = |log: &str| {
-                let log = fs::File::create(args.out.join(log)).map_err(failed)?;
-                Command::new(&ferry)
-                    .arg("run")
-                    .arg(&job_path)
-                    .stdout(Stdio::null())
-                    .stderr(log)
-                    .spawn()
-                    .map_err(failed)
-            };
-            let stop_ferry = |mut child: std::process::Child| -> Result<(), Error> {
-                fs::write(crate::run::stop_file(&job_path, &name), b"stop\n").map_err(failed)?;
-                let status = child.wait().map_err(failed)?;
-                if status.success() {
-                    Ok(())
-                } else {
-                    Err(failed(format!("ferry ({name}) exited with {status}")))
-                }
+            let job = BenchJob {
+                ferry: ferry.clone(),
+                path: job_path.clone(),
+                name: name.clone(),
+                logs: args.out.clone(),
             };
 
             eprintln!("{name}: snapshot, then streaming …");
-            let child = start_ferry(&format!("{name}-setup.log"))?;
+            let child = job.start(&format!("{name}-setup.log"))?;
             let streaming = format!("SELECT COUNT(*) FROM _ferry.applied WHERE job = '{name}'");
             wait("ferry to stream", Duration::from_secs(300), || {
                 sink.value(&streaming).is_ok_and(|v| v == "1")
             })?;
-            stop_ferry(child)?;
+            job.stop(child)?;
 
             for round in 1..=args.rounds.max(1) {
                 let (first_file, start) = master_status(&source)?;
@@ -246,7 +224,7 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
 
                 eprintln!("{name}, round {round}: ferry catching up …");
                 let started = Instant::now();
-                let child = start_ferry(&format!("{name}.log"))?;
+                let child = job.start(&format!("{name}.log"))?;
                 let pid = child.id();
                 let mut peak = 0u64;
                 let last = format!("SELECT note FROM {target} WHERE id = 0");
@@ -256,7 +234,7 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
                 })?;
                 let seconds = started.elapsed().as_secs_f64();
                 let cpu_seconds = process_cpu_seconds(pid);
-                stop_ferry(child)?;
+                job.stop(child)?;
                 let landed = sink.value(&format!(
                     "SELECT CONCAT(SUM(balance), '/', SUM(branch)) FROM {target}"
                 ))?;

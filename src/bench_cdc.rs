@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use ferry_engine::Error;
 use ferry_testkit::{postgres_bin_dir, PgServer, SUPERUSER};
 
-use crate::bench::{failed, measure, peak_rss_kb, process_cpu_seconds, Measurement};
+use crate::bench::{
+    failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement,
+};
 
 /// Options of `ferry bench-cdc`.
 #[derive(Clone, Debug, clap::Args)]
@@ -55,17 +57,6 @@ fn value(server: &PgServer, database: &str, sql: &str) -> Result<String, Error> 
         .map_err(failed)?
         .trim()
         .to_string())
-}
-
-fn wait(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Result<(), Error> {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() > deadline {
-            return Err(failed(format!("timed out waiting for {what}")));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 /// Runs the benchmark and prints the table.
@@ -114,35 +105,22 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
         let job_path = args.out.join(format!("{name}.toml"));
         fs::write(&job_path, job).map_err(failed)?;
         let _ = fs::remove_file(args.out.join(format!("{name}.state.json")));
-        let start_ferry = |log: &str| {
-            let log = fs::File::create(args.out.join(log)).map_err(failed)?;
-            Command::new(&ferry)
-                .arg("run")
-                .arg(&job_path)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(failed)
-        };
-        let stop_ferry = |mut child: std::process::Child| -> Result<(), Error> {
-            fs::write(crate::run::stop_file(&job_path, &name), b"stop\n").map_err(failed)?;
-            let status = child.wait().map_err(failed)?;
-            if status.success() {
-                Ok(())
-            } else {
-                Err(failed(format!("ferry ({name}) exited with {status}")))
-            }
+        let job = BenchJob {
+            ferry: ferry.clone(),
+            path: job_path.clone(),
+            name: name.clone(),
+            logs: args.out.clone(),
         };
 
         // Copy the table and start streaming, so the slot exists; then stop.
         eprintln!("batch {batch_size}: snapshot and slot …");
-        let child = start_ferry(&format!("{name}-setup.log"))?;
+        let child = job.start(&format!("{name}-setup.log"))?;
         // Streaming once the sink records a position for the job (an idle one, caught up).
         let streaming = format!("SELECT count(*) FROM _ferry.applied WHERE job = '{name}'");
         wait("ferry to stream", Duration::from_secs(300), || {
             value(&sink, "bench", &streaming).is_ok_and(|v| v == "1")
         })?;
-        stop_ferry(child)?;
+        job.stop(child)?;
         for round in 1..=args.rounds.max(1) {
             let recv_slot = format!("recv_{batch_size}_{round}");
             source
@@ -238,7 +216,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
 
             eprintln!("batch {batch_size}, round {round}: ferry catching up …");
             let started = Instant::now();
-            let child = start_ferry(&format!("{name}.log"))?;
+            let child = job.start(&format!("{name}.log"))?;
             let pid = child.id();
             let mut peak = 0u64;
             // A cheap poll (one row by key), so the sink's CPU goes to applying.
@@ -250,7 +228,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
             let seconds = started.elapsed().as_secs_f64();
             // Read before it exits: the bench's own psql polls would count among children.
             let cpu_seconds = process_cpu_seconds(pid);
-            stop_ferry(child)?;
+            job.stop(child)?;
             let landed =
                 format!("SELECT sum(balance)::text || '/' || sum(branch)::text FROM {target}");
             let applied = value(&sink, "bench", &landed)?;

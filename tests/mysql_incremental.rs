@@ -5,11 +5,12 @@
 //! computed on both servers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_testkit::cli::{self, describe, wait_for, Dice, Writers};
 use ferry_testkit::{MariaServer, PgServer};
 use mysql_async::prelude::Queryable;
 
@@ -61,6 +62,21 @@ const COMPARE: [(&str, &str); 2] = [
     ),
 ];
 
+/// The binary under test.
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn ferry(command: &str, job: &Path) -> Output {
+    cli::run(FERRY, command, job)
+}
+
+fn spawn_ferry(command: &str, job: &Path) -> Child {
+    cli::spawn(FERRY, command, job)
+}
+
+fn stop(job: &Path, child: Child) -> Output {
+    cli::stop(FERRY, job, child)
+}
+
 fn servers() -> (MariaServer, PgServer) {
     let source = MariaServer::start()
         .expect("start MariaDB (apt-get install -y mariadb-server mariadb-client)");
@@ -85,102 +101,20 @@ fn write_job(dir: &Path, source: &MariaServer, sink: &PgServer, migration: &str)
     path
 }
 
-fn spawn_ferry(command: &str, job: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg(command)
-        .arg(job)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ferry")
-}
-
-fn ferry(command: &str, job: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg(command)
-        .arg(job)
-        .output()
-        .expect("run ferry")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Waits for `condition`, failing the test after `limit`.
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A source of pseudo-random numbers that repeats from run to run.
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % sides
-    }
+/// Writers of this test's load (see `write_until`) on `url`.
+fn start_writers(url: String, seed: u64) -> Writers {
+    Writers::start(move |stop, count| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(write_until(url, seed, stop, count))
+    })
 }
 
 /// Writes to the source until stopped: inserts, updates across the filter, of the key, of
 /// ENUM/SET/latin1/TIMESTAMP columns and of a large text, deletes, multi-statement
 /// transactions and now and then a TRUNCATE.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    transactions: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(url: String, seed: u64) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let transactions = Arc::new(AtomicU64::new(0));
-        let (flag, count) = (Arc::clone(&stop), Arc::clone(&transactions));
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(write_until(url, seed, flag, count));
-        });
-        Writers {
-            stop,
-            transactions,
-            thread: Some(thread),
-        }
-    }
-
-    fn transactions(&self) -> u64 {
-        self.transactions.load(Ordering::Relaxed)
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the writer thread panicked");
-        }
-        self.transactions()
-    }
-}
-
-impl Drop for Writers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 async fn write_until(url: String, seed: u64, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
     let mut dice = Dice(seed);
     let mut next_id = 1_000_000 + seed as i64 * 10_000_000;
@@ -303,13 +237,6 @@ fn wait_until_streaming(sink: &PgServer) {
     });
 }
 
-/// Stops a running ferry with `ferry stop` and returns its output.
-fn stop(job: &Path, child: Child) -> Output {
-    let output = ferry("stop", job);
-    assert!(output.status.success(), "{}", describe(&output));
-    child.wait_with_output().unwrap()
-}
-
 /// The sink equals the source: by ferry's own verify and by aggregates on both servers.
 fn assert_verified(source: &MariaServer, sink: &PgServer, job: &Path) {
     let output = ferry("verify", job);
@@ -364,7 +291,7 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
     );
     let check = ferry("check", &job);
     assert!(check.status.success(), "{}", describe(&check));
-    let writers = Writers::start(source.url("shop"), 1);
+    let writers = start_writers(source.url("shop"), 1);
     wait_for("the writers to start", Duration::from_secs(30), || {
         writers.transactions() > 20
     });
@@ -414,7 +341,7 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
     assert_verified(&source, &sink, &job);
 
     // A clean stop resumes where it ended, also across a restart of the source.
-    let writers = Writers::start(source.url("shop"), 2);
+    let writers = start_writers(source.url("shop"), 2);
     let child = spawn_ferry("run", &job);
     wait_for("more writes", Duration::from_secs(30), || {
         writers.transactions() > 300
@@ -466,16 +393,8 @@ fn killed_at_random_points_it_resumes_and_by_gtid_once_its_binlog_file_is_gone()
         &sink,
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 200\nparallelism = 2\nchunk_rows = 2000",
     );
-    let writers = Writers::start(source.url("shop"), 3);
-    let mut dice = Dice(11);
-    for round in 0..5 {
-        let mut child = spawn_ferry("run", &job);
-        // Early kills land in the snapshot, later ones while streaming.
-        std::thread::sleep(Duration::from_millis(300 + dice.roll(1200) + round * 500));
-        child.kill().unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(output.status.code(), None, "{}", describe(&output));
-    }
+    let writers = start_writers(source.url("shop"), 3);
+    cli::kill_rounds(FERRY, &job, 5, 300, &mut Dice(11));
     let written = writers.finish();
     assert!(written > 100);
     let child = spawn_ferry("run", &job);
@@ -591,6 +510,27 @@ fn precheck_names_each_binlog_setting_and_grant_with_its_fix() {
     }
 }
 
+/// Waits until the MariaDB sink answers `query` with 1: ferry streams, or a marker arrived.
+fn wait_for_one(sink: &MariaServer, query: &str) {
+    wait_for(query, Duration::from_secs(180), || {
+        sink.sql("shop", query).is_ok_and(|out| out.trim() == "1")
+    });
+}
+
+/// Stops the job, which must end cleanly, and runs `ferry verify`, which must find all
+/// `tables` target tables equal.
+fn stop_and_verify(job: &Path, child: Child, tables: usize) {
+    let output = stop(job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry("verify", job);
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains(&format!("verify passed: {tables} target tables equal")),
+        "{}",
+        describe(&output)
+    );
+}
+
 /// A job file with `rules` from `source_url` into `sink_url`.
 fn write_job_between(
     dir: &Path,
@@ -610,18 +550,6 @@ fn write_job_between(
     path
 }
 
-/// Kills ferry at a few points of the snapshot and the stream.
-fn kill_rounds(job: &Path, rounds: u64, seed: u64) {
-    let mut dice = Dice(seed);
-    for round in 0..rounds {
-        let mut child = spawn_ferry("run", job);
-        std::thread::sleep(Duration::from_millis(400 + dice.roll(1200) + round * 600));
-        child.kill().unwrap();
-        let output = child.wait_with_output().unwrap();
-        assert_eq!(output.status.code(), None, "{}", describe(&output));
-    }
-}
-
 #[test]
 fn mariadb_changes_land_in_mariadb_through_kills_with_types_kept() {
     let (source, pg) = servers();
@@ -636,14 +564,10 @@ fn mariadb_changes_land_in_mariadb_through_kills_with_types_kept() {
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 300\nparallelism = 2\nchunk_rows = 3000",
         &RULES,
     );
-    let writers = Writers::start(source.url("shop"), 5);
-    kill_rounds(&job, 4, 17);
+    let writers = start_writers(source.url("shop"), 5);
+    cli::kill_rounds(FERRY, &job, 4, 400, &mut Dice(17));
     let child = spawn_ferry("run", &job);
-    wait_for("ferry to stream changes", Duration::from_secs(180), || {
-        sink.sql("shop", "SELECT COUNT(*) FROM _ferry.applied")
-            .map(|out| out.trim() == "1")
-            .unwrap_or(false)
-    });
+    wait_for_one(&sink, "SELECT COUNT(*) FROM _ferry.applied");
     let started = writers.transactions();
     wait_for("writes while streaming", Duration::from_secs(60), || {
         writers.transactions() > started + 300
@@ -657,23 +581,8 @@ fn mariadb_changes_land_in_mariadb_through_kills_with_types_kept() {
              INSERT INTO marker VALUES (1)",
         )
         .unwrap();
-    wait_for(
-        "ferry to apply the marker",
-        Duration::from_secs(120),
-        || {
-            sink.sql("shop", "SELECT COUNT(*) FROM sales.marker WHERE id = 1")
-                .map(|out| out.trim() == "1")
-                .unwrap_or(false)
-        },
-    );
-    let output = stop(&job, child);
-    assert!(output.status.success(), "{}", describe(&output));
-    let output = ferry("verify", &job);
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
-        "{}",
-        describe(&output)
-    );
+    wait_for_one(&sink, "SELECT COUNT(*) FROM sales.marker WHERE id = 1");
+    stop_and_verify(&job, child, 3);
     for (source_query, _) in COMPARE {
         let sink_query = source_query
             .replace("FROM orders", "FROM sales.orders")
@@ -779,35 +688,16 @@ fn postgres_changes_land_in_mariadb_through_a_kill() {
             })
         })
     };
-    kill_rounds(&job, 2, 29);
+    cli::kill_rounds(FERRY, &job, 2, 400, &mut Dice(29));
     let child = spawn_ferry("run", &job);
-    wait_for("ferry to stream changes", Duration::from_secs(180), || {
-        sink.sql("shop", "SELECT COUNT(*) FROM _ferry.applied")
-            .map(|out| out.trim() == "1")
-            .unwrap_or(false)
-    });
+    wait_for_one(&sink, "SELECT COUNT(*) FROM _ferry.applied");
     std::thread::sleep(Duration::from_secs(2));
     stop_writing.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 100);
     pg.psql("source", "INSERT INTO shop.marker VALUES (1)")
         .unwrap();
-    wait_for(
-        "ferry to apply the marker",
-        Duration::from_secs(120),
-        || {
-            sink.sql("shop", "SELECT COUNT(*) FROM bank.marker")
-                .map(|out| out.trim() == "1")
-                .unwrap_or(false)
-        },
-    );
-    let output = stop(&job, child);
-    assert!(output.status.success(), "{}", describe(&output));
-    let output = ferry("verify", &job);
-    assert!(
-        String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
-        "{}",
-        describe(&output)
-    );
+    wait_for_one(&sink, "SELECT COUNT(*) FROM bank.marker");
+    stop_and_verify(&job, child, 3);
     let expected = pg
         .psql(
             "source",

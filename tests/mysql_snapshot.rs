@@ -4,8 +4,9 @@
 //! and the errors for what cannot be carried.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
+use ferry_testkit::cli::{self, describe};
 use ferry_testkit::{MariaServer, PgServer};
 
 const TYPES_TABLE: &str = r#"
@@ -78,6 +79,13 @@ const COLUMNS: [(&str, &str); 30] = [
     ("cast(b12 AS unsigned)", "b12"),
 ];
 
+/// The binary under test.
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn ferry(command: &str, job: &Path) -> Output {
+    cli::run(FERRY, command, job)
+}
+
 fn servers() -> (MariaServer, PgServer) {
     let source = MariaServer::start()
         .expect("start MariaDB (apt-get install -y mariadb-server mariadb-client)");
@@ -100,23 +108,6 @@ fn write_job(dir: &Path, source: &MariaServer, sink: &PgServer, rules: &[&str]) 
     let path = dir.join("from_mariadb.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn ferry(command: &str, job: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg(command)
-        .arg(job)
-        .output()
-        .expect("run ferry")
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 #[test]
@@ -244,13 +235,7 @@ fn every_mapped_type_arrives_through_the_binlog_too() {
         "types = [\"schema\", \"full\", \"incremental\"]",
     );
     std::fs::write(&job, text).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("run")
-        .arg(&job)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = cli::spawn(FERRY, "run", &job);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let streaming = || {
         sink.psql("sink", "SELECT count(*) FROM _ferry.applied")

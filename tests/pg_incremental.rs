@@ -4,11 +4,12 @@
 //! counts, after the writers stop and ferry catches up.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use ferry_testkit::cli::{self, describe, wait_for, Dice, Writers};
 use ferry_testkit::PgServer;
 
 const SOURCE_SCHEMA: &str = r#"
@@ -53,6 +54,21 @@ const COMPARE: [(&str, &str); 2] = [
     ),
 ];
 
+/// The binary under test.
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn ferry(command: &str, job: &Path) -> Output {
+    cli::run(FERRY, command, job)
+}
+
+fn spawn_ferry(command: &str, job: &Path) -> Child {
+    cli::spawn(FERRY, command, job)
+}
+
+fn stop(job: &Path, child: Child) -> Output {
+    cli::stop(FERRY, job, child)
+}
+
 fn server() -> PgServer {
     let server = PgServer::start().expect("start PostgreSQL (apt-get install -y postgresql)");
     server.create_database("source").unwrap();
@@ -75,16 +91,6 @@ fn write_job(server: &PgServer, dir: &Path, migration: &str) -> PathBuf {
     path
 }
 
-fn spawn_ferry(command: &str, job: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg(command)
-        .arg(job)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ferry")
-}
-
 /// Waits until ferry has applied a group of changes (or an idle position): it is streaming.
 fn wait_until_streaming(server: &PgServer) {
     wait_for("ferry to stream changes", Duration::from_secs(120), || {
@@ -95,84 +101,20 @@ fn wait_until_streaming(server: &PgServer) {
     });
 }
 
-fn describe(output: &Output) -> String {
-    format!(
-        "{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// Waits for `condition`, failing the test after `limit`.
-fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + limit;
-    while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A source of pseudo-random numbers that repeats from run to run.
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % sides
-    }
+/// Writers of this test's load (see `write_until`) on `url`.
+fn start_writers(url: String, seed: u64) -> Writers {
+    Writers::start(move |stop, count| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(write_until(url, seed, stop, count))
+    })
 }
 
 /// Writes to the source until stopped: inserts, updates of the filtered column (rows move in
 /// and out of the rule's WHERE), of a TOASTed column and around it, of the primary key,
 /// deletes, multi-statement transactions and truncates.
-struct Writers {
-    stop: Arc<AtomicBool>,
-    transactions: Arc<AtomicU64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Writers {
-    fn start(url: String, seed: u64) -> Writers {
-        let stop = Arc::new(AtomicBool::new(false));
-        let transactions = Arc::new(AtomicU64::new(0));
-        let (flag, count) = (Arc::clone(&stop), Arc::clone(&transactions));
-        let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            runtime.block_on(write_until(url, seed, flag, count));
-        });
-        Writers {
-            stop,
-            transactions,
-            thread: Some(thread),
-        }
-    }
-
-    fn transactions(&self) -> u64 {
-        self.transactions.load(Ordering::Relaxed)
-    }
-
-    fn finish(mut self) -> u64 {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.thread.take() {
-            thread.join().expect("the writer thread panicked");
-        }
-        self.transactions()
-    }
-}
-
-impl Drop for Writers {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
 async fn write_until(url: String, seed: u64, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
@@ -268,29 +210,9 @@ fn catch_up(server: &PgServer, id: i32) {
     );
 }
 
-/// Stops a running ferry with `ferry stop` and returns its output.
-fn stop(job: &Path, child: Child) -> Output {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("stop")
-        .arg(job)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
-    child.wait_with_output().unwrap()
-}
-
-/// Runs `ferry verify` on the job.
-fn verify(job: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("verify")
-        .arg(job)
-        .output()
-        .unwrap()
-}
-
 /// The sink equals the source: by ferry's own verify and by comparing the content here.
 fn assert_verified(server: &PgServer, job: &Path) {
-    let output = verify(job);
+    let output = ferry("verify", job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
@@ -339,7 +261,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
         dir.path(),
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 500\nparallelism = 2\nchunk_rows = 4000",
     );
-    let writers = Writers::start(server.url("source"), 1);
+    let writers = start_writers(server.url("source"), 1);
     wait_for("the writers to start", Duration::from_secs(30), || {
         writers.transactions() > 20
     });
@@ -367,7 +289,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
     assert_verified(&server, &job);
 
     // Resuming after a clean stop continues where it ended.
-    let writers = Writers::start(server.url("source"), 2);
+    let writers = start_writers(server.url("source"), 2);
     wait_for("more writes", Duration::from_secs(30), || {
         writers.transactions() > 200
     });
@@ -392,7 +314,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
              INSERT INTO sales.items VALUES (-5, 1, 1);",
         )
         .unwrap();
-    let output = verify(&job);
+    let output = ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -404,11 +326,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
     );
 
     // ferry drop removes the slot and publication.
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("drop")
-        .arg(&job)
-        .output()
-        .unwrap();
+    let output = ferry("drop", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("replication slot ferry_sync"));
     assert_eq!(
@@ -432,20 +350,9 @@ fn killed_at_random_points_it_resumes_without_loss_or_duplicates() {
         dir.path(),
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 200\nparallelism = 2\nchunk_rows = 2000",
     );
-    let writers = Writers::start(server.url("source"), 3);
-    let mut dice = Dice(7);
-    for round in 0..5 {
-        let child = spawn_ferry("run", &job);
-        // Kill at a different point each time: early ones land in the snapshot, later ones
-        // while streaming.
-        let wait = 300 + dice.roll(1200) + round * 400;
-        std::thread::sleep(Duration::from_millis(wait));
-        let mut child = child;
-        child.kill().unwrap();
-        let output = child.wait_with_output().unwrap();
-        // SIGKILL: no exit code; a run that ended on its own first failed.
-        assert_eq!(output.status.code(), None, "{}", describe(&output));
-    }
+    let writers = start_writers(server.url("source"), 3);
+    // Early kills land in the snapshot, later ones while streaming.
+    cli::kill_rounds(FERRY, &job, 5, 300, &mut Dice(7));
     let written = writers.finish();
     assert!(written > 100);
     let child = spawn_ferry("run", &job);
@@ -474,11 +381,7 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
     let mut text = std::fs::read_to_string(&job).unwrap();
     text.push_str("[[rules]]\nsql = 'SELECT * FROM shop.log'\n");
     std::fs::write(&job, &text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("check")
-        .arg(&job)
-        .output()
-        .unwrap();
+    let output = ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -490,11 +393,7 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
     // Without the keyless table, the filtered table with TOASTed columns is the problem.
     let text = text.replace("[[rules]]\nsql = 'SELECT * FROM shop.log'\n", "");
     std::fs::write(&job, &text).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .arg("check")
-        .arg(&job)
-        .output()
-        .unwrap();
+    let output = ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -531,7 +430,7 @@ fn source_restarts_during_the_snapshot_and_mid_stream_are_survived_without_loss(
             .unwrap_or(false)
     });
     server.restart().unwrap();
-    let writers = Writers::start(server.url("source"), 4);
+    let writers = start_writers(server.url("source"), 4);
     wait_for("writes", Duration::from_secs(30), || {
         writers.transactions() > 200
     });
@@ -540,7 +439,7 @@ fn source_restarts_during_the_snapshot_and_mid_stream_are_survived_without_loss(
     catch_up(&server, 1);
 
     server.restart().unwrap();
-    let writers = Writers::start(server.url("source"), 5);
+    let writers = start_writers(server.url("source"), 5);
     wait_for("writes after the restart", Duration::from_secs(30), || {
         writers.transactions() > 200
     });
@@ -665,7 +564,7 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the job starts over"), "{stderr}");
 
-    let output = verify(&job);
+    let output = ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -697,7 +596,7 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
             "DELETE FROM sales.events WHERE ctid = (SELECT ctid FROM sales.events WHERE label IS NULL LIMIT 1)",
         )
         .unwrap();
-    let output = verify(&job);
+    let output = ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains(

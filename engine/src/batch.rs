@@ -188,6 +188,37 @@ impl ChangeBatch {
         }
     }
 
+    /// A batch of decoded changes: `columns` in `schema`'s order, one op code per row
+    /// ([`Op`] as u8), and per column the rows whose value the source did not send (`None`
+    /// for a column where none is missing).
+    pub fn changes(
+        table: Arc<TableId>,
+        schema: arrow::datatypes::SchemaRef,
+        columns: Vec<arrow::array::ArrayRef>,
+        ops: Vec<u8>,
+        unchanged: Vec<Option<Vec<bool>>>,
+        position: Position,
+        source_bytes: u64,
+    ) -> Result<ChangeBatch, ArrowError> {
+        let options =
+            arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(ops.len()));
+        let rows = RecordBatch::try_new_with_options(schema, columns, &options)?;
+        let unchanged = Unchanged::new(
+            unchanged
+                .into_iter()
+                .map(|mask| mask.map(BooleanArray::from))
+                .collect(),
+        );
+        Ok(ChangeBatch {
+            table,
+            rows,
+            ops: Ops::PerRow(UInt8Array::from(ops)),
+            position,
+            source_bytes,
+            unchanged,
+        })
+    }
+
     /// Number of rows.
     pub fn num_rows(&self) -> usize {
         self.rows.num_rows()

@@ -15,16 +15,15 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, UInt8Array};
+use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use mysql_async::binlog::events::{OptionalMetadataField, RowsEventData, TableMapEvent};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType;
 use mysql_async::Value;
 
-use ferry_engine::{ChangeBatch, ChangeEvent, Op, Ops, Position, TableId, Unchanged};
+use ferry_engine::{ChangeBatch, ChangeEvent, Op, Position, TableId};
 
 use crate::decode::ColumnBuilder;
 use crate::encode::civil_from_days;
@@ -751,28 +750,21 @@ fn flush(
             column: String::new(),
             message,
         })?;
-    let options = RecordBatchOptions::new().with_row_count(Some(building.ops.len()));
-    let rows = RecordBatch::try_new_with_options(Arc::clone(&table.schema), arrays, &options)
-        .map_err(|e| MyError::Decode {
-            table: table.id.to_string(),
-            column: String::new(),
-            message: format!("rows do not fit the table's schema: {e}"),
-        })?;
-    let unchanged = Unchanged::new(
-        building
-            .unchanged
-            .into_iter()
-            .map(|mask| mask.map(BooleanArray::from))
-            .collect(),
-    );
-    out.push(ChangeEvent::Rows(ChangeBatch {
-        table: Arc::clone(&table.id),
-        rows,
-        ops: Ops::PerRow(UInt8Array::from(building.ops)),
-        position: position.clone(),
-        source_bytes: building.bytes,
-        unchanged,
-    }));
+    let batch = ChangeBatch::changes(
+        Arc::clone(&table.id),
+        Arc::clone(&table.schema),
+        arrays,
+        building.ops,
+        building.unchanged,
+        position.clone(),
+        building.bytes,
+    )
+    .map_err(|e| MyError::Decode {
+        table: table.id.to_string(),
+        column: String::new(),
+        message: format!("rows do not fit the table's schema: {e}"),
+    })?;
+    out.push(ChangeEvent::Rows(batch));
     Ok(())
 }
 

@@ -34,7 +34,7 @@ use ferry_engine::{
 use crate::binlog::{BinlogDecoder, StreamTable};
 use crate::config::{execute, quote_table, MyEndpoint};
 use crate::error::MyError;
-use crate::snapshot::{binlog_position, type_of, BinlogPosition, MysqlSnapshot};
+use crate::snapshot::{binlog_position, selected_type, BinlogPosition, MysqlSnapshot};
 
 /// How often the server sends a heartbeat while it has nothing else to send.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -257,22 +257,9 @@ pub(crate) async fn open_feed(
         let mut types = Vec::new();
         let mut fields = Vec::new();
         for &index in &table.columns {
-            let field = table.table.columns.field(index);
-            let declared = field
-                .metadata()
-                .get(ferry_engine::schema::SOURCE_TYPE_KEY)
-                .cloned()
-                .unwrap_or_default();
-            let ty = type_of(field.data_type(), &declared).ok_or_else(|| {
-                MyError::UnsupportedColumn {
-                    table: table.table.id.to_string(),
-                    column: field.name().clone(),
-                    message: format!("type {declared} cannot be carried by ferry yet"),
-                }
-            })?;
-            types.push(ty);
+            types.push(selected_type(table, index)?);
             // Before images of a partial row image may leave values out.
-            fields.push(field.clone().with_nullable(true));
+            fields.push(table.table.columns.field(index).clone().with_nullable(true));
         }
         tables.push(StreamTable {
             id: Arc::new(table.table.id.clone()),

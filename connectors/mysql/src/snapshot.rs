@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 use ferry_engine::schema::UNSUPPORTED_KEY;
 use ferry_engine::{
     ChangeBatch, ChangeFeed, ChangeRequest, Position, Snapshot, SnapshotPart, SnapshotRequest,
-    Source, TableId, TableSchema,
+    SnapshotTable, Source, TableId, TableSchema,
 };
 
 use crate::config::{execute, quote_ident, quote_table, MyEndpoint};
@@ -225,28 +225,8 @@ impl MysqlSnapshot {
             let mut types = Vec::new();
             let mut names = Vec::new();
             for &index in &table.columns {
-                let field = table.table.columns.field(index);
-                if let Some(reason) = field.metadata().get(UNSUPPORTED_KEY) {
-                    return Err(MyError::UnsupportedColumn {
-                        table: table.table.id.to_string(),
-                        column: field.name().clone(),
-                        message: format!("{reason}; leave it out of the rule's SELECT list"),
-                    });
-                }
-                let declared = field
-                    .metadata()
-                    .get(ferry_engine::schema::SOURCE_TYPE_KEY)
-                    .cloned()
-                    .unwrap_or_default();
-                let ty = type_of(field.data_type(), &declared).ok_or_else(|| {
-                    MyError::UnsupportedColumn {
-                        table: table.table.id.to_string(),
-                        column: field.name().clone(),
-                        message: format!("type {declared} cannot be carried by ferry yet"),
-                    }
-                })?;
-                types.push(ty);
-                names.push(field.name().clone());
+                types.push(selected_type(table, index)?);
+                names.push(table.table.columns.field(index).name().clone());
             }
             let list: Vec<String> = names.iter().map(|n| quote_ident(n)).collect();
             let key: Vec<usize> = table
@@ -524,7 +504,30 @@ fn describe_key(table: &PartTable, values: &[Value]) -> String {
 }
 
 /// The type a catalog field was read as, from its declared type.
-pub(crate) fn type_of(data_type: &DataType, declared: &str) -> Option<MyType> {
+/// The type of column `index` of a selected table; a user error naming the column when
+/// ferry cannot carry it.
+pub(crate) fn selected_type(table: &SnapshotTable, index: usize) -> Result<MyType, MyError> {
+    let field = table.table.columns.field(index);
+    let unsupported = |message: String| MyError::UnsupportedColumn {
+        table: table.table.id.to_string(),
+        column: field.name().clone(),
+        message,
+    };
+    if let Some(reason) = field.metadata().get(UNSUPPORTED_KEY) {
+        return Err(unsupported(format!(
+            "{reason}; leave it out of the rule's SELECT list"
+        )));
+    }
+    let declared = field
+        .metadata()
+        .get(ferry_engine::schema::SOURCE_TYPE_KEY)
+        .cloned()
+        .unwrap_or_default();
+    type_of(field.data_type(), &declared)
+        .ok_or_else(|| unsupported(format!("type {declared} cannot be carried by ferry yet")))
+}
+
+fn type_of(data_type: &DataType, declared: &str) -> Option<MyType> {
     let ty = MyType::from_declared(declared)?;
     // The catalog's own precision wins for decimals (DATA_TYPE and the field agree).
     match (ty, data_type) {

@@ -15,11 +15,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, UInt8Array};
+use arrow::array::ArrayRef;
 use arrow::datatypes::SchemaRef;
-use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
-use ferry_engine::{ChangeBatch, ChangeEvent, Op, Ops, Position, TableId, Unchanged};
+use ferry_engine::{ChangeBatch, ChangeEvent, Op, Position, TableId};
 
 use crate::decode::ColumnDecoder;
 use crate::error::PgError;
@@ -368,28 +367,19 @@ impl ChangeDecoder {
             .iter_mut()
             .map(ColumnDecoder::finish)
             .collect();
-        let options = RecordBatchOptions::new().with_row_count(Some(building.ops.len()));
-        let rows = RecordBatch::try_new_with_options(Arc::clone(&table.schema), arrays, &options)
-            .map_err(|e| {
-            self.error(format!("rows of {} do not fit its schema: {e}", table.id))
-        })?;
-        let unchanged = Unchanged::new(
-            building
-                .unchanged
-                .into_iter()
-                .map(|mask| mask.map(BooleanArray::from))
-                .collect(),
-        );
-        out.push(ChangeEvent::Rows(ChangeBatch {
-            table: Arc::clone(&table.id),
-            rows,
-            ops: Ops::PerRow(UInt8Array::from(building.ops)),
-            position: Position::Postgres {
+        let batch = ChangeBatch::changes(
+            Arc::clone(&table.id),
+            Arc::clone(&table.schema),
+            arrays,
+            building.ops,
+            building.unchanged,
+            Position::Postgres {
                 lsn: self.transaction.unwrap_or(0),
             },
-            source_bytes: building.bytes,
-            unchanged,
-        }));
+            building.bytes,
+        )
+        .map_err(|e| self.error(format!("rows of {} do not fit its schema: {e}", table.id)))?;
+        out.push(ChangeEvent::Rows(batch));
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use std::process::{Command, Output};
 
 use tempfile::TempDir;
 
+pub mod cli;
 mod mariadb;
 pub use mariadb::{MariaServer, MARIADB_USER};
 

@@ -1,0 +1,132 @@
+//! Running the `ferry` binary from tests as a user runs it, and waiting on what it does.
+//!
+//! Test crates pass the binary's path (`env!("CARGO_BIN_EXE_ferry")`, which only they can
+//! name).
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Runs `ferry <command> <job>` to its end.
+pub fn run(ferry: &str, command: &str, job: &Path) -> Output {
+    Command::new(ferry)
+        .arg(command)
+        .arg(job)
+        .output()
+        .expect("run ferry")
+}
+
+/// Starts `ferry <command> <job>` with its output captured.
+pub fn spawn(ferry: &str, command: &str, job: &Path) -> Child {
+    Command::new(ferry)
+        .arg(command)
+        .arg(job)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ferry")
+}
+
+/// Asks a running job to stop with `ferry stop` and returns the run's output.
+pub fn stop(ferry: &str, job: &Path, child: Child) -> Output {
+    let output = run(ferry, "stop", job);
+    assert!(output.status.success(), "{}", describe(&output));
+    child.wait_with_output().expect("wait for ferry")
+}
+
+/// Kills `ferry run` `rounds` times at points `dice` picks, from `first_ms` on and later each
+/// round (early ones land in the snapshot, later ones while streaming). Each run must have
+/// been killed, not have ended on its own.
+pub fn kill_rounds(ferry: &str, job: &Path, rounds: u64, first_ms: u64, dice: &mut Dice) {
+    for round in 0..rounds {
+        let mut child = spawn(ferry, "run", job);
+        std::thread::sleep(Duration::from_millis(
+            first_ms + dice.roll(1200) + round * 500,
+        ));
+        child.kill().expect("kill ferry");
+        let output = child.wait_with_output().expect("wait for ferry");
+        assert_eq!(output.status.code(), None, "{}", describe(&output));
+    }
+}
+
+/// Exit status, stdout and stderr, for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "{}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Waits for `condition`, failing the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A source of pseudo-random numbers that repeats from run to run.
+pub struct Dice(pub u64);
+
+impl Dice {
+    /// A number in `0..sides`.
+    pub fn roll(&mut self, sides: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % sides
+    }
+}
+
+/// A thread writing to a source until told to stop, counting the transactions it committed.
+pub struct Writers {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    transactions: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Writers {
+    /// Runs `write(stop, transactions)` on a thread of its own; it must return soon after
+    /// `stop` is set and count each committed transaction in `transactions`.
+    pub fn start(
+        write: impl FnOnce(
+                std::sync::Arc<std::sync::atomic::AtomicBool>,
+                std::sync::Arc<std::sync::atomic::AtomicU64>,
+            ) + Send
+            + 'static,
+    ) -> Writers {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let transactions = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (flag, count) = (stop.clone(), transactions.clone());
+        let thread = std::thread::spawn(move || write(flag, count));
+        Writers {
+            stop,
+            transactions,
+            thread: Some(thread),
+        }
+    }
+
+    /// Transactions committed so far.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops the writers, waits for them and returns how many transactions they committed.
+    pub fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("the writer thread panicked");
+        }
+        self.transactions()
+    }
+}
+
+impl Drop for Writers {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
