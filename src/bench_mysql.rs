@@ -1,6 +1,7 @@
 //! `ferry bench-mysql`: full migrations out of MariaDB — into MariaDB and into PostgreSQL —
-//! by ferry at several batch sizes, beside `mariadb-dump | mariadb` of the same table in the
-//! same run on the same servers.
+//! by ferry at several batch sizes, beside `mariadb-dump | mariadb` and beside the servers'
+//! own bulk path (`SELECT … INTO OUTFILE` on the source, `LOAD DATA INFILE` of that file on
+//! the sink: both servers are on this machine) of the same table in the same run.
 //!
 //! Each configuration runs as its own process(es): wall time around it, CPU from the reaped
 //! children (servers' own CPU is not counted for anyone), peak memory by sampling `VmHWM`.
@@ -78,6 +79,34 @@ fn dump_pipe(source: &MariaServer, sink: &MariaServer) -> Result<Vec<Child>, Err
     Ok(vec![dump, load])
 }
 
+/// `SELECT … INTO OUTFILE` from the source, then `LOAD DATA INFILE` of the file into the
+/// sink's `outfile_target.load`, as one timed process.
+fn outfile_then_load(
+    source: &MariaServer,
+    sink: &MariaServer,
+    file: &std::path::Path,
+) -> Result<Vec<Child>, Error> {
+    let _ = fs::remove_file(file);
+    let connect = |server: &MariaServer| {
+        format!(
+            "mariadb --protocol=TCP --host=127.0.0.1 --port={} --user={MARIADB_USER} --default-character-set=utf8mb4",
+            server.port()
+        )
+    };
+    let script = format!(
+        "{} bench -e \"SELECT * INTO OUTFILE '{file}' FROM bench.load\" && \
+         {} outfile_target -e \"LOAD DATA INFILE '{file}' INTO TABLE outfile_target.load\"",
+        connect(source),
+        connect(sink),
+        file = file.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .spawn()
+        .map_err(failed)?;
+    Ok(vec![child])
+}
+
 fn maria_count(server: &MariaServer, table: &str) -> Result<u64, Error> {
     server
         .sql("bench", &format!("SELECT COUNT(*) FROM {table}"))
@@ -116,6 +145,23 @@ fn run_blocking(args: BenchMysqlArgs) -> Result<(), Error> {
     )?);
     if maria_count(&maria_sink, "dump_target.load")? != args.rows {
         return Err(failed("the dump pipe did not copy every row"));
+    }
+    eprintln!("baseline: SELECT … INTO OUTFILE, LOAD DATA INFILE …");
+    maria_sink
+        .sql(
+            "bench",
+            "CREATE DATABASE outfile_target; CREATE TABLE outfile_target.load LIKE dump_target.load",
+        )
+        .map_err(failed)?;
+    // In the source's temp dir: both servers run as this user and may read and write it.
+    let file = source.dir().join("tmp").join("bench-load.tsv");
+    results.push(measure(
+        "SELECT … INTO OUTFILE, then LOAD DATA INFILE",
+        outfile_then_load(&source, &maria_sink, &file)?,
+    )?);
+    let _ = fs::remove_file(&file);
+    if maria_count(&maria_sink, "outfile_target.load")? != args.rows {
+        return Err(failed("INTO OUTFILE / LOAD DATA did not copy every row"));
     }
 
     let ferry = std::env::current_exe().map_err(failed)?;
