@@ -17,7 +17,8 @@ CREATE TABLE shop.kinds (
     d decimal(12,2), dw decimal(65,30), f float, db double,
     c char(5), vc varchar(50), tx text, en enum('a','b'), st set('x','y'), js json,
     bn binary(4), vb varbinary(20), bl blob,
-    dt date, dtm datetime(6), ts timestamp(6) NULL DEFAULT NULL, yr year, b1 bit(1), b12 bit(12)
+    dt date, dtm datetime(6), ts timestamp(6) NULL DEFAULT NULL, yr year, b1 bit(1), b12 bit(12),
+    tm time(6)
 ) CHARACTER SET utf8mb4;
 INSERT INTO shop.kinds VALUES
  (1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295,
@@ -26,18 +27,19 @@ INSERT INTO shop.kinds VALUES
   1.5, -2.25,
   'ab', 'héllo 🙂 wörld', REPEAT('long text ', 500), 'b', 'x,y', '{"k": [1, 2, "drei"]}',
   'ab', x'00ff10', x'deadbeef',
-  '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.499999', 2155, b'1', b'101010101010'),
+  '1000-01-01', '9999-12-31 23:59:59.999999', '2038-01-19 03:14:07.499999', 2155, b'1', b'101010101010',
+  '838:59:59'),
  (2, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 9223372036854775807, 0,
   0.00, -0.000000000000000000000000000001, 0, 0,
   '', '', '', 'a', '', '[]',
   '', '', '',
-  '1970-01-01', '1970-01-01 00:00:00', '1970-01-01 00:00:01', 1901, b'0', b'0'),
+  '1970-01-01', '1970-01-01 00:00:00', '1970-01-01 00:00:01', 1901, b'0', b'0', '-00:00:00.000001'),
  (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
 "#;
 
 /// Each column of `shop.kinds` as text, the same on both sides: (MariaDB, PostgreSQL).
-const COLUMNS: [(&str, &str); 30] = [
+const COLUMNS: [(&str, &str); 31] = [
     ("id", "id"),
     ("ti", "ti"),
     ("tu", "tu"),
@@ -77,6 +79,7 @@ const COLUMNS: [(&str, &str); 30] = [
         "b1",
     ),
     ("cast(b12 AS unsigned)", "b12"),
+    ("time_to_sec(tm)", "extract(epoch from tm)"),
 ];
 
 /// The binary under test.
@@ -252,12 +255,12 @@ fn every_mapped_type_arrives_through_the_binlog_too() {
             "shop",
             "INSERT INTO shop.live SELECT * FROM shop.kinds;
              INSERT INTO shop.live SELECT 4, ti, tu, si, su, mi, mu, i, iu, bi, bu, d, dw, f, db, c, vc, tx, en, st, js,
-                                          bn, vb, bl, dt, dtm, ts, yr, b1, b12 FROM shop.kinds WHERE id = 3;
+                                          bn, vb, bl, dt, dtm, ts, yr, b1, b12, tm FROM shop.kinds WHERE id = 3;
              UPDATE shop.live l JOIN shop.kinds k ON k.id = 1 SET l.ti = k.ti, l.tu = k.tu, l.si = k.si, l.su = k.su,
                  l.mi = k.mi, l.mu = k.mu, l.i = k.i, l.iu = k.iu, l.bi = k.bi, l.bu = k.bu, l.d = k.d, l.dw = k.dw,
                  l.f = k.f, l.db = k.db, l.c = k.c, l.vc = k.vc, l.tx = k.tx, l.en = k.en, l.st = k.st, l.js = k.js,
                  l.bn = k.bn, l.vb = k.vb, l.bl = k.bl, l.dt = k.dt, l.dtm = k.dtm, l.ts = k.ts, l.yr = k.yr,
-                 l.b1 = k.b1, l.b12 = k.b12 WHERE l.id = 4;
+                 l.b1 = k.b1, l.b12 = k.b12, l.tm = k.tm WHERE l.id = 4;
              DELETE FROM shop.live WHERE id = 2;
              INSERT INTO shop.live SELECT * FROM shop.kinds WHERE id = 2;",
         )
@@ -282,13 +285,13 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
     source
         .sql(
             "shop",
-            "CREATE TABLE shop.shifts (id int PRIMARY KEY, starts time, day date);
-             INSERT INTO shop.shifts VALUES (1, '08:00:00', '2026-01-01');",
+            "CREATE TABLE shop.shifts (id int PRIMARY KEY, spot point, day date);
+             INSERT INTO shop.shifts VALUES (1, POINT(1, 2), '2026-01-01');",
         )
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
 
-    // A TIME column is refused before anything is written.
+    // A spatial column is refused before anything is written.
     let job = write_job(
         dir.path(),
         &source,
@@ -299,7 +302,7 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("starts") && stderr.contains("time"),
+        stderr.contains("spot") && stderr.contains("point"),
         "{stderr}"
     );
 
@@ -307,7 +310,7 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
     source
         .sql(
             "shop",
-            "SET SESSION sql_mode = ''; INSERT INTO shop.shifts VALUES (2, '09:00:00', '0000-00-00');",
+            "SET SESSION sql_mode = ''; INSERT INTO shop.shifts VALUES (2, POINT(3, 4), '0000-00-00');",
         )
         .unwrap();
     let job = write_job(

@@ -463,6 +463,7 @@ fn conversion(
         MyType::Float | MyType::Double => matches!(arrives, MYSQL_TYPE_FLOAT | MYSQL_TYPE_DOUBLE),
         MyType::Date => matches!(arrives, MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE),
         MyType::DateTime => matches!(arrives, MYSQL_TYPE_DATETIME | MYSQL_TYPE_DATETIME2),
+        MyType::Time => matches!(arrives, MYSQL_TYPE_TIME | MYSQL_TYPE_TIME2),
         MyType::Timestamp => {
             return if matches!(arrives, MYSQL_TYPE_TIMESTAMP | MYSQL_TYPE_TIMESTAMP2) {
                 Ok(Convert::Timestamp)

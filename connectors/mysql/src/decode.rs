@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder,
-    Int16Builder, Int32Builder, Int64Builder, Int8Builder, StringBuilder,
-    TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder, UInt8Builder,
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, DurationMicrosecondBuilder,
+    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, Int8Builder,
+    StringBuilder, TimestampMicrosecondBuilder, UInt16Builder, UInt32Builder, UInt64Builder,
+    UInt8Builder,
 };
 use arrow::compute::{cast_with_options, CastOptions};
 use arrow::datatypes::DataType;
@@ -30,6 +31,8 @@ pub(crate) enum ColumnBuilder {
     Text(StringBuilder),
     Binary(BinaryBuilder),
     Date(Date32Builder),
+    /// TIME as a span of microseconds.
+    Time(DurationMicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder, bool),
     Year(Int16Builder),
     Bool(BooleanBuilder),
@@ -136,6 +139,9 @@ impl ColumnBuilder {
                 ColumnBuilder::Binary(BinaryBuilder::with_capacity(capacity, capacity * 16))
             }
             (_, DataType::Date32) => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
+            (_, DataType::Duration(_)) => {
+                ColumnBuilder::Time(DurationMicrosecondBuilder::with_capacity(capacity))
+            }
             (_, DataType::Timestamp(_, zone)) => ColumnBuilder::Timestamp(
                 TimestampMicrosecondBuilder::with_capacity(capacity),
                 zone.is_some(),
@@ -180,6 +186,7 @@ impl ColumnBuilder {
                 let (days, micros) = date_time(value)?;
                 b.append_value(days * 86_400_000_000 + micros)
             }
+            ColumnBuilder::Time(b) => b.append_value(span(value)?),
             ColumnBuilder::Bool(b) => b.append_value(bits(value)? != 0),
             ColumnBuilder::Bits(b) => b.append_value(bits(value)?),
         }
@@ -201,6 +208,7 @@ impl ColumnBuilder {
             ColumnBuilder::Float64(b) => b.append_null(),
             ColumnBuilder::Binary(b) => b.append_null(),
             ColumnBuilder::Date(b) => b.append_null(),
+            ColumnBuilder::Time(b) => b.append_null(),
             ColumnBuilder::Timestamp(b, _) => b.append_null(),
             ColumnBuilder::Bool(b) => b.append_null(),
         }
@@ -230,6 +238,7 @@ impl ColumnBuilder {
             ColumnBuilder::Text(b) => Arc::new(b.finish()),
             ColumnBuilder::Binary(b) => Arc::new(b.finish()),
             ColumnBuilder::Date(b) => Arc::new(b.finish()),
+            ColumnBuilder::Time(b) => Arc::new(b.finish()),
             ColumnBuilder::Timestamp(b, utc) => {
                 let array = b.finish();
                 if *utc {
@@ -240,6 +249,20 @@ impl ColumnBuilder {
             }
             ColumnBuilder::Bool(b) => Arc::new(b.finish()),
         })
+    }
+}
+
+/// A TIME value as signed microseconds.
+fn span(value: &Value) -> Result<i64, String> {
+    match value {
+        Value::Time(negative, days, hours, minutes, seconds, micros) => {
+            let total = ((i64::from(*days) * 24 + i64::from(*hours)) * 60 + i64::from(*minutes))
+                * 60
+                + i64::from(*seconds);
+            let total = total * 1_000_000 + i64::from(*micros);
+            Ok(if *negative { -total } else { total })
+        }
+        other => Err(format!("{other:?} is not a TIME")),
     }
 }
 

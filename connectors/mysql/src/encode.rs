@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::datatypes::{
-    DataType, Date32Type, Field, Float32Type, Float64Type, Int16Type, Int32Type, Int64Type,
-    Int8Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType, UInt16Type, UInt32Type,
-    UInt64Type, UInt8Type,
+    DataType, Date32Type, DurationMicrosecondType, Field, Float32Type, Float64Type, Int16Type,
+    Int32Type, Int64Type, Int8Type, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
+    UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow::util::display::array_value_to_string;
 use ferry_engine::schema::{SOURCE_ENGINE_KEY, SOURCE_TYPE_KEY, TEXT_KIND_KEY};
@@ -69,7 +69,9 @@ pub(crate) fn target_declaration(field: &Arc<Field>, in_key: bool) -> Result<Str
         DataType::FixedSizeBinary(n) => format!("BINARY({n})"),
         DataType::Date32 => "DATE".into(),
         DataType::Timestamp(TimeUnit::Microsecond, _) => "DATETIME(6)".into(),
-        DataType::Time64(TimeUnit::Microsecond) => "TIME(6)".into(),
+        DataType::Time64(TimeUnit::Microsecond) | DataType::Duration(TimeUnit::Microsecond) => {
+            "TIME(6)".into()
+        }
         other => return Err(format!("MySQL has no column type for {other} values yet")),
     })
 }
@@ -205,6 +207,16 @@ pub(crate) fn push_literal(out: &mut String, column: &ArrayRef, row: usize) -> R
                 out,
                 column.as_primitive::<Time64MicrosecondType>().value(row),
             );
+            out.push('\'');
+        }
+        DataType::Duration(TimeUnit::Microsecond) => {
+            // A span: hours beyond 24, and a sign (MySQL TIME takes ±838:59:59).
+            let micros = column.as_primitive::<DurationMicrosecondType>().value(row);
+            out.push('\'');
+            if micros < 0 {
+                out.push('-');
+            }
+            push_time_of_day(out, micros.unsigned_abs() as i64);
             out.push('\'');
         }
         other => {

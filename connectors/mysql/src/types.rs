@@ -12,10 +12,10 @@
 //! | DATETIME(n) | Timestamp(µs) | |
 //! | TIMESTAMP(n) | Timestamp(µs, UTC) | read with the session in UTC |
 //! | YEAR | Int16 | |
+//! | TIME(n) | Duration(µs) | ±838:59:59: a span, not a time of day |
 //! | BIT(1) / BIT(n ≤ 63) | Boolean / Int64 | |
 //!
-//! TIME (its range is ±838 hours, not a time of day), BIT(64) and spatial types are listed
-//! with a reason and refused when a rule selects them.
+//! BIT(64) and spatial types are listed with a reason and refused when a rule selects them.
 
 use std::collections::HashMap;
 
@@ -60,6 +60,8 @@ pub enum MyType {
     Timestamp,
     /// YEAR.
     Year,
+    /// TIME: a signed span of up to 838:59:59, not a time of day.
+    Time,
     /// BIT(n).
     Bit {
         /// n.
@@ -103,6 +105,7 @@ impl MyType {
             "datetime" => Some(MyType::DateTime),
             "timestamp" => Some(MyType::Timestamp),
             "year" => Some(MyType::Year),
+            "time" => Some(MyType::Time),
             "bit" => {
                 let width = precision.unwrap_or(1);
                 (width < 64).then_some(MyType::Bit { width: width as u8 })
@@ -159,6 +162,7 @@ impl MyType {
             MyType::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
             MyType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             MyType::Year => DataType::Int16,
+            MyType::Time => DataType::Duration(TimeUnit::Microsecond),
             MyType::Bit { width: 1 } => DataType::Boolean,
             MyType::Bit { .. } => DataType::Int64,
         }
@@ -212,12 +216,15 @@ mod tests {
         );
         assert_eq!(ty("bit", "bit(1)", Some(1), None), Some(DataType::Boolean));
         assert_eq!(ty("bit", "bit(64)", Some(64), None), None);
-        assert_eq!(ty("time", "time(6)", None, None), None);
+        assert_eq!(
+            ty("time", "time(6)", None, None),
+            Some(DataType::Duration(TimeUnit::Microsecond))
+        );
         assert_eq!(
             ty("enum", "enum('a','b')", None, None),
             Some(DataType::Utf8)
         );
-        let unsupported = source_field("t", None, "time(6)", true);
-        assert!(unsupported.metadata()[UNSUPPORTED_KEY].contains("time(6)"));
+        let unsupported = source_field("t", None, "point", true);
+        assert!(unsupported.metadata()[UNSUPPORTED_KEY].contains("point"));
     }
 }

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Decimal256Builder,
-    FixedSizeBinaryBuilder, Float32Builder, Float64Builder, Int16Builder, Int32Builder,
-    Int64Builder, StringBuilder, Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
+    DurationMicrosecondBuilder, FixedSizeBinaryBuilder, Float32Builder, Float64Builder,
+    Int16Builder, Int32Builder, Int64Builder, StringBuilder, Time64MicrosecondBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::datatypes::{i256, SchemaRef};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -231,6 +232,7 @@ pub(crate) enum ColumnDecoder {
     Bytea(BinaryBuilder),
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
+    Interval(DurationMicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder, bool),
     Uuid(FixedSizeBinaryBuilder),
 }
@@ -273,6 +275,9 @@ impl ColumnDecoder {
             }
             PgType::Date => ColumnDecoder::Date(Date32Builder::with_capacity(capacity)),
             PgType::Time => ColumnDecoder::Time(Time64MicrosecondBuilder::with_capacity(capacity)),
+            PgType::Interval => {
+                ColumnDecoder::Interval(DurationMicrosecondBuilder::with_capacity(capacity))
+            }
             PgType::Timestamp => ColumnDecoder::Timestamp(
                 TimestampMicrosecondBuilder::with_capacity(capacity),
                 false,
@@ -302,6 +307,7 @@ impl ColumnDecoder {
             ColumnDecoder::Bytea(b) => b.append_null(),
             ColumnDecoder::Date(b) => b.append_null(),
             ColumnDecoder::Time(b) => b.append_null(),
+            ColumnDecoder::Interval(b) => b.append_null(),
             ColumnDecoder::Timestamp(b, _) => b.append_null(),
             ColumnDecoder::Uuid(b) => b.append_null(),
         }
@@ -339,6 +345,23 @@ impl ColumnDecoder {
                 });
             }
             ColumnDecoder::Time(b) => b.append_value(i64::from_be_bytes(fixed(value)?)),
+            ColumnDecoder::Interval(b) => {
+                let parts: [u8; 16] = fixed(value)?;
+                let micros = i64::from_be_bytes(parts[..8].try_into().unwrap_or_default());
+                let days = i32::from_be_bytes(parts[8..12].try_into().unwrap_or_default());
+                let months = i32::from_be_bytes(parts[12..].try_into().unwrap_or_default());
+                if months != 0 {
+                    return Err(format!(
+                        "an interval of {months} months has no fixed length; convert it in the rule (extract(epoch from …))"
+                    ));
+                }
+                b.append_value(
+                    i64::from(days)
+                        .checked_mul(86_400_000_000)
+                        .and_then(|d| d.checked_add(micros))
+                        .ok_or("the interval does not fit 64-bit microseconds")?,
+                );
+            }
             ColumnDecoder::Timestamp(b, _) => {
                 let micros = i64::from_be_bytes(fixed(value)?);
                 b.append_value(match micros {
@@ -379,6 +402,7 @@ impl ColumnDecoder {
             ColumnDecoder::Bytea(b) => Arc::new(b.finish()),
             ColumnDecoder::Date(b) => Arc::new(b.finish()),
             ColumnDecoder::Time(b) => Arc::new(b.finish()),
+            ColumnDecoder::Interval(b) => Arc::new(b.finish()),
             ColumnDecoder::Timestamp(b, with_zone) => {
                 let array = b.finish();
                 Arc::new(if *with_zone {
@@ -477,6 +501,24 @@ mod tests {
         decoder.feed(&bytes, &mut ready).unwrap();
         let (batch, _) = decoder.finish().unwrap().unwrap();
         assert_eq!(batch.num_rows(), 3);
+    }
+
+    #[test]
+    fn intervals_are_spans_and_months_are_refused() {
+        let interval = |micros: i64, days: i32, months: i32| {
+            let mut bytes = BytesMut::new();
+            bytes.put_i64(micros);
+            bytes.put_i32(days);
+            bytes.put_i32(months);
+            bytes
+        };
+        let mut column = ColumnDecoder::new(PgType::Interval, 2);
+        column.append(&interval(-5_000_001, 1, 0)).unwrap();
+        let error = column.append(&interval(0, 0, 1)).unwrap_err();
+        assert!(error.contains("months"), "{error}");
+        let array = column.finish();
+        let spans = array.as_primitive::<arrow::datatypes::DurationMicrosecondType>();
+        assert_eq!(spans.value(0), 86_400_000_000 - 5_000_001);
     }
 
     #[test]

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    Decimal256Array, FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array, Int32Array,
-    Int64Array, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
+    Decimal256Array, DurationMicrosecondArray, FixedSizeBinaryArray, Float32Array, Float64Array,
+    Int16Array, Int32Array, Int64Array, StringArray, Time64MicrosecondArray,
+    TimestampMicrosecondArray,
 };
 use arrow::buffer::NullBuffer;
 use arrow::compute::{can_cast_types, cast_with_options, CastOptions};
@@ -69,6 +70,7 @@ pub(crate) fn wire_type(target: PgType, input: &DataType) -> Option<DataType> {
             )
         ),
         PgType::Uuid => matches!(input, FixedSizeBinary(16)),
+        PgType::Interval => matches!(input, Duration(TimeUnit::Microsecond)),
     };
     if !exact {
         return None;
@@ -220,6 +222,7 @@ enum ColumnWriter<'a> {
     Bytea(&'a BinaryArray),
     Date(&'a Date32Array),
     Time(&'a Time64MicrosecondArray),
+    Interval(&'a DurationMicrosecondArray),
     Timestamp(&'a TimestampMicrosecondArray),
     Uuid(&'a FixedSizeBinaryArray),
 }
@@ -252,6 +255,7 @@ impl<'a> ColumnWriter<'a> {
             (PgType::Bytea, _) => ColumnWriter::Bytea(array.as_binary()),
             (PgType::Date, _) => ColumnWriter::Date(array.as_primitive()),
             (PgType::Time, _) => ColumnWriter::Time(array.as_primitive()),
+            (PgType::Interval, _) => ColumnWriter::Interval(array.as_primitive()),
             (PgType::Timestamp | PgType::Timestamptz, _) => {
                 ColumnWriter::Timestamp(array.as_primitive())
             }
@@ -315,6 +319,13 @@ impl<'a> ColumnWriter<'a> {
             ColumnWriter::Time(a) => {
                 out.put_i32(8);
                 out.put_i64(a.value(row));
+            }
+            ColumnWriter::Interval(a) => {
+                // microseconds, days, months: the whole span as microseconds.
+                out.put_i32(16);
+                out.put_i64(a.value(row));
+                out.put_i32(0);
+                out.put_i32(0);
             }
             ColumnWriter::Timestamp(a) => {
                 let micros = a.value(row);

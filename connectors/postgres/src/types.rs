@@ -12,12 +12,13 @@
 //! | bytea | Binary | |
 //! | date | Date32 | ±infinity kept as i32::MAX / i32::MIN |
 //! | time | Time64(µs) | |
+//! | interval | Duration(µs) | days as 24 h; one with months (no fixed length) is an error |
 //! | timestamp | Timestamp(µs) | ±infinity kept as i64::MAX / i64::MIN |
 //! | timestamptz | Timestamp(µs, UTC) | |
 //! | uuid | FixedSizeBinary(16), `arrow.uuid` | |
 //! | json, jsonb | Utf8, `ferry.text_kind=json/jsonb` | the document text |
 //!
-//! Domains are carried as their base type. Any other type (arrays, ranges, intervals,
+//! Domains are carried as their base type. Any other type (arrays, ranges,
 //! network types, enums, …) is listed in the catalog but is an error naming the column as soon
 //! as a rule selects it.
 
@@ -71,6 +72,8 @@ pub enum PgType {
     Date,
     /// time without time zone
     Time,
+    /// interval, carried as a span of microseconds (MySQL's TIME lands here)
+    Interval,
     /// timestamp without time zone
     Timestamp,
     /// timestamp with time zone
@@ -98,6 +101,7 @@ mod oid {
     pub const BPCHAR: u32 = 1042;
     pub const VARCHAR: u32 = 1043;
     pub const DATE: u32 = 1082;
+    pub const INTERVAL: u32 = 1186;
     pub const TIME: u32 = 1083;
     pub const TIMESTAMP: u32 = 1114;
     pub const TIMESTAMPTZ: u32 = 1184;
@@ -121,6 +125,7 @@ impl PgType {
             oid::BYTEA => PgType::Bytea,
             oid::DATE => PgType::Date,
             oid::TIME => PgType::Time,
+            oid::INTERVAL => PgType::Interval,
             oid::TIMESTAMP => PgType::Timestamp,
             oid::TIMESTAMPTZ => PgType::Timestamptz,
             oid::UUID => PgType::Uuid,
@@ -147,6 +152,7 @@ impl PgType {
             PgType::Bytea => DataType::Binary,
             PgType::Date => DataType::Date32,
             PgType::Time => DataType::Time64(TimeUnit::Microsecond),
+            PgType::Interval => DataType::Duration(TimeUnit::Microsecond),
             PgType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
             PgType::Timestamptz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             PgType::Uuid => DataType::FixedSizeBinary(16),
@@ -197,6 +203,7 @@ impl PgType {
             DataType::FixedSizeBinary(_) => PgType::Bytea,
             DataType::Date32 => PgType::Date,
             DataType::Time64(_) | DataType::Time32(_) => PgType::Time,
+            DataType::Duration(TimeUnit::Microsecond) => PgType::Interval,
             DataType::Timestamp(_, None) => PgType::Timestamp,
             DataType::Timestamp(_, Some(_)) => PgType::Timestamptz,
             _ => return None,
@@ -219,6 +226,7 @@ impl PgType {
             PgType::Bytea => "bytea".into(),
             PgType::Date => "date".into(),
             PgType::Time => "time".into(),
+            PgType::Interval => "interval".into(),
             PgType::Timestamp => "timestamp".into(),
             PgType::Timestamptz => "timestamptz".into(),
             PgType::Uuid => "uuid".into(),
