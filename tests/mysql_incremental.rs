@@ -346,6 +346,9 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
     wait_for("more writes", Duration::from_secs(30), || {
         writers.transactions() > 300
     });
+    // Restart the source once ferry streams again (a source gone while ferry plans the
+    // job is a failed start, not a lost connection).
+    catch_up(&source, &sink, 10);
     let mut source = source;
     source.restart().unwrap();
     let started = writers.transactions();
