@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ferry's demo, tests and benchmarks need on a fresh Debian machine:
-# PostgreSQL 15 server binaries (initdb, pg_ctl, psql) and MariaDB (mariadbd, mariadb-install-db,
-# mariadb). Idempotent; needs root for apt-get.
+# PostgreSQL 15 server binaries (initdb, pg_ctl, psql), MariaDB (mariadbd, mariadb-install-db,
+# mariadb) and Redis (redis-server, redis-cli). Idempotent; needs root for apt-get.
 set -euo pipefail
 
 need_postgres() {
@@ -13,9 +13,14 @@ need_mariadb() {
     || ! command -v mariadb-install-db >/dev/null 2>&1 || ! command -v mariadb >/dev/null 2>&1
 }
 
+need_redis() {
+  ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1
+}
+
 packages=()
 if need_postgres; then packages+=(postgresql postgresql-client); fi
 if need_mariadb; then packages+=(mariadb-server mariadb-client); fi
+if need_redis; then packages+=(redis-server redis-tools); fi
 if [ ${#packages[@]} -gt 0 ]; then
   echo "setup: installing ${packages[*]} (Debian packages) …"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

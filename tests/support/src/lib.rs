@@ -1,5 +1,5 @@
-//! ferry-testkit: real PostgreSQL and MariaDB servers for tests, the demo and the benchmarks.
-//! (MariaDB: see [`MariaServer`].)
+//! ferry-testkit: real PostgreSQL, MariaDB and Redis servers for tests, the demo and the
+//! benchmarks. (MariaDB: see [`MariaServer`]; Redis: [`RedisServer`].)
 //!
 //! Each [`PgServer`] is a fresh cluster (`initdb`) in its own temp dir, listening only on
 //! 127.0.0.1 on a free port, with the settings logical replication needs
@@ -18,7 +18,9 @@ use tempfile::TempDir;
 
 pub mod cli;
 mod mariadb;
+mod redis;
 pub use mariadb::{MariaServer, MARIADB_USER};
+pub use redis::RedisServer;
 
 /// Why a test server could not be used.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,169 @@
+//! Real Redis servers: each [`RedisServer`] is `redis-server` with its own option file and
+//! working directory in a temp dir, listening only on 127.0.0.1 on a free port, persistence
+//! off unless asked for, and a full sync to a replica starting at once (no diskless delay).
+//! Killed and removed when dropped, also when a test panics.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::{free_port, run, TestkitError};
+
+const INSTALL_HINT: &str = "run: apt-get install -y redis-server redis-tools";
+
+/// A running Redis server owned by this process.
+#[derive(Debug)]
+pub struct RedisServer {
+    dir: TempDir,
+    port: u16,
+    child: Option<Child>,
+}
+
+fn program(name: &str) -> Result<PathBuf, TestkitError> {
+    ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .ok_or_else(|| TestkitError::Missing {
+            program: name.into(),
+            hint: INSTALL_HINT.into(),
+        })
+}
+
+impl RedisServer {
+    /// Starts a fresh, empty server. Tries a few ports in case another process takes the free
+    /// one first.
+    pub fn start() -> Result<RedisServer, TestkitError> {
+        let dir = tempfile::Builder::new().prefix("ferry-redis-").tempdir()?;
+        let mut server = RedisServer {
+            dir,
+            port: 0,
+            child: None,
+        };
+        let mut last_error = None;
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.launch() {
+                Ok(()) => return Ok(server),
+                Err(error) => {
+                    server.kill();
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    fn launch(&mut self) -> Result<(), TestkitError> {
+        let options = self.dir.path().join("redis.conf");
+        fs::write(
+            &options,
+            format!(
+                "bind 127.0.0.1\nport {}\ndir {}\nsave \"\"\nappendonly no\n\
+                 repl-diskless-sync-delay 0\nlogfile {}\ndaemonize no\n",
+                self.port,
+                self.dir.path().display(),
+                self.dir.path().join("server.log").display()
+            ),
+        )?;
+        let child = Command::new(program("redis-server")?)
+            .arg(&options)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    return Err(TestkitError::Command {
+                        command: "redis-server".into(),
+                        output: format!("exited with {status}\nserver log:\n{}", self.log()),
+                    });
+                }
+            }
+            if self.cli(&["PING"]).is_ok_and(|out| out.trim() == "PONG") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(TestkitError::Command {
+                    command: "redis-server".into(),
+                    output: format!("did not answer within 30 s\nserver log:\n{}", self.log()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// The port the server listens on (127.0.0.1).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's working directory (where `SAVE` writes `dump.rdb`).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `redis://127.0.0.1:port/db`.
+    pub fn url(&self, db: u32) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Runs one command with `redis-cli` (arguments passed as they are, no shell) and returns
+    /// its raw output.
+    pub fn cli(&self, args: &[&str]) -> Result<String, TestkitError> {
+        let output = run(Command::new(program("redis-cli")?)
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(args))?;
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// Sends `commands` (one per line, redis-cli syntax) in one `redis-cli` run, against
+    /// database `db`.
+    pub fn commands(&self, db: u32, commands: &str) -> Result<String, TestkitError> {
+        let mut child = Command::new(program("redis-cli")?)
+            .args(["-h", "127.0.0.1", "-p"])
+            .arg(self.port.to_string())
+            .args(["-n", &db.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            use std::io::Write;
+            stdin.write_all(commands.as_bytes())?;
+        }
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            return Err(TestkitError::Command {
+                command: "redis-cli".into(),
+                output: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
