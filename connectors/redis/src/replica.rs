@@ -1,0 +1,408 @@
+//! The replication link: ferry connects to the source as one of its replicas.
+//!
+//! Handshake: `AUTH` when a password is given, `PING`, `REPLCONF listening-port 0`,
+//! `REPLCONF capa eof capa psync2`, then `PSYNC <replid> <offset + 1>` to continue from a
+//! checkpoint (`PSYNC ? -1` for a first copy). The source answers `+CONTINUE` (partial
+//! resync: only the commands since then follow) or `+FULLRESYNC <replid> <offset>` (an RDB
+//! snapshot follows, then the commands after it). Before answering and while it prepares the
+//! RDB it sends bare newlines as keep-alives.
+//!
+//! The RDB arrives either as `$<length>\r\n` and that many bytes (no CRLF after them) when the
+//! source writes it to disk first, or as `$EOF:<40-byte mark>\r\n`, the bytes, and the mark
+//! again when it streams it straight from its fork (diskless). That framing is not RESP and is
+//! read here by hand; the command stream after it is RESP, decoded with `redis-protocol`, whose
+//! consumed-bytes count gives the replication offset exactly (every byte of the stream counts,
+//! the source's periodic `PING`s and `SELECT`s included).
+//!
+//! The replica tells the source how far it got with `REPLCONF ACK <offset>` — every second, as
+//! Redis's own replicas do (a first ACK during a diskless sync can be lost), and at once when
+//! the source asks with `REPLCONF GETACK`.
+
+use std::time::{Duration, Instant};
+
+use redis_protocol::resp2::decode::decode;
+use redis_protocol::resp2::types::OwnedFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How often the replica reports its offset.
+pub const ACK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Where a source is and how to log in.
+#[derive(Clone, Debug)]
+pub struct ReplicaConfig {
+    /// `host:port`.
+    pub address: String,
+    /// The ACL user, if not the default one.
+    pub user: Option<String>,
+    /// The password, if the source wants one.
+    pub password: Option<String>,
+}
+
+/// An error of the replication link.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    /// The connection failed or broke.
+    #[error("Redis at {address}: {context}: {source}")]
+    Io {
+        /// `host:port`.
+        address: String,
+        /// What ferry was doing.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The source refused something or answered what a replica cannot follow.
+    #[error("Redis at {address}: {message}")]
+    Protocol {
+        /// `host:port`.
+        address: String,
+        /// What happened, and what to do.
+        message: String,
+    },
+}
+
+/// How the source answered `PSYNC`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SyncStart {
+    /// A full copy follows: an RDB, then the commands after `offset`.
+    Full {
+        /// The source's replication id.
+        replid: String,
+        /// The offset the RDB stands at.
+        offset: u64,
+    },
+    /// The commands after the requested offset follow.
+    Partial {
+        /// The replication id to follow from now on (the source's new one after a failover).
+        replid: String,
+    },
+}
+
+/// A command from the source's stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamCommand {
+    /// The command and its arguments.
+    pub args: Vec<Vec<u8>>,
+    /// The replication offset after it.
+    pub offset: u64,
+}
+
+/// A live replication link.
+pub struct Replica {
+    config: ReplicaConfig,
+    socket: TcpStream,
+    buffer: Vec<u8>,
+    /// Start of the unread part of `buffer`.
+    at: usize,
+    scratch: Vec<u8>,
+    replid: String,
+    offset: u64,
+    last_ack: Instant,
+}
+
+impl Replica {
+    fn io(&self, context: &str) -> impl FnOnce(std::io::Error) -> ReplicaError + '_ {
+        let context = context.to_string();
+        move |source| ReplicaError::Io {
+            address: self.config.address.clone(),
+            context,
+            source,
+        }
+    }
+
+    fn protocol(&self, message: impl Into<String>) -> ReplicaError {
+        ReplicaError::Protocol {
+            address: self.config.address.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// Connects and asks for the stream after `from` (replication id, last offset applied),
+    /// or for a full copy when `from` is `None`.
+    pub async fn connect(
+        config: ReplicaConfig,
+        from: Option<(&str, u64)>,
+    ) -> Result<(Replica, SyncStart), ReplicaError> {
+        let socket = TcpStream::connect(&config.address)
+            .await
+            .map_err(|source| ReplicaError::Io {
+                address: config.address.clone(),
+                context: "connecting".into(),
+                source,
+            })?;
+        let _ = socket.set_nodelay(true);
+        let mut replica = Replica {
+            config,
+            socket,
+            buffer: Vec::new(),
+            at: 0,
+            scratch: Vec::new(),
+            replid: String::new(),
+            offset: 0,
+            last_ack: Instant::now(),
+        };
+        if let Some(password) = replica.config.password.clone() {
+            let mut auth = vec![b"AUTH".to_vec()];
+            if let Some(user) = &replica.config.user {
+                auth.push(user.as_bytes().to_vec());
+            }
+            auth.push(password.into_bytes());
+            replica.expect_ok(&auth, "logging in (AUTH)").await?;
+        }
+        replica.send(&[b"PING".to_vec()]).await?;
+        let pong = replica.line().await?;
+        if pong.starts_with('-') {
+            return Err(replica.protocol(format!(
+                "PING was refused ({pong}); give the source's password in the URL (redis://:password@host:port)"
+            )));
+        }
+        replica
+            .expect_ok(
+                &[
+                    b"REPLCONF".to_vec(),
+                    b"listening-port".to_vec(),
+                    b"0".to_vec(),
+                ],
+                "announcing a replica (REPLCONF)",
+            )
+            .await?;
+        replica
+            .expect_ok(
+                &[
+                    b"REPLCONF".to_vec(),
+                    b"capa".to_vec(),
+                    b"eof".to_vec(),
+                    b"capa".to_vec(),
+                    b"psync2".to_vec(),
+                ],
+                "announcing a replica (REPLCONF capa)",
+            )
+            .await?;
+        let (replid, offset) = match from {
+            Some((replid, offset)) => (replid.to_string(), (offset + 1).to_string()),
+            None => ("?".to_string(), "-1".to_string()),
+        };
+        replica
+            .send(&[b"PSYNC".to_vec(), replid.into_bytes(), offset.into_bytes()])
+            .await?;
+        let answer = replica.line().await?;
+        let mut words = answer.split_whitespace();
+        let start = match words.next() {
+            Some("+FULLRESYNC") => {
+                let replid = words.next().unwrap_or_default().to_string();
+                let offset = words
+                    .next()
+                    .and_then(|o| o.parse().ok())
+                    .ok_or_else(|| replica.protocol(format!("a bad PSYNC answer: {answer}")))?;
+                replica.replid = replid.clone();
+                replica.offset = offset;
+                SyncStart::Full { replid, offset }
+            }
+            Some("+CONTINUE") => {
+                let replid = words
+                    .next()
+                    .map(str::to_string)
+                    .or_else(|| from.map(|(r, _)| r.to_string()))
+                    .unwrap_or_default();
+                replica.replid = replid.clone();
+                replica.offset = from.map_or(0, |(_, o)| o);
+                SyncStart::Partial { replid }
+            }
+            _ => {
+                return Err(replica.protocol(format!(
+                    "the source does not take this replica ({answer}); is it a replica itself with replica-serve-stale-data off, or does the account lack the PSYNC permission?"
+                )))
+            }
+        };
+        Ok((replica, start))
+    }
+
+    /// The replication id being followed.
+    pub fn replid(&self) -> &str {
+        &self.replid
+    }
+
+    /// The offset of the last byte of the command stream read.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    async fn fill(&mut self) -> Result<(), ReplicaError> {
+        if self.at > 0 && self.at == self.buffer.len() {
+            self.buffer.clear();
+            self.at = 0;
+        } else if self.at > READ_CHUNK {
+            self.buffer.drain(..self.at);
+            self.at = 0;
+        }
+        // Read into a scratch buffer first: a read cancelled (by the ACK timer) leaves the
+        // stream's buffer as it was.
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.resize(READ_CHUNK, 0);
+        let read = self.socket.read(&mut scratch).await;
+        let read = read.map_err(self.io("reading the replication stream"))?;
+        self.buffer.extend_from_slice(&scratch[..read]);
+        self.scratch = scratch;
+        if read == 0 {
+            return Err(self.io("reading the replication stream")(
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the source closed the connection",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, args: &[Vec<u8>]) -> Result<(), ReplicaError> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            out.extend_from_slice(arg);
+            out.extend_from_slice(b"\r\n");
+        }
+        let written = self.socket.write_all(&out).await;
+        written.map_err(self.io("writing to the source"))
+    }
+
+    /// One reply line, skipping the bare newlines a source sends as keep-alives.
+    async fn line(&mut self) -> Result<String, ReplicaError> {
+        loop {
+            while self.buffer.get(self.at) == Some(&b'\n') {
+                self.at += 1;
+            }
+            if let Some(end) = self.buffer[self.at..].iter().position(|&b| b == b'\n') {
+                let line = &self.buffer[self.at..self.at + end];
+                let line =
+                    String::from_utf8_lossy(line.strip_suffix(b"\r").unwrap_or(line)).into_owned();
+                self.at += end + 1;
+                return Ok(line);
+            }
+            self.fill().await?;
+        }
+    }
+
+    async fn expect_ok(&mut self, args: &[Vec<u8>], doing: &str) -> Result<(), ReplicaError> {
+        self.send(args).await?;
+        let reply = self.line().await?;
+        if reply.starts_with("+OK") {
+            Ok(())
+        } else {
+            Err(self.protocol(format!("{doing}: {reply}")))
+        }
+    }
+
+    /// Reads the RDB of a full resync, handing its bytes to `chunk` in order.
+    pub async fn read_rdb(
+        &mut self,
+        mut chunk: impl FnMut(&[u8]) -> Result<(), ReplicaError>,
+    ) -> Result<u64, ReplicaError> {
+        let header = self.line().await?;
+        let Some(framing) = header.strip_prefix('$') else {
+            return Err(self.protocol(format!("expected the RDB, got {header:?}")));
+        };
+        let mut total = 0u64;
+        if let Some(mark) = framing.strip_prefix("EOF:") {
+            // Diskless: the bytes end with the mark. Hold back as many bytes as the mark is
+            // long until the next read says whether they are the mark.
+            let mark = mark.as_bytes().to_vec();
+            loop {
+                let pending = &self.buffer[self.at..];
+                if pending.len() >= mark.len() && pending.ends_with(&mark) {
+                    let body = pending.len() - mark.len();
+                    chunk(&self.buffer[self.at..self.at + body])?;
+                    total += body as u64;
+                    self.at = self.buffer.len();
+                    return Ok(total);
+                }
+                let safe = pending.len().saturating_sub(mark.len());
+                if safe > 0 {
+                    chunk(&self.buffer[self.at..self.at + safe])?;
+                    total += safe as u64;
+                    self.at += safe;
+                }
+                self.fill().await?;
+            }
+        }
+        let length: u64 = framing
+            .parse()
+            .map_err(|_| self.protocol(format!("a bad RDB length: {header:?}")))?;
+        while total < length {
+            if self.at == self.buffer.len() {
+                self.fill().await?;
+            }
+            let available = (self.buffer.len() - self.at) as u64;
+            let take = available.min(length - total) as usize;
+            chunk(&self.buffer[self.at..self.at + take])?;
+            self.at += take;
+            total += take as u64;
+        }
+        Ok(total)
+    }
+
+    /// The next command of the stream. Answers `REPLCONF GETACK` itself (it still counts in
+    /// the offset) and sends an ACK whenever one is due.
+    pub async fn next_command(&mut self) -> Result<StreamCommand, ReplicaError> {
+        loop {
+            if self.last_ack.elapsed() >= ACK_INTERVAL {
+                self.ack().await?;
+            }
+            let decoded = decode(&self.buffer[self.at..])
+                .map_err(|e| self.protocol(format!("a malformed command in the stream: {e:?}")))?;
+            let Some((frame, consumed)) = decoded else {
+                // Wait for more, but not past the next ACK.
+                let wait = ACK_INTERVAL.saturating_sub(self.last_ack.elapsed());
+                match tokio::time::timeout(wait, self.fill()).await {
+                    Ok(filled) => filled?,
+                    Err(_) => self.ack().await?,
+                }
+                continue;
+            };
+            self.at += consumed;
+            self.offset += consumed as u64;
+            let args = match frame {
+                OwnedFrame::Array(items) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        OwnedFrame::BulkString(bytes) | OwnedFrame::SimpleString(bytes) => {
+                            Ok(bytes)
+                        }
+                        OwnedFrame::Integer(i) => Ok(i.to_string().into_bytes()),
+                        other => Err(other),
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|other| {
+                        self.protocol(format!("an unexpected value in a command: {other:?}"))
+                    })?,
+                other => {
+                    return Err(
+                        self.protocol(format!("a stream frame that is no command: {other:?}"))
+                    )
+                }
+            };
+            let getack = args.len() >= 2
+                && args[0].eq_ignore_ascii_case(b"REPLCONF")
+                && args[1].eq_ignore_ascii_case(b"GETACK");
+            if getack {
+                self.ack().await?;
+            }
+            return Ok(StreamCommand {
+                args,
+                offset: self.offset,
+            });
+        }
+    }
+
+    /// Reports the offset read so far.
+    pub async fn ack(&mut self) -> Result<(), ReplicaError> {
+        self.last_ack = Instant::now();
+        let offset = self.offset.to_string().into_bytes();
+        self.send(&[b"REPLCONF".to_vec(), b"ACK".to_vec(), offset])
+            .await
+    }
+}

@@ -1,0 +1,176 @@
+//! The replication link against a real Redis: a full resync (diskless and disk-based RDB
+//! framing) whose RDB the reader parses, the command stream after it with the offset the
+//! source itself reports, ACKs the source records, and a partial resync after the link drops
+//! that carries exactly the commands written meanwhile.
+
+use std::time::{Duration, Instant};
+
+use ferry_redis::rdb::{Event, RdbReader};
+use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
+use ferry_testkit::RedisServer;
+
+fn config(server: &RedisServer) -> ReplicaConfig {
+    ReplicaConfig {
+        address: format!("127.0.0.1:{}", server.port()),
+        user: None,
+        password: None,
+    }
+}
+
+/// The keys an RDB holds, as (db, key).
+fn keys_of(rdb: &[u8]) -> Vec<(u64, String)> {
+    let mut reader = RdbReader::new(rdb);
+    let mut keys = Vec::new();
+    while let Some(event) = reader.next_event().unwrap() {
+        if let Event::Key(start) = event {
+            keys.push((start.db, String::from_utf8_lossy(&start.key).into_owned()));
+        }
+    }
+    keys.sort();
+    keys
+}
+
+/// The source's own replication offset.
+fn master_offset(server: &RedisServer) -> u64 {
+    let info = server.cli(&["INFO", "replication"]).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+/// Reads commands until the link's offset reaches the source's; returns them as text.
+async fn read_until_caught_up(replica: &mut Replica, server: &RedisServer) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut commands = Vec::new();
+    while replica.offset() < master_offset(server) {
+        assert!(Instant::now() < deadline, "the stream stopped short");
+        let command = tokio::time::timeout(Duration::from_secs(5), replica.next_command())
+            .await
+            .expect("a command within 5 s")
+            .unwrap();
+        let words: Vec<String> = command
+            .args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        commands.push(words.join(" "));
+    }
+    commands
+}
+
+#[tokio::test]
+async fn full_then_partial_resync_with_exact_offsets() {
+    let server = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    server.commands(0, "SET a 1\nHSET h f v\n").unwrap();
+    server.commands(2, "SET b 2\n").unwrap();
+
+    // A first copy: diskless framing (Redis 7's default).
+    let (mut replica, start) = Replica::connect(config(&server), None).await.unwrap();
+    let SyncStart::Full { replid, offset } = start else {
+        panic!("expected a full resync, got {start:?}");
+    };
+    assert_eq!(replica.replid(), replid);
+    let mut rdb = Vec::new();
+    replica
+        .read_rdb(|bytes| {
+            rdb.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_of(&rdb),
+        [(0, "a".into()), (0, "h".into()), (2, "b".into())]
+    );
+    assert_eq!(replica.offset(), offset);
+
+    // The commands after the snapshot, as the source propagates them.
+    server
+        .commands(
+            0,
+            "SET c 3\nHSET h g w\nEXPIRE c 100\nDEL a\nMULTI\nSET e 5\nINCR e\nEXEC\n",
+        )
+        .unwrap();
+    server.commands(2, "SET d 4\n").unwrap();
+    let commands = read_until_caught_up(&mut replica, &server).await;
+    for expected in [
+        "SET c 3",
+        "HSET h g w",
+        "DEL a",
+        "MULTI",
+        "SET e 5",
+        "INCR e",
+        "EXEC",
+        "SELECT 2",
+        "SET d 4",
+    ] {
+        assert!(
+            commands.iter().any(|c| c == expected),
+            "{expected:?} not in {commands:?}"
+        );
+    }
+    // EXPIRE travels as an absolute PEXPIREAT.
+    assert!(
+        commands.iter().any(|c| c.starts_with("PEXPIREAT c ")),
+        "{commands:?}"
+    );
+    assert_eq!(replica.offset(), master_offset(&server));
+
+    // The source records the ACKed offset.
+    replica.ack().await.unwrap();
+    let acked = format!("offset={}", replica.offset());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let info = server.cli(&["INFO", "replication"]).unwrap();
+        if info
+            .lines()
+            .any(|l| l.starts_with("slave0:") && l.contains(&acked))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no ACK recorded: {info}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The link drops; writes go on; a partial resync carries exactly them.
+    let (replid, offset) = (replica.replid().to_string(), replica.offset());
+    drop(replica);
+    server.commands(0, "SET f 6\n").unwrap();
+    let (mut replica, start) = Replica::connect(config(&server), Some((&replid, offset)))
+        .await
+        .unwrap();
+    assert_eq!(start, SyncStart::Partial { replid });
+    let commands = read_until_caught_up(&mut replica, &server).await;
+    assert!(commands.iter().any(|c| c == "SET f 6"), "{commands:?}");
+    assert!(!commands.iter().any(|c| c == "SET c 3"), "{commands:?}");
+
+    // A source that writes the RDB to disk first frames it by length.
+    server
+        .cli(&["CONFIG", "SET", "repl-diskless-sync", "no"])
+        .unwrap();
+    let (mut replica, start) = Replica::connect(config(&server), None).await.unwrap();
+    assert!(matches!(start, SyncStart::Full { .. }), "{start:?}");
+    let mut rdb = Vec::new();
+    replica
+        .read_rdb(|bytes| {
+            rdb.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        keys_of(&rdb),
+        [
+            (0, "c".into()),
+            (0, "e".into()),
+            (0, "f".into()),
+            (0, "h".into()),
+            (2, "b".into()),
+            (2, "d".into())
+        ]
+    );
+    server.commands(0, "SET g 7\n").unwrap();
+    let commands = read_until_caught_up(&mut replica, &server).await;
+    assert!(commands.iter().any(|c| c == "SET g 7"), "{commands:?}");
+}
