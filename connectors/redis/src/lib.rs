@@ -2,8 +2,11 @@
 //! link (ferry as a replica of the source: full or partial resync, the RDB, then the command
 //! stream with its offset), and [`rdb`], a streaming reader of the RDB snapshot — every key
 //! with its database, type and expiry, its value in bounded slices so a key of millions of
-//! members is never held whole.
+//! members is never held whole; [`sink`], pipelined writes to a target; [`copy`], a source
+//! moved into a target: the RDB as native commands, then the command stream replayed.
 #![warn(missing_docs)]
 
+pub mod copy;
 pub mod rdb;
 pub mod replica;
+pub mod sink;

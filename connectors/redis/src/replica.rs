@@ -103,6 +103,18 @@ pub struct Replica {
     replid: String,
     offset: u64,
     last_ack: Instant,
+    rdb: Option<RdbFraming>,
+}
+
+/// How the RDB being received ends.
+#[derive(Clone, Debug)]
+enum RdbFraming {
+    /// After this many more bytes.
+    Length(u64),
+    /// At this mark (diskless sync).
+    Mark(Vec<u8>),
+    /// Received whole.
+    Done,
 }
 
 impl Replica {
@@ -145,6 +157,7 @@ impl Replica {
             replid: String::new(),
             offset: 0,
             last_ack: Instant::now(),
+            rdb: None,
         };
         if let Some(password) = replica.config.password.clone() {
             let mut auth = vec![b"AUTH".to_vec()];
@@ -297,52 +310,107 @@ impl Replica {
         }
     }
 
-    /// Reads the RDB of a full resync, handing its bytes to `chunk` in order.
+    /// Reads the RDB of a full resync, handing its bytes to `chunk` in order; returns how many
+    /// there were.
     pub async fn read_rdb(
         &mut self,
         mut chunk: impl FnMut(&[u8]) -> Result<(), ReplicaError>,
     ) -> Result<u64, ReplicaError> {
-        let header = self.line().await?;
-        let Some(framing) = header.strip_prefix('$') else {
-            return Err(self.protocol(format!("expected the RDB, got {header:?}")));
-        };
-        let mut total = 0u64;
-        if let Some(mark) = framing.strip_prefix("EOF:") {
-            // Diskless: the bytes end with the mark. Hold back as many bytes as the mark is
-            // long until the next read says whether they are the mark.
-            let mark = mark.as_bytes().to_vec();
-            loop {
-                let pending = &self.buffer[self.at..];
-                if pending.len() >= mark.len() && pending.ends_with(&mark) {
-                    let body = pending.len() - mark.len();
-                    chunk(&self.buffer[self.at..self.at + body])?;
-                    total += body as u64;
-                    self.at = self.buffer.len();
-                    return Ok(total);
-                }
-                let safe = pending.len().saturating_sub(mark.len());
-                if safe > 0 {
-                    chunk(&self.buffer[self.at..self.at + safe])?;
-                    total += safe as u64;
-                    self.at += safe;
-                }
-                self.fill().await?;
-            }
-        }
-        let length: u64 = framing
-            .parse()
-            .map_err(|_| self.protocol(format!("a bad RDB length: {header:?}")))?;
-        while total < length {
-            if self.at == self.buffer.len() {
-                self.fill().await?;
-            }
-            let available = (self.buffer.len() - self.at) as u64;
-            let take = available.min(length - total) as usize;
-            chunk(&self.buffer[self.at..self.at + take])?;
-            self.at += take;
-            total += take as u64;
+        let mut total = 0;
+        while let Some(bytes) = self.rdb_chunk().await? {
+            total += bytes.len() as u64;
+            chunk(&bytes)?;
         }
         Ok(total)
+    }
+
+    /// The next piece of the RDB of a full resync, `None` once it is complete (the command
+    /// stream follows). Cancelling the call loses nothing.
+    pub async fn rdb_chunk(&mut self) -> Result<Option<Vec<u8>>, ReplicaError> {
+        if self.rdb.is_none() {
+            let header = self.line().await?;
+            let Some(framing) = header.strip_prefix('$') else {
+                return Err(self.protocol(format!("expected the RDB, got {header:?}")));
+            };
+            self.rdb = Some(match framing.strip_prefix("EOF:") {
+                Some(mark) => RdbFraming::Mark(mark.as_bytes().to_vec()),
+                None => RdbFraming::Length(
+                    framing
+                        .parse()
+                        .map_err(|_| self.protocol(format!("a bad RDB length: {header:?}")))?,
+                ),
+            });
+        }
+        loop {
+            let pending = &self.buffer[self.at..];
+            match &mut self.rdb {
+                None | Some(RdbFraming::Done) => return Ok(None),
+                Some(RdbFraming::Length(0)) => {
+                    self.rdb = Some(RdbFraming::Done);
+                    return Ok(None);
+                }
+                Some(RdbFraming::Length(remaining)) if !pending.is_empty() => {
+                    let take = (pending.len() as u64).min(*remaining) as usize;
+                    *remaining -= take as u64;
+                    let bytes = pending[..take].to_vec();
+                    self.at += take;
+                    return Ok(Some(bytes));
+                }
+                Some(RdbFraming::Mark(mark)) => {
+                    // Hold back as many bytes as the mark is long until it is clear whether
+                    // they are the mark.
+                    if pending.len() >= mark.len() && pending.ends_with(mark) {
+                        let body = pending.len() - mark.len();
+                        let bytes = pending[..body].to_vec();
+                        self.at = self.buffer.len();
+                        self.rdb = Some(RdbFraming::Done);
+                        if !bytes.is_empty() {
+                            return Ok(Some(bytes));
+                        }
+                        continue;
+                    }
+                    let safe = pending.len().saturating_sub(mark.len());
+                    if safe > 0 {
+                        let bytes = pending[..safe].to_vec();
+                        self.at += safe;
+                        return Ok(Some(bytes));
+                    }
+                }
+                Some(RdbFraming::Length(_)) => {}
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// The next command already received, without waiting for the network.
+    pub fn buffered_command(&mut self) -> Result<Option<StreamCommand>, ReplicaError> {
+        let decoded = decode(&self.buffer[self.at..])
+            .map_err(|e| self.protocol(format!("a malformed command in the stream: {e:?}")))?;
+        let Some((frame, consumed)) = decoded else {
+            return Ok(None);
+        };
+        self.at += consumed;
+        self.offset += consumed as u64;
+        let args = match frame {
+            OwnedFrame::Array(items) => items
+                .into_iter()
+                .map(|item| match item {
+                    OwnedFrame::BulkString(bytes) | OwnedFrame::SimpleString(bytes) => Ok(bytes),
+                    OwnedFrame::Integer(i) => Ok(i.to_string().into_bytes()),
+                    other => Err(other),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|other| {
+                    self.protocol(format!("an unexpected value in a command: {other:?}"))
+                })?,
+            other => {
+                return Err(self.protocol(format!("a stream frame that is no command: {other:?}")))
+            }
+        };
+        Ok(Some(StreamCommand {
+            args,
+            offset: self.offset,
+        }))
     }
 
     /// The next command of the stream. Answers `REPLCONF GETACK` itself (it still counts in
@@ -352,9 +420,7 @@ impl Replica {
             if self.last_ack.elapsed() >= ACK_INTERVAL {
                 self.ack().await?;
             }
-            let decoded = decode(&self.buffer[self.at..])
-                .map_err(|e| self.protocol(format!("a malformed command in the stream: {e:?}")))?;
-            let Some((frame, consumed)) = decoded else {
+            let Some(command) = self.buffered_command()? else {
                 // Wait for more, but not past the next ACK.
                 let wait = ACK_INTERVAL.saturating_sub(self.last_ack.elapsed());
                 match tokio::time::timeout(wait, self.fill()).await {
@@ -363,38 +429,13 @@ impl Replica {
                 }
                 continue;
             };
-            self.at += consumed;
-            self.offset += consumed as u64;
-            let args = match frame {
-                OwnedFrame::Array(items) => items
-                    .into_iter()
-                    .map(|item| match item {
-                        OwnedFrame::BulkString(bytes) | OwnedFrame::SimpleString(bytes) => {
-                            Ok(bytes)
-                        }
-                        OwnedFrame::Integer(i) => Ok(i.to_string().into_bytes()),
-                        other => Err(other),
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|other| {
-                        self.protocol(format!("an unexpected value in a command: {other:?}"))
-                    })?,
-                other => {
-                    return Err(
-                        self.protocol(format!("a stream frame that is no command: {other:?}"))
-                    )
-                }
-            };
-            let getack = args.len() >= 2
-                && args[0].eq_ignore_ascii_case(b"REPLCONF")
-                && args[1].eq_ignore_ascii_case(b"GETACK");
+            let getack = command.args.len() >= 2
+                && command.args[0].eq_ignore_ascii_case(b"REPLCONF")
+                && command.args[1].eq_ignore_ascii_case(b"GETACK");
             if getack {
                 self.ack().await?;
             }
-            return Ok(StreamCommand {
-                args,
-                offset: self.offset,
-            });
+            return Ok(command);
         }
     }
 

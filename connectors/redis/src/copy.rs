@@ -1,0 +1,243 @@
+//! Moving a source Redis into a target: the RDB of a full resync written as native commands
+//! (each key deleted first, then rebuilt slice by slice, its expiry set as an absolute
+//! `PEXPIREAT`), then the source's command stream replayed in order — the stream a replica
+//! executes, so the target converges on the source exactly as a replica would.
+//!
+//! The RDB is parsed on a blocking thread as its bytes arrive (bounded channels both ways), so
+//! neither the RDB nor a big key is ever held whole.
+
+use std::io::Read;
+
+use tokio::sync::mpsc;
+
+use crate::rdb::{Event, Kind, RdbError, RdbReader, Values};
+use crate::replica::{Replica, ReplicaError};
+use crate::sink::RedisWriter;
+
+/// An error moving data.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The link to the source or the target failed.
+    #[error(transparent)]
+    Link(#[from] ReplicaError),
+    /// The RDB could not be read.
+    #[error(transparent)]
+    Rdb(#[from] RdbError),
+}
+
+/// What a full copy moved.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CopyStats {
+    /// Keys written.
+    pub keys: u64,
+    /// Bytes of RDB received.
+    pub rdb_bytes: u64,
+}
+
+/// A `Read` over chunks arriving on a channel (for the blocking RDB parser).
+struct ChannelReader {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    current: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        while self.at == self.current.len() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => {
+                    self.current = chunk;
+                    self.at = 0;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.current.len() - self.at);
+        out[..n].copy_from_slice(&self.current[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Writes the RDB the replica is receiving (after a full resync) into `writer`, sending a
+/// batch whenever `batch` commands are queued. Returns the replica, ready for the command
+/// stream.
+pub async fn copy_rdb(
+    replica: Replica,
+    writer: &mut RedisWriter,
+    batch: usize,
+) -> Result<(Replica, CopyStats), CopyError> {
+    let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(16);
+    let feeder = tokio::spawn(async move {
+        let mut replica = replica;
+        let mut bytes = 0u64;
+        loop {
+            match replica.rdb_chunk().await {
+                Ok(Some(chunk)) => {
+                    bytes += chunk.len() as u64;
+                    if chunk_tx.send(chunk).await.is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(error) => return (replica, Err(error)),
+            }
+        }
+        (replica, Ok(bytes))
+    });
+    let (event_tx, mut event_rx) = mpsc::channel(256);
+    let parser = tokio::task::spawn_blocking(move || {
+        let mut reader = RdbReader::new(ChannelReader {
+            chunks: chunk_rx,
+            current: Vec::new(),
+            at: 0,
+        });
+        loop {
+            let event = reader.next_event();
+            let last = !matches!(event, Ok(Some(_)));
+            if event_tx.blocking_send(event).is_err() || last {
+                break;
+            }
+        }
+    });
+    let mut stats = CopyStats::default();
+    let mut current: Option<(Vec<u8>, Kind, Option<i64>)> = None;
+    let mut outcome = Ok(());
+    while let Some(event) = event_rx.recv().await {
+        let event = match event {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            Err(error) => {
+                outcome = Err(CopyError::from(error));
+                break;
+            }
+        };
+        match event {
+            Event::Key(start) => {
+                writer.select(start.db);
+                writer.command(&[b"DEL", &start.key]);
+                current = Some((start.key, start.kind, start.expire_at_ms));
+            }
+            Event::Values(values) => {
+                if let Some((key, kind, _)) = &current {
+                    write_values(writer, key, *kind, values);
+                }
+            }
+            Event::KeyEnd => {
+                if let Some((key, _, Some(at))) = &current {
+                    let at = at.to_string();
+                    writer.command(&[b"PEXPIREAT", key, at.as_bytes()]);
+                }
+                current = None;
+                stats.keys += 1;
+            }
+            Event::Aux { .. } | Event::Database(_) | Event::Function(_) => {}
+        }
+        if writer.queued() >= batch {
+            if let Err(error) = writer.flush().await {
+                outcome = Err(error.into());
+                break;
+            }
+        }
+    }
+    drop(event_rx);
+    let _ = parser.await;
+    let (replica, received) = feeder
+        .await
+        .map_err(|e| CopyError::Rdb(RdbError::Malformed(format!("the RDB reader stopped: {e}"))))?;
+    outcome?;
+    stats.rdb_bytes = received?;
+    writer.flush().await?;
+    Ok((replica, stats))
+}
+
+/// Queues the commands that add one slice of a value.
+fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values) {
+    match (kind, values) {
+        (_, Values::String(value)) => writer.command(&[b"SET", key, &value]),
+        (Kind::Set, Values::Items(members)) if !members.is_empty() => {
+            let mut args: Vec<&[u8]> = vec![b"SADD", key];
+            args.extend(members.iter().map(Vec::as_slice));
+            writer.command(&args);
+        }
+        (_, Values::Items(items)) if !items.is_empty() => {
+            let mut args: Vec<&[u8]> = vec![b"RPUSH", key];
+            args.extend(items.iter().map(Vec::as_slice));
+            writer.command(&args);
+        }
+        (_, Values::Pairs(pairs)) if !pairs.is_empty() => {
+            let mut args: Vec<&[u8]> = vec![b"HSET", key];
+            for (field, value) in &pairs {
+                args.push(field);
+                args.push(value);
+            }
+            writer.command(&args);
+        }
+        (_, Values::Scored(members)) if !members.is_empty() => {
+            let scores: Vec<String> = members.iter().map(|(_, s)| s.to_string()).collect();
+            let mut args: Vec<&[u8]> = vec![b"ZADD", key];
+            for ((member, _), score) in members.iter().zip(&scores) {
+                args.push(score.as_bytes());
+                args.push(member);
+            }
+            writer.command(&args);
+        }
+        _ => {}
+    }
+}
+
+/// Replays the source's command stream into `writer` until `done` says the offset reached
+/// is enough; sends a batch whenever `batch` commands are queued or the stream has nothing
+/// more at hand. Returns the commands replayed.
+pub async fn apply_stream(
+    replica: &mut Replica,
+    writer: &mut RedisWriter,
+    batch: usize,
+    done: impl Fn(u64) -> bool,
+) -> Result<u64, CopyError> {
+    let mut replayed = 0;
+    loop {
+        let command = match replica.buffered_command()? {
+            Some(command) => command,
+            None => {
+                writer.flush().await?;
+                if done(replica.offset()) {
+                    return Ok(replayed);
+                }
+                replica.next_command().await?
+            }
+        };
+        let Some(name) = command.args.first() else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case(b"PING") {
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"REPLCONF") {
+            if command
+                .args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+            {
+                replica.ack().await?;
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"SELECT") {
+            let db = command
+                .args
+                .get(1)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0);
+            writer.select(db);
+            continue;
+        }
+        let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
+        writer.command(&args);
+        replayed += 1;
+        if writer.queued() >= batch {
+            writer.flush().await?;
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! A live Redis moved into another while a writer keeps changing it: the full resync's RDB
+//! written as native commands, then the command stream replayed, across a dropped link
+//! resumed by partial resync. Both servers then `SAVE`, and their RDBs, read back, must hold
+//! the same keys with the same values and expiries.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_redis::copy::{apply_stream, copy_rdb};
+use ferry_redis::rdb::{Event, Kind, RdbReader, Values};
+use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
+use ferry_redis::sink::RedisWriter;
+use ferry_testkit::RedisServer;
+
+fn config(server: &RedisServer) -> ReplicaConfig {
+    ReplicaConfig {
+        address: format!("127.0.0.1:{}", server.port()),
+        user: None,
+        password: None,
+    }
+}
+
+/// Every key of a server as (db, key) → (type, value as sorted text, expiry), from its RDB.
+fn contents(server: &RedisServer) -> BTreeMap<(u64, Vec<u8>), (String, String, Option<i64>)> {
+    server.cli(&["SAVE"]).unwrap();
+    let rdb = std::fs::read(server.dir().join("dump.rdb")).unwrap();
+    let mut reader = RdbReader::new(&rdb[..]);
+    let mut keys = BTreeMap::new();
+    let mut current = None;
+    let mut values: Vec<String> = Vec::new();
+    while let Some(event) = reader.next_event().unwrap() {
+        match event {
+            Event::Key(start) => {
+                current = Some(start);
+                values.clear();
+            }
+            Event::Values(slice) => match slice {
+                Values::String(v) => values.push(String::from_utf8_lossy(&v).into_owned()),
+                Values::Items(v) => {
+                    values.extend(v.iter().map(|i| String::from_utf8_lossy(i).into_owned()))
+                }
+                Values::Pairs(v) => values.extend(v.iter().map(|(f, x)| {
+                    format!(
+                        "{}={}",
+                        String::from_utf8_lossy(f),
+                        String::from_utf8_lossy(x)
+                    )
+                })),
+                Values::Scored(v) => values.extend(
+                    v.iter()
+                        .map(|(m, s)| format!("{}@{s}", String::from_utf8_lossy(m))),
+                ),
+            },
+            Event::KeyEnd => {
+                let start = current.take().unwrap();
+                // Lists keep their order; sets, hashes and sorted sets are compared sorted.
+                if start.kind != Kind::List {
+                    values.sort();
+                }
+                keys.insert(
+                    (start.db, start.key),
+                    (
+                        format!("{:?}", start.kind),
+                        values.join(","),
+                        start.expire_at_ms,
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+    keys
+}
+
+/// Writes every kind of change to the source until stopped.
+async fn write_until(source: ReplicaConfig, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
+    let mut client = RedisWriter::connect(&source).await.unwrap();
+    let mut n: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let k = (n * 7919) % 500;
+        let key = |prefix: &str| format!("{prefix}:{k}");
+        let (s, l, h, z, set) = (key("s"), key("l"), key("h"), key("z"), key("set"));
+        let n_text = n.to_string();
+        client.select(0);
+        match n % 12 {
+            0 => client.command(&[b"SET", s.as_bytes(), n_text.as_bytes()]),
+            1 => client.command(&[b"INCR", format!("counter:{}", k % 10).as_bytes()]),
+            2 => client.command(&[b"RPUSH", l.as_bytes(), n_text.as_bytes(), b"x"]),
+            3 => client.command(&[b"LPOP", l.as_bytes()]),
+            4 => client.command(&[b"HSET", h.as_bytes(), n_text.as_bytes(), b"v"]),
+            5 => client.command(&[b"ZADD", z.as_bytes(), format!("{}.5", n % 100).as_bytes(), n_text.as_bytes()]),
+            6 => client.command(&[b"SADD", set.as_bytes(), n_text.as_bytes()]),
+            7 => client.command(&[b"EXPIRE", s.as_bytes(), b"100000"]),
+            8 => client.command(&[b"DEL", h.as_bytes()]),
+            9 => {
+                client.command(&[b"MULTI"]);
+                client.command(&[b"INCRBY", b"total", b"3"]);
+                client.command(&[b"SREM", set.as_bytes(), b"1"]);
+                client.command(&[b"EXEC"]);
+            }
+            10 => client.command(&[
+                b"EVAL",
+                b"redis.call('SET', KEYS[1], ARGV[1]); return redis.call('HINCRBY', KEYS[2], 'n', 1)",
+                b"2",
+                format!("lua:{k}").as_bytes(),
+                b"hash:lua",
+                n_text.as_bytes(),
+            ]),
+            _ => {
+                // Another database, flushed now and then.
+                client.select(1);
+                client.command(&[b"SET", s.as_bytes(), n_text.as_bytes()]);
+                if n % 97 == 0 {
+                    client.command(&[b"FLUSHDB"]);
+                }
+            }
+        }
+        if n % 50 == 0 {
+            client.command(&[b"RENAME", b"counter:1", b"renamed"]);
+        }
+        // RENAME of a missing key and LPOP of an empty list are refusals, not failures.
+        let _ = client.flush().await;
+        count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_source_lands_equal_across_a_dropped_link() {
+    let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    let target = RedisServer::start().unwrap();
+    // Data before the copy, big enough for several slices per key.
+    let mut setup = String::new();
+    for i in 0..3000 {
+        setup.push_str(&format!("HSET big:hash f{i} {i}\nZADD big:zset {i} m{i}\nRPUSH big:list {i}\nSADD big:set {i}\n"));
+    }
+    setup.push_str("SET plain value\nPEXPIREAT plain 4102444800000\n");
+    source.commands(0, &setup).unwrap();
+    // Room for what the writer writes while the link is down (the default backlog, 1 MB, is
+    // a few hundred milliseconds of this writer).
+    source
+        .cli(&["CONFIG", "SET", "repl-backlog-size", "64mb"])
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(write_until(
+        config(&source),
+        Arc::clone(&stop),
+        Arc::clone(&written),
+    ));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let mut sink = RedisWriter::connect(&config(&target)).await.unwrap();
+    let (replica, start) = Replica::connect(config(&source), None).await.unwrap();
+    assert!(matches!(start, SyncStart::Full { .. }));
+    let (mut replica, stats) = copy_rdb(replica, &mut sink, 500).await.unwrap();
+    assert!(stats.keys > 4 && stats.rdb_bytes > 10_000, "{stats:?}");
+
+    // Follow the stream a while, drop the link, resume by partial resync.
+    let until = replica.offset() + 20_000;
+    apply_stream(&mut replica, &mut sink, 500, |offset| offset >= until)
+        .await
+        .unwrap();
+    let (replid, offset) = (replica.replid().to_string(), replica.offset());
+    drop(replica);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (mut replica, start) = Replica::connect(config(&source), Some((&replid, offset)))
+        .await
+        .unwrap();
+    assert!(matches!(start, SyncStart::Partial { .. }), "{start:?}");
+
+    // Stop writing, then catch up to where the source's log ends.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    assert!(written.load(Ordering::Relaxed) > 100);
+    let info = source.cli(&["INFO", "replication"]).unwrap();
+    let end: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("master_repl_offset:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    apply_stream(&mut replica, &mut sink, 500, |offset| offset >= end)
+        .await
+        .unwrap();
+
+    let (want, got) = (contents(&source), contents(&target));
+    let keys: BTreeSet<_> = want.keys().chain(got.keys()).collect();
+    for key in keys {
+        assert_eq!(got.get(key), want.get(key), "key {key:?}");
+    }
+    assert!(want.len() > 500, "{} keys", want.len());
+}
