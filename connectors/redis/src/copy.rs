@@ -14,6 +14,13 @@ use crate::rdb::{Event, Kind, RdbError, RdbReader, Values};
 use crate::replica::{Replica, ReplicaError};
 use crate::sink::RedisWriter;
 
+/// Events the RDB parser may run ahead of the writer. Each holds up to one slice (1024
+/// members), so this bounds the memory between them to a few megabytes.
+const EVENTS_AHEAD: usize = 16;
+
+/// Bytes of commands queued before they are sent, whatever their count.
+const BATCH_BYTES: usize = 1 << 20;
+
 /// An error moving data.
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
@@ -85,7 +92,7 @@ pub async fn copy_rdb(
         }
         (replica, Ok(bytes))
     });
-    let (event_tx, mut event_rx) = mpsc::channel(256);
+    let (event_tx, mut event_rx) = mpsc::channel(EVENTS_AHEAD);
     let parser = tokio::task::spawn_blocking(move || {
         let mut reader = RdbReader::new(ChannelReader {
             chunks: chunk_rx,
@@ -133,7 +140,7 @@ pub async fn copy_rdb(
             }
             Event::Aux { .. } | Event::Database(_) | Event::Function(_) => {}
         }
-        if writer.queued() >= batch {
+        if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             if let Err(error) = writer.flush().await {
                 outcome = Err(error.into());
                 break;
@@ -236,7 +243,7 @@ pub async fn apply_stream(
         let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
         writer.command(&args);
         replayed += 1;
-        if writer.queued() >= batch {
+        if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             writer.flush().await?;
         }
     }

@@ -81,6 +81,11 @@ impl RedisWriter {
         self.pending.len()
     }
 
+    /// Bytes of commands queued and not yet sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.out.len()
+    }
+
     /// Commands the target has answered since the connection began.
     pub fn commands_done(&self) -> u64 {
         self.commands
