@@ -7,6 +7,9 @@
 //! neither the RDB nor a big key is ever held whole.
 
 use std::io::Read;
+use std::sync::Arc;
+
+use ferry_engine::RateLimit;
 
 use tokio::sync::mpsc;
 
@@ -30,6 +33,26 @@ pub enum CopyError {
     /// The RDB could not be read.
     #[error(transparent)]
     Rdb(#[from] RdbError),
+}
+
+/// The job's limits, shared by the full copy and the command stream and changeable while it
+/// runs ([`RateLimit::set_per_second`]): source bytes a second (RDB bytes, then stream bytes)
+/// and keys or commands a second. `0` is no limit.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Source bytes a second.
+    pub bytes: Arc<RateLimit>,
+    /// Keys (full copy) or commands (stream) a second.
+    pub rows: Arc<RateLimit>,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            bytes: Arc::new(RateLimit::new(0)),
+            rows: Arc::new(RateLimit::new(0)),
+        }
+    }
 }
 
 /// What a full copy moved.
@@ -73,8 +96,10 @@ pub async fn copy_rdb(
     replica: Replica,
     writer: &mut RedisWriter,
     batch: usize,
+    limits: &Limits,
 ) -> Result<(Replica, CopyStats), CopyError> {
     let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(16);
+    let bandwidth = Arc::clone(&limits.bytes);
     let feeder = tokio::spawn(async move {
         let mut replica = replica;
         let mut bytes = 0u64;
@@ -82,6 +107,7 @@ pub async fn copy_rdb(
             match replica.rdb_chunk().await {
                 Ok(Some(chunk)) => {
                     bytes += chunk.len() as u64;
+                    bandwidth.take(chunk.len() as u64).await;
                     if chunk_tx.send(chunk).await.is_err() {
                         break;
                     }
@@ -121,6 +147,7 @@ pub async fn copy_rdb(
         };
         match event {
             Event::Key(start) => {
+                limits.rows.take(1).await;
                 writer.select(start.db);
                 writer.command(&[b"DEL", &start.key]);
                 current = Some((start.key, start.kind, start.expire_at_ms));
@@ -200,9 +227,11 @@ pub async fn apply_stream(
     replica: &mut Replica,
     writer: &mut RedisWriter,
     batch: usize,
+    limits: &Limits,
     done: impl Fn(u64) -> bool,
 ) -> Result<u64, CopyError> {
     let mut replayed = 0;
+    let mut offset = replica.offset();
     loop {
         let command = match replica.buffered_command()? {
             Some(command) => command,
@@ -214,6 +243,8 @@ pub async fn apply_stream(
                 replica.next_command().await?
             }
         };
+        limits.bytes.take(command.offset - offset).await;
+        offset = command.offset;
         let Some(name) = command.args.first() else {
             continue;
         };
@@ -240,6 +271,7 @@ pub async fn apply_stream(
             writer.select(db);
             continue;
         }
+        limits.rows.take(1).await;
         let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
         writer.command(&args);
         replayed += 1;

@@ -3,7 +3,7 @@
 //! slices. The figure is this test process's peak resident memory (the servers are other
 //! processes).
 
-use ferry_redis::copy::copy_rdb;
+use ferry_redis::copy::{copy_rdb, Limits};
 use ferry_redis::replica::{Replica, ReplicaConfig};
 use ferry_redis::sink::RedisWriter;
 use ferry_testkit::RedisServer;
@@ -57,7 +57,9 @@ async fn a_two_million_member_sorted_set_is_copied_in_slices() {
 
     let mut sink = RedisWriter::connect(&config(&target)).await.unwrap();
     let (replica, _) = Replica::connect(config(&source), None).await.unwrap();
-    let (_replica, stats) = copy_rdb(replica, &mut sink, 64).await.unwrap();
+    let (_replica, stats) = copy_rdb(replica, &mut sink, 64, &Limits::default())
+        .await
+        .unwrap();
     let peak = peak_rss();
 
     assert_eq!(stats.keys, 1);

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_redis::copy::{apply_stream, copy_rdb};
+use ferry_redis::copy::{apply_stream, copy_rdb, Limits};
 use ferry_redis::rdb::{Event, Kind, RdbReader, Values};
 use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
 use ferry_redis::sink::RedisWriter;
@@ -156,14 +156,20 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     let mut sink = RedisWriter::connect(&config(&target)).await.unwrap();
     let (replica, start) = Replica::connect(config(&source), None).await.unwrap();
     assert!(matches!(start, SyncStart::Full { .. }));
-    let (mut replica, stats) = copy_rdb(replica, &mut sink, 500).await.unwrap();
+    // Limits far above what this box moves: the path is taken, the run not slowed.
+    let limits = Limits::default();
+    limits.bytes.set_per_second(500_000_000);
+    limits.rows.set_per_second(5_000_000);
+    let (mut replica, stats) = copy_rdb(replica, &mut sink, 500, &limits).await.unwrap();
     assert!(stats.keys > 4 && stats.rdb_bytes > 10_000, "{stats:?}");
 
     // Follow the stream a while, drop the link, resume by partial resync.
     let until = replica.offset() + 20_000;
-    apply_stream(&mut replica, &mut sink, 500, |offset| offset >= until)
-        .await
-        .unwrap();
+    apply_stream(&mut replica, &mut sink, 500, &limits, |offset| {
+        offset >= until
+    })
+    .await
+    .unwrap();
     let (replid, offset) = (replica.replid().to_string(), replica.offset());
     drop(replica);
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -183,9 +189,11 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    apply_stream(&mut replica, &mut sink, 500, |offset| offset >= end)
-        .await
-        .unwrap();
+    apply_stream(&mut replica, &mut sink, 500, &limits, |offset| {
+        offset >= end
+    })
+    .await
+    .unwrap();
 
     let (want, got) = (contents(&source), contents(&target));
     let keys: BTreeSet<_> = want.keys().chain(got.keys()).collect();
