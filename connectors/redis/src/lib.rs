@@ -3,9 +3,11 @@
 //! stream with its offset), and [`rdb`], a streaming reader of the RDB snapshot — every key
 //! with its database, type and expiry, its value in bounded slices so a key of millions of
 //! members is never held whole; [`sink`], pipelined writes to a target; [`copy`], a source
-//! moved into a target: the RDB as native commands, then the command stream replayed.
+//! moved into a target: the RDB as native commands, then the command stream replayed;
+//! [`check`], warnings about settings that can spoil a migration.
 #![warn(missing_docs)]
 
+pub mod check;
 pub mod copy;
 pub mod rdb;
 pub mod replica;

@@ -98,6 +98,46 @@ impl RedisWriter {
         }
     }
 
+    /// Sends one command (after whatever is queued) and returns its reply.
+    pub async fn request(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, ReplicaError> {
+        self.flush().await?;
+        self.command(args);
+        let written = self.socket.write_all(&self.out).await;
+        written.map_err(|source| ReplicaError::Io {
+            address: self.address.clone(),
+            context: "writing to the server".into(),
+            source,
+        })?;
+        self.out.clear();
+        self.pending.clear();
+        loop {
+            match decode(&self.replies) {
+                Ok(Some((frame, consumed))) => {
+                    self.replies.drain(..consumed);
+                    self.commands += 1;
+                    return Ok(frame);
+                }
+                Ok(None) => self.read_more().await?,
+                Err(error) => return Err(self.error(format!("a malformed reply: {error:?}"))),
+            }
+        }
+    }
+
+    async fn read_more(&mut self) -> Result<(), ReplicaError> {
+        let mut chunk = [0u8; 16 * 1024];
+        let read = self.socket.read(&mut chunk).await;
+        let read = read.map_err(|source| ReplicaError::Io {
+            address: self.address.clone(),
+            context: "reading the server's replies".into(),
+            source,
+        })?;
+        if read == 0 {
+            return Err(self.error("the server closed the connection".into()));
+        }
+        self.replies.extend_from_slice(&chunk[..read]);
+        Ok(())
+    }
+
     /// Sends what is queued and reads every reply; fails on the first error reply.
     pub async fn flush(&mut self) -> Result<(), ReplicaError> {
         if self.pending.is_empty() {
@@ -128,20 +168,7 @@ impl RedisWriter {
                 Ok(None) => {
                     self.replies.drain(..at);
                     at = 0;
-                    let mut chunk = [0u8; 16 * 1024];
-                    let read =
-                        self.socket
-                            .read(&mut chunk)
-                            .await
-                            .map_err(|source| ReplicaError::Io {
-                                address: self.address.clone(),
-                                context: "reading the target's replies".into(),
-                                source,
-                            })?;
-                    if read == 0 {
-                        return Err(self.error("the target closed the connection".into()));
-                    }
-                    self.replies.extend_from_slice(&chunk[..read]);
+                    self.read_more().await?;
                 }
                 Err(error) => return Err(self.error(format!("a malformed reply: {error:?}"))),
             }

@@ -174,3 +174,73 @@ async fn full_then_partial_resync_with_exact_offsets() {
     let commands = read_until_caught_up(&mut replica, &server).await;
     assert!(commands.iter().any(|c| c == "SET g 7"), "{commands:?}");
 }
+
+#[tokio::test]
+async fn a_password_is_asked_for_and_settings_that_spoil_a_migration_are_named() {
+    let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    let target = RedisServer::start().unwrap();
+    // About 2 MB of data, a replica buffer limit of 1 MB, a target that evicts.
+    let mut data = String::new();
+    for i in 0..2000 {
+        data.push_str(&format!("SET key:{i} {}\n", "v".repeat(1000)));
+    }
+    source.commands(0, &data).unwrap();
+    source
+        .cli(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "replica 1mb 1mb 60",
+        ])
+        .unwrap();
+    target
+        .cli(&["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"])
+        .unwrap();
+    let warnings = ferry_redis::check::check(&config(&source), &config(&target))
+        .await
+        .unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("CONFIG SET maxmemory-policy noeviction"));
+    assert!(warnings[1].contains("client-output-buffer-limit \"replica 0 0 0\""));
+    target
+        .cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+        .unwrap();
+    source
+        .cli(&[
+            "CONFIG",
+            "SET",
+            "client-output-buffer-limit",
+            "replica 0 0 0",
+        ])
+        .unwrap();
+    let warnings = ferry_redis::check::check(&config(&source), &config(&target))
+        .await
+        .unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+
+    // A source with a password: without it the link says what to give; with it, it syncs.
+    source
+        .cli(&["CONFIG", "SET", "requirepass", "s3cret"])
+        .unwrap();
+    let error = Replica::connect(config(&source), None)
+        .await
+        .err()
+        .expect("refused without the password")
+        .to_string();
+    assert!(error.contains("password"), "{error}");
+    let with_password = ReplicaConfig {
+        password: Some("s3cret".into()),
+        ..config(&source)
+    };
+    let (mut replica, start) = Replica::connect(with_password, None).await.unwrap();
+    assert!(matches!(start, SyncStart::Full { .. }));
+    let mut rdb = Vec::new();
+    replica
+        .read_rdb(|bytes| {
+            rdb.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys_of(&rdb).len(), 2000);
+}
