@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_binlog;
 pub mod bench_cdc;
 pub mod bench_mysql;
+pub mod bench_redis;
 pub mod demo;
 pub mod plan;
 pub mod report;

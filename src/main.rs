@@ -75,6 +75,9 @@ enum Command {
     /// Binlog-apply benchmark: a MariaDB write load applied by ferry into MariaDB and
     /// PostgreSQL at several batch sizes, beside mariadb-binlog decoding the same binlog.
     BenchBinlog(ferry::bench_binlog::BenchBinlogArgs),
+    /// Redis full-sync benchmark: ferry's Redis connector beside redis-cli --pipe, and the
+    /// bandwidth limit's accuracy.
+    BenchRedis(ferry::bench_redis::BenchRedisArgs),
 }
 
 /// Exit codes: 0 done; 2 the user must fix something; 3 a server or the network failed;
@@ -327,6 +330,7 @@ fn main() -> ExitCode {
             Command::BenchCdc(args) => ferry::bench_cdc::run(args).await.map(|()| true),
             Command::BenchMysql(args) => ferry::bench_mysql::run(args).await.map(|()| true),
             Command::BenchBinlog(args) => ferry::bench_binlog::run(args).await.map(|()| true),
+            Command::BenchRedis(args) => ferry::bench_redis::run(args).await.map(|()| true),
         }
     });
     match result {

@@ -1,0 +1,259 @@
+//! `ferry bench-redis`: a full sync of a Redis with keys of every type, by ferry's Redis
+//! connector (ferry as a replica of the source: the RDB parsed as it arrives and written to
+//! the target as pipelined native commands), beside `redis-cli --pipe` loading the same data
+//! into another server, in the same run on the same machine; then the same copy under a
+//! bandwidth limit, to show how closely the limit holds.
+//!
+//! ferry's side runs inside this process (the connector as a library, until Redis jobs run
+//! through `ferry run`): its time is wall time, its CPU and peak memory this process's.
+
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use ferry_engine::Error;
+use ferry_redis::copy::{copy_rdb, Limits};
+use ferry_redis::replica::{Replica, ReplicaConfig};
+use ferry_redis::sink::RedisWriter;
+use ferry_testkit::RedisServer;
+
+use crate::bench::{failed, measure, process_cpu_seconds, Measurement};
+
+/// Options of `ferry bench-redis`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct BenchRedisArgs {
+    /// Keys to generate (40 % strings; hashes, lists, sets and sorted sets of 5 elements).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
+    /// Commands per pipelined batch written to the target.
+    #[arg(long, default_value_t = 512)]
+    pub batch: usize,
+    /// Where to write redis-results.md and the generated commands.
+    #[arg(long, default_value = "bench-out")]
+    pub out: PathBuf,
+}
+
+/// One command in RESP.
+fn resp(out: &mut Vec<u8>, args: &[&[u8]]) {
+    out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes the data set as RESP commands (what `redis-cli --pipe` reads), a key at a time so
+/// this process's peak memory stays ferry's.
+fn generate(keys: u64, file: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    for i in 0..keys {
+        out.clear();
+        let key = format!(
+            "{}:{i}",
+            ["s", "s", "h", "l", "set", "z", "s", "s", "h", "l"][(i % 10) as usize]
+        );
+        let v = |j: u64| format!("v{}-{j}", i * 7 + j);
+        let five: Vec<String> = (0..5).map(v).collect();
+        let five: Vec<&[u8]> = five.iter().map(|s| s.as_bytes()).collect();
+        match key.split(':').next().unwrap_or_default() {
+            "s" => resp(
+                &mut out,
+                &[
+                    b"SET",
+                    key.as_bytes(),
+                    format!("value-{i}-{}", "x".repeat((i % 40) as usize)).as_bytes(),
+                ],
+            ),
+            "h" => {
+                let mut args: Vec<&[u8]> = vec![b"HSET", key.as_bytes()];
+                for (j, value) in five.iter().enumerate() {
+                    args.push([b"f0", b"f1", b"f2", b"f3", b"f4"][j]);
+                    args.push(value);
+                }
+                resp(&mut out, &args);
+            }
+            "l" => {
+                let mut args: Vec<&[u8]> = vec![b"RPUSH", key.as_bytes()];
+                args.extend(&five);
+                resp(&mut out, &args);
+            }
+            "set" => {
+                let mut args: Vec<&[u8]> = vec![b"SADD", key.as_bytes()];
+                args.extend(&five);
+                resp(&mut out, &args);
+            }
+            _ => {
+                let scores: Vec<String> = (0..5).map(|j| format!("{}.5", i + j)).collect();
+                let mut args: Vec<&[u8]> = vec![b"ZADD", key.as_bytes()];
+                for (score, member) in scores.iter().zip(&five) {
+                    args.push(score.as_bytes());
+                    args.push(member);
+                }
+                resp(&mut out, &args);
+            }
+        }
+        file.write_all(&out)?;
+    }
+    file.flush()
+}
+
+fn config(server: &RedisServer) -> ReplicaConfig {
+    ReplicaConfig {
+        address: format!("127.0.0.1:{}", server.port()),
+        user: None,
+        password: None,
+    }
+}
+
+fn dbsize(server: &RedisServer) -> Result<u64, Error> {
+    server
+        .cli(&["DBSIZE"])
+        .map_err(failed)?
+        .trim()
+        .parse()
+        .map_err(failed)
+}
+
+/// `redis-cli --pipe` of `file` into `server`.
+fn pipe(server: &RedisServer, file: &PathBuf) -> Result<Measurement, Error> {
+    let input = fs::File::open(file).map_err(failed)?;
+    let child = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p"])
+        .arg(server.port().to_string())
+        .arg("--pipe")
+        .stdin(Stdio::from(input))
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(failed)?;
+    measure("redis-cli --pipe of the generated commands", vec![child])
+}
+
+/// This process's peak resident memory, in kB.
+fn own_peak_kb() -> u64 {
+    crate::bench::peak_rss_kb(std::process::id()).unwrap_or(0)
+}
+
+/// A full sync of `source` into `target` by ferry's connector, under `limits`.
+async fn ferry_copy(
+    source: &RedisServer,
+    target: &RedisServer,
+    batch: usize,
+    limits: &Limits,
+    name: &str,
+) -> Result<(Measurement, u64), Error> {
+    let cpu_before = process_cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let mut writer = RedisWriter::connect(&config(target))
+        .await
+        .map_err(failed)?;
+    let (replica, _) = Replica::connect(config(source), None)
+        .await
+        .map_err(failed)?;
+    let (_, stats) = copy_rdb(replica, &mut writer, batch, limits)
+        .await
+        .map_err(failed)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok((
+        Measurement {
+            name: name.into(),
+            seconds,
+            cpu_seconds: process_cpu_seconds(std::process::id()) - cpu_before,
+            peak_rss_kb: own_peak_kb(),
+        },
+        stats.rdb_bytes,
+    ))
+}
+
+/// Runs the benchmark and prints the table.
+pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
+    fs::create_dir_all(&args.out).map_err(failed)?;
+    let source = RedisServer::start().map_err(failed)?;
+    let piped = RedisServer::start().map_err(failed)?;
+    let target = RedisServer::start().map_err(failed)?;
+    eprintln!("generating {} keys …", args.keys);
+    let file = args.out.join("redis-load.resp");
+    fs::File::create(&file)
+        .and_then(|f| generate(args.keys, &mut std::io::BufWriter::new(f)))
+        .map_err(failed)?;
+    let load = pipe(&source, &file)?;
+    if dbsize(&source)? != args.keys {
+        return Err(failed("the source did not load every key"));
+    }
+
+    eprintln!("baseline: redis-cli --pipe …");
+    let baseline = pipe(&piped, &file)?;
+    eprintln!("ferry: full sync …");
+    let (unlimited, rdb_bytes) = ferry_copy(
+        &source,
+        &target,
+        args.batch,
+        &Limits::default(),
+        "ferry full sync",
+    )
+    .await?;
+    if dbsize(&target)? != args.keys {
+        return Err(failed("ferry did not copy every key"));
+    }
+    // The same copy at about a third of the rate it reached.
+    let limit = ((rdb_bytes as f64 / unlimited.seconds) / 3.0).max(1.0) as u64;
+    target.cli(&["FLUSHALL"]).map_err(failed)?;
+    let limits = Limits::default();
+    limits.bytes.set_per_second(limit);
+    eprintln!(
+        "ferry: full sync limited to {:.1} MB/s …",
+        limit as f64 / 1e6
+    );
+    let (limited, _) = ferry_copy(
+        &source,
+        &target,
+        args.batch,
+        &limits,
+        "ferry full sync, bandwidth-limited",
+    )
+    .await?;
+    if dbsize(&target)? != args.keys {
+        return Err(failed("the limited copy did not copy every key"));
+    }
+
+    let mut table = String::new();
+    let _ = writeln!(
+        table,
+        "{} keys (40 % strings; hashes, lists, sets, sorted sets of 5 elements), RDB {:.1} MB; loading the source with redis-cli --pipe took {:.2} s\n",
+        args.keys,
+        rdb_bytes as f64 / 1e6,
+        load.seconds
+    );
+    let _ = writeln!(
+        table,
+        "| configuration | seconds | keys/s | MB/s of RDB | CPU s | peak RSS MB |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|");
+    for m in [&baseline, &unlimited, &limited] {
+        let _ = writeln!(
+            table,
+            "| {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} |",
+            m.name,
+            m.seconds,
+            args.keys as f64 / m.seconds,
+            rdb_bytes as f64 / 1e6 / m.seconds,
+            m.cpu_seconds,
+            m.peak_rss_kb as f64 / 1024.0
+        );
+    }
+    let achieved = rdb_bytes as f64 / limited.seconds;
+    let _ = writeln!(
+        table,
+        "\nbandwidth limit {:.2} MB/s, achieved {:.2} MB/s ({:+.1} %)",
+        limit as f64 / 1e6,
+        achieved / 1e6,
+        (achieved / limit as f64 - 1.0) * 100.0
+    );
+    print!("{table}");
+    fs::write(args.out.join("redis-results.md"), &table).map_err(failed)?;
+    let _ = fs::remove_file(&file);
+    eprintln!("wrote {}/redis-results.md", args.out.display());
+    Ok(())
+}
