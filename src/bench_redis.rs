@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ferry_engine::Error;
-use ferry_redis::copy::{copy_rdb, Limits};
+use ferry_redis::copy::{copy_rdb, CopyOptions, Limits};
 use ferry_redis::replica::{Replica, ReplicaConfig};
 use ferry_redis::sink::RedisWriter;
 use ferry_testkit::RedisServer;
@@ -152,9 +152,17 @@ async fn ferry_copy(
     let (replica, _) = Replica::connect(config(source), None)
         .await
         .map_err(failed)?;
-    let (_, stats) = copy_rdb(replica, &mut writer, batch, limits)
-        .await
-        .map_err(failed)?;
+    let (_, stats) = copy_rdb(
+        replica,
+        &mut writer,
+        CopyOptions {
+            batch,
+            target_empty: true,
+        },
+        limits,
+    )
+    .await
+    .map_err(failed)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok((
         Measurement {

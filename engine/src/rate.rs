@@ -20,6 +20,8 @@ const BURST: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct RateLimit {
     per_second: AtomicU64,
+    /// How far back an idle limiter lets bookings start.
+    burst: Duration,
     /// When the next booking starts.
     next: Mutex<Option<Instant>>,
 }
@@ -29,8 +31,16 @@ impl RateLimit {
     pub fn new(per_second: u64) -> RateLimit {
         RateLimit {
             per_second: AtomicU64::new(per_second),
+            burst: BURST,
             next: Mutex::new(None),
         }
+    }
+
+    /// The same limit with bursts of at most `burst`'s worth after a pause (one second by
+    /// default): a bandwidth limit holds closer over a short transfer with a short burst.
+    pub fn with_burst(mut self, burst: Duration) -> RateLimit {
+        self.burst = burst;
+        self
     }
 
     /// The current limit (`0`: none).
@@ -59,7 +69,7 @@ impl RateLimit {
         }
         let length = Duration::from_secs_f64(units as f64 / rate as f64);
         let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
-        let earliest = now.checked_sub(BURST).unwrap_or(now);
+        let earliest = now.checked_sub(self.burst).unwrap_or(now);
         let start = next.map_or(earliest, |n| n.max(earliest));
         *next = Some(start + length);
         (start > now).then_some(start)
@@ -106,6 +116,16 @@ mod tests {
         assert_eq!(limit.book(100, later), None);
         assert_eq!(limit.book(100, later), None);
         assert_eq!(limit.book(1, later), Some(later + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_shorter_burst_banks_less() {
+        let limit = RateLimit::new(1000).with_burst(Duration::from_millis(100));
+        let now = Instant::now();
+        // 0.1 s may start in the past, the next 0.1 s now; the one after waits.
+        assert_eq!(limit.book(100, now), None);
+        assert_eq!(limit.book(100, now), None);
+        assert_eq!(limit.book(100, now), Some(now + Duration::from_millis(100)));
     }
 
     #[test]

@@ -17,9 +17,19 @@ use crate::rdb::{Event, Kind, RdbError, RdbReader, Values};
 use crate::replica::{Replica, ReplicaError};
 use crate::sink::RedisWriter;
 
-/// Events the RDB parser may run ahead of the writer. Each holds up to one slice (1024
-/// members), so this bounds the memory between them to a few megabytes.
-const EVENTS_AHEAD: usize = 16;
+/// Batches of events the RDB parser may run ahead of the writer.
+const BATCHES_AHEAD: usize = 4;
+
+/// Events per batch handed from the parser thread to the writer: one hand-off per event
+/// would cost a thread wake-up per key.
+const BATCH_EVENTS: usize = 512;
+
+/// Memory that closes a batch early, so a batch of big slices stays small: with
+/// [`BATCHES_AHEAD`], what waits between parser and writer stays near a megabyte.
+const BATCH_MEMORY: usize = 256 << 10;
+
+/// What an element costs in memory besides its bytes (its vector and the tuple around it).
+const ELEMENT_OVERHEAD: usize = 48;
 
 /// Bytes of commands queued before they are sent, whatever their count.
 const BATCH_BYTES: usize = 1 << 20;
@@ -49,8 +59,29 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            bytes: Arc::new(RateLimit::new(0)),
+            // A short burst: a bandwidth limit is expected to hold over a transfer of
+            // seconds, not only over minutes.
+            bytes: Arc::new(RateLimit::new(0).with_burst(std::time::Duration::from_millis(100))),
             rows: Arc::new(RateLimit::new(0)),
+        }
+    }
+}
+
+/// How a full copy writes.
+#[derive(Clone, Copy, Debug)]
+pub struct CopyOptions {
+    /// Commands per pipelined batch.
+    pub batch: usize,
+    /// The target holds none of the keys (checked empty, or emptied): collections are
+    /// built without deleting first, which spares the target a command per key.
+    pub target_empty: bool,
+}
+
+impl Default for CopyOptions {
+    fn default() -> CopyOptions {
+        CopyOptions {
+            batch: 512,
+            target_empty: false,
         }
     }
 }
@@ -90,14 +121,15 @@ impl Read for ChannelReader {
 }
 
 /// Writes the RDB the replica is receiving (after a full resync) into `writer`, sending a
-/// batch whenever `batch` commands are queued. Returns the replica, ready for the command
-/// stream.
+/// batch whenever `options.batch` commands are queued. Returns the replica, ready for the
+/// command stream.
 pub async fn copy_rdb(
     replica: Replica,
     writer: &mut RedisWriter,
-    batch: usize,
+    options: CopyOptions,
     limits: &Limits,
 ) -> Result<(Replica, CopyStats), CopyError> {
+    let batch = options.batch.max(1);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(16);
     let bandwidth = Arc::clone(&limits.bytes);
     let feeder = tokio::spawn(async move {
@@ -118,25 +150,46 @@ pub async fn copy_rdb(
         }
         (replica, Ok(bytes))
     });
-    let (event_tx, mut event_rx) = mpsc::channel(EVENTS_AHEAD);
+    let (event_tx, mut event_rx) = mpsc::channel::<Vec<_>>(BATCHES_AHEAD);
     let parser = tokio::task::spawn_blocking(move || {
         let mut reader = RdbReader::new(ChannelReader {
             chunks: chunk_rx,
             current: Vec::new(),
             at: 0,
         });
+        let mut batch = Vec::with_capacity(BATCH_EVENTS);
+        let mut payload = 0;
         loop {
             let event = reader.next_event();
             let last = !matches!(event, Ok(Some(_)));
-            if event_tx.blocking_send(event).is_err() || last {
-                break;
+            if let Ok(Some(Event::Values(values))) = &event {
+                payload += values.payload_bytes() + values.len() * ELEMENT_OVERHEAD;
+            }
+            batch.push(event);
+            if last || batch.len() >= BATCH_EVENTS || payload >= BATCH_MEMORY {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS));
+                payload = 0;
+                if event_tx.blocking_send(full).is_err() || last {
+                    break;
+                }
             }
         }
     });
     let mut stats = CopyStats::default();
     let mut current: Option<(Vec<u8>, Kind, Option<i64>)> = None;
     let mut outcome = Ok(());
-    while let Some(event) = event_rx.recv().await {
+    let mut events = Vec::new().into_iter();
+    loop {
+        let event = match events.next() {
+            Some(event) => event,
+            None => match event_rx.recv().await {
+                Some(batch) => {
+                    events = batch.into_iter();
+                    continue;
+                }
+                None => break,
+            },
+        };
         let event = match event {
             Ok(Some(event)) => event,
             Ok(None) => break,
@@ -149,7 +202,11 @@ pub async fn copy_rdb(
             Event::Key(start) => {
                 limits.rows.take(1).await;
                 writer.select(start.db);
-                writer.command(&[b"DEL", &start.key]);
+                // SET replaces whatever the target holds; a collection is built by adding
+                // to it, so whatever is there goes first.
+                if start.kind != Kind::String && !options.target_empty {
+                    writer.command(&[b"DEL", &start.key]);
+                }
                 current = Some((start.key, start.kind, start.expire_at_ms));
             }
             Event::Values(values) => {

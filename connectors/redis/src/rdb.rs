@@ -99,6 +99,16 @@ impl Values {
         }
     }
 
+    /// Bytes of member, field and value data in the slice (scores count 8).
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Values::String(value) => value.len(),
+            Values::Items(items) => items.iter().map(Vec::len).sum(),
+            Values::Pairs(pairs) => pairs.iter().map(|(f, v)| f.len() + v.len()).sum(),
+            Values::Scored(scored) => scored.iter().map(|(m, _)| m.len() + 8).sum(),
+        }
+    }
+
     /// Whether the slice holds nothing.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

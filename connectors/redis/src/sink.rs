@@ -14,8 +14,11 @@ pub struct RedisWriter {
     address: String,
     socket: TcpStream,
     out: Vec<u8>,
-    /// The name of each command sent and not yet answered.
-    pending: Vec<Vec<u8>>,
+    /// Where each command queued and not yet answered starts in `out` (its name is the
+    /// first argument there), kept to name a command the target refuses.
+    pending: Vec<usize>,
+    /// The queued commands' text, kept until their replies are read.
+    sent: Vec<u8>,
     replies: Vec<u8>,
     db: Option<u64>,
     commands: u64,
@@ -37,6 +40,7 @@ impl RedisWriter {
             socket,
             out: Vec::new(),
             pending: Vec::new(),
+            sent: Vec::new(),
             replies: Vec::new(),
             db: None,
             commands: 0,
@@ -55,16 +59,27 @@ impl RedisWriter {
 
     /// Queues one command.
     pub fn command(&mut self, args: &[&[u8]]) {
-        self.out
-            .extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        use std::io::Write;
+        self.pending.push(self.out.len());
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.out, "*{}\r\n", args.len());
         for arg in args {
-            self.out
-                .extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            let _ = write!(self.out, "${}\r\n", arg.len());
             self.out.extend_from_slice(arg);
             self.out.extend_from_slice(b"\r\n");
         }
-        self.pending
-            .push(args.first().map(|a| a.to_vec()).unwrap_or_default());
+    }
+
+    /// The name of the queued command that starts at `at` in `text`.
+    fn command_name(text: &[u8], at: usize) -> String {
+        // *<n>\r\n$<len>\r\n<name>\r\n
+        let rest = text.get(at..).unwrap_or_default();
+        let name = rest
+            .split(|&b| b == b'\n')
+            .nth(2)
+            .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+            .unwrap_or_default();
+        String::from_utf8_lossy(name).into_owned()
     }
 
     /// Queues a switch to database `db` unless the connection is in it already.
@@ -149,20 +164,21 @@ impl RedisWriter {
             context: "writing to the target".into(),
             source,
         })?;
+        std::mem::swap(&mut self.sent, &mut self.out);
         self.out.clear();
         let mut answered = 0;
         let mut first_error = None;
         let mut at = 0;
         while answered < self.pending.len() {
-            match decode(&self.replies[at..]) {
-                Ok(Some((frame, consumed))) => {
-                    at += consumed;
-                    if let (OwnedFrame::Error(message), None) = (&frame, &first_error) {
+            match skip_reply(&self.replies[at..]) {
+                Ok(Some((consumed, error))) => {
+                    if let (Some(message), None) = (error, &first_error) {
                         first_error = Some(format!(
                             "the target refused {}: {message}",
-                            String::from_utf8_lossy(&self.pending[answered])
+                            Self::command_name(&self.sent, self.pending[answered])
                         ));
                     }
+                    at += consumed;
                     answered += 1;
                 }
                 Ok(None) => {
@@ -170,7 +186,7 @@ impl RedisWriter {
                     at = 0;
                     self.read_more().await?;
                 }
-                Err(error) => return Err(self.error(format!("a malformed reply: {error:?}"))),
+                Err(message) => return Err(self.error(message)),
             }
         }
         self.replies.drain(..at);
@@ -180,5 +196,74 @@ impl RedisWriter {
             Some(message) => Err(self.error(message)),
             None => Ok(()),
         }
+    }
+}
+
+/// The length of the complete reply at the start of `bytes` and its error message if it is
+/// an error; `None` while it is incomplete. Reads no more than it must and allocates only
+/// for an error.
+fn skip_reply(bytes: &[u8]) -> Result<Option<(usize, Option<String>)>, String> {
+    let Some(end) = bytes.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let line = &bytes[1..end];
+    let number = || -> Result<i64, String> {
+        std::str::from_utf8(line)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("a malformed reply: {:?}", String::from_utf8_lossy(line)))
+    };
+    match bytes.first() {
+        Some(b'+') | Some(b':') => Ok(Some((end + 2, None))),
+        Some(b'-') => Ok(Some((
+            end + 2,
+            Some(String::from_utf8_lossy(line).into_owned()),
+        ))),
+        Some(b'$') => {
+            let length = number()?;
+            if length < 0 {
+                return Ok(Some((end + 2, None)));
+            }
+            let total = end + 2 + length as usize + 2;
+            Ok((bytes.len() >= total).then_some((total, None)))
+        }
+        Some(b'*') => {
+            let count = number()?;
+            let mut at = end + 2;
+            let mut error = None;
+            for _ in 0..count.max(0) {
+                match skip_reply(&bytes[at..])? {
+                    Some((consumed, inner)) => {
+                        at += consumed;
+                        error = error.or(inner);
+                    }
+                    None => return Ok(None),
+                }
+            }
+            Ok(Some((at, error)))
+        }
+        _ => Err(format!(
+            "a malformed reply starting {:?}",
+            String::from_utf8_lossy(&bytes[..end.min(20)])
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_reply;
+
+    #[test]
+    fn replies_are_skipped_whole_and_errors_kept() {
+        assert_eq!(skip_reply(b"+OK\r\n:1"), Ok(Some((5, None))));
+        assert_eq!(skip_reply(b"$3\r\nab"), Ok(None));
+        assert_eq!(skip_reply(b"$3\r\nabc\r\n"), Ok(Some((9, None))));
+        assert_eq!(skip_reply(b"$-1\r\n"), Ok(Some((5, None))));
+        assert_eq!(
+            skip_reply(b"*2\r\n:1\r\n-ERR no\r\n"),
+            Ok(Some((17, Some("ERR no".into()))))
+        );
+        assert_eq!(skip_reply(b"*2\r\n:1\r\n"), Ok(None));
+        assert!(skip_reply(b"?x\r\n").is_err());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_redis::copy::{apply_stream, copy_rdb, Limits};
+use ferry_redis::copy::{apply_stream, copy_rdb, CopyOptions, Limits};
 use ferry_redis::rdb::{Event, Kind, RdbReader, Values};
 use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
 use ferry_redis::sink::RedisWriter;
@@ -160,7 +160,17 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     let limits = Limits::default();
     limits.bytes.set_per_second(500_000_000);
     limits.rows.set_per_second(5_000_000);
-    let (mut replica, stats) = copy_rdb(replica, &mut sink, 500, &limits).await.unwrap();
+    let (mut replica, stats) = copy_rdb(
+        replica,
+        &mut sink,
+        CopyOptions {
+            batch: 500,
+            target_empty: false,
+        },
+        &limits,
+    )
+    .await
+    .unwrap();
     assert!(stats.keys > 4 && stats.rdb_bytes > 10_000, "{stats:?}");
 
     // Follow the stream a while, drop the link, resume by partial resync.

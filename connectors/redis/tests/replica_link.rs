@@ -244,3 +244,23 @@ async fn a_password_is_asked_for_and_settings_that_spoil_a_migration_are_named()
         .unwrap();
     assert_eq!(keys_of(&rdb).len(), 2000);
 }
+
+#[tokio::test]
+async fn a_refused_command_fails_its_batch_and_is_named() {
+    let server = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    let mut writer = ferry_redis::sink::RedisWriter::connect(&config(&server))
+        .await
+        .unwrap();
+    writer.command(&[b"SET", b"word", b"hello"]);
+    writer.command(&[b"INCR", b"word"]);
+    writer.command(&[b"SET", b"after", b"1"]);
+    let error = writer.flush().await.unwrap_err().to_string();
+    assert!(
+        error.contains("the target refused INCR") && error.contains("not an integer"),
+        "{error}"
+    );
+    // The batch is answered whole; the connection goes on.
+    writer.command(&[b"GET", b"after"]);
+    writer.flush().await.unwrap();
+    assert_eq!(server.cli(&["GET", "after"]).unwrap().trim(), "1");
+}
