@@ -236,8 +236,10 @@ pub async fn copy_rdb(
     let (replica, received) = feeder
         .await
         .map_err(|e| CopyError::Rdb(RdbError::Malformed(format!("the RDB reader stopped: {e}"))))?;
-    outcome?;
+    // A link that broke comes first: the parser then saw the RDB end early, and that is
+    // only its consequence.
     stats.rdb_bytes = received?;
+    outcome?;
     writer.flush().await?;
     Ok((replica, stats))
 }
@@ -277,31 +279,55 @@ fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values
     }
 }
 
-/// Replays the source's command stream into `writer` until `done` says the offset reached
-/// is enough; sends a batch whenever `batch` commands are queued or the stream has nothing
-/// more at hand. Returns the commands replayed.
+/// Where a migration stands in the source's replication stream: what a checkpoint keeps. The
+/// database is part of it: a stream resumed mid-way does not repeat the `SELECT` before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamPoint {
+    /// The replication id followed.
+    pub replid: String,
+    /// The offset of the last byte applied.
+    pub offset: u64,
+    /// The database the stream's commands go to at that offset.
+    pub db: u64,
+}
+
+/// Replays the source's command stream into `writer` until `done` says the point reached is
+/// enough. A batch goes out whenever `batch` commands are queued or the stream has nothing
+/// more at hand; after each, `point` moves to what the target now holds and `committed`
+/// hears of it — never to the middle of a `MULTI … EXEC`, which the target would drop if the
+/// connection broke before `EXEC`. Returns the commands replayed.
 pub async fn apply_stream(
     replica: &mut Replica,
     writer: &mut RedisWriter,
     batch: usize,
     limits: &Limits,
-    done: impl Fn(u64) -> bool,
+    point: &mut StreamPoint,
+    committed: &mut (dyn FnMut(&StreamPoint) + Send),
+    done: &(dyn Fn(&StreamPoint) -> bool + Sync),
 ) -> Result<u64, CopyError> {
     let mut replayed = 0;
-    let mut offset = replica.offset();
+    // What the target will hold once the queued commands are sent.
+    let mut queued = point.clone();
+    let mut in_multi = false;
     loop {
         let command = match replica.buffered_command()? {
             Some(command) => command,
             None => {
                 writer.flush().await?;
-                if done(replica.offset()) {
+                if !in_multi && *point != queued {
+                    *point = queued.clone();
+                    committed(point);
+                }
+                // Stop only between transactions: a MULTI left open on the target
+                // connection would swallow what comes next.
+                if !in_multi && done(point) {
                     return Ok(replayed);
                 }
                 replica.next_command().await?
             }
         };
-        limits.bytes.take(command.offset - offset).await;
-        offset = command.offset;
+        limits.bytes.take(command.offset - queued.offset).await;
+        queued.offset = command.offset;
         let Some(name) = command.args.first() else {
             continue;
         };
@@ -319,21 +345,30 @@ pub async fn apply_stream(
             continue;
         }
         if name.eq_ignore_ascii_case(b"SELECT") {
-            let db = command
+            queued.db = command
                 .args
                 .get(1)
                 .and_then(|d| std::str::from_utf8(d).ok())
                 .and_then(|d| d.parse().ok())
                 .unwrap_or(0);
-            writer.select(db);
             continue;
         }
+        if name.eq_ignore_ascii_case(b"MULTI") {
+            in_multi = true;
+        } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
+            in_multi = false;
+        }
         limits.rows.take(1).await;
+        writer.select(queued.db);
         let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
         writer.command(&args);
         replayed += 1;
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             writer.flush().await?;
+            if !in_multi {
+                *point = queued.clone();
+                committed(point);
+            }
         }
     }
 }

@@ -4,11 +4,13 @@
 //! with its database, type and expiry, its value in bounded slices so a key of millions of
 //! members is never held whole; [`sink`], pipelined writes to a target; [`copy`], a source
 //! moved into a target: the RDB as native commands, then the command stream replayed;
-//! [`check`], warnings about settings that can spoil a migration.
+//! [`migrate`], the whole online migration with its resume modes; [`check`], warnings about
+//! settings that can spoil a migration.
 #![warn(missing_docs)]
 
 pub mod check;
 pub mod copy;
+pub mod migrate;
 pub mod rdb;
 pub mod replica;
 pub mod sink;

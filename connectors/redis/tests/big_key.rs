@@ -3,20 +3,16 @@
 //! slices. The figure is this test process's peak resident memory (the servers are other
 //! processes).
 
+mod common;
+
 use ferry_redis::copy::{copy_rdb, CopyOptions, Limits};
-use ferry_redis::replica::{Replica, ReplicaConfig};
+use ferry_redis::replica::Replica;
 use ferry_redis::sink::RedisWriter;
 use ferry_testkit::RedisServer;
 
-const MEMBERS: u64 = 2_000_000;
+use common::config;
 
-fn config(server: &RedisServer) -> ReplicaConfig {
-    ReplicaConfig {
-        address: format!("127.0.0.1:{}", server.port()),
-        user: None,
-        password: None,
-    }
-}
+const MEMBERS: u64 = 2_000_000;
 
 /// This process's peak resident memory (VmHWM), in bytes.
 fn peak_rss() -> u64 {

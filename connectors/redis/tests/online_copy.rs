@@ -3,76 +3,19 @@
 //! resumed by partial resync. Both servers then `SAVE`, and their RDBs, read back, must hold
 //! the same keys with the same values and expiries.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod common;
+
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_redis::copy::{apply_stream, copy_rdb, CopyOptions, Limits};
-use ferry_redis::rdb::{Event, Kind, RdbReader, Values};
+use ferry_redis::copy::{apply_stream, copy_rdb, CopyOptions, Limits, StreamPoint};
 use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
 use ferry_redis::sink::RedisWriter;
 use ferry_testkit::RedisServer;
 
-fn config(server: &RedisServer) -> ReplicaConfig {
-    ReplicaConfig {
-        address: format!("127.0.0.1:{}", server.port()),
-        user: None,
-        password: None,
-    }
-}
-
-/// Every key of a server as (db, key) → (type, value as sorted text, expiry), from its RDB.
-fn contents(server: &RedisServer) -> BTreeMap<(u64, Vec<u8>), (String, String, Option<i64>)> {
-    server.cli(&["SAVE"]).unwrap();
-    let rdb = std::fs::read(server.dir().join("dump.rdb")).unwrap();
-    let mut reader = RdbReader::new(&rdb[..]);
-    let mut keys = BTreeMap::new();
-    let mut current = None;
-    let mut values: Vec<String> = Vec::new();
-    while let Some(event) = reader.next_event().unwrap() {
-        match event {
-            Event::Key(start) => {
-                current = Some(start);
-                values.clear();
-            }
-            Event::Values(slice) => match slice {
-                Values::String(v) => values.push(String::from_utf8_lossy(&v).into_owned()),
-                Values::Items(v) => {
-                    values.extend(v.iter().map(|i| String::from_utf8_lossy(i).into_owned()))
-                }
-                Values::Pairs(v) => values.extend(v.iter().map(|(f, x)| {
-                    format!(
-                        "{}={}",
-                        String::from_utf8_lossy(f),
-                        String::from_utf8_lossy(x)
-                    )
-                })),
-                Values::Scored(v) => values.extend(
-                    v.iter()
-                        .map(|(m, s)| format!("{}@{s}", String::from_utf8_lossy(m))),
-                ),
-            },
-            Event::KeyEnd => {
-                let start = current.take().unwrap();
-                // Lists keep their order; sets, hashes and sorted sets are compared sorted.
-                if start.kind != Kind::List {
-                    values.sort();
-                }
-                keys.insert(
-                    (start.db, start.key),
-                    (
-                        format!("{:?}", start.kind),
-                        values.join(","),
-                        start.expire_at_ms,
-                    ),
-                );
-            }
-            _ => {}
-        }
-    }
-    keys
-}
+use common::{config, contents};
 
 /// Writes every kind of change to the source until stopped.
 async fn write_until(source: ReplicaConfig, stop: Arc<AtomicBool>, count: Arc<AtomicU64>) {
@@ -173,14 +116,28 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     .unwrap();
     assert!(stats.keys > 4 && stats.rdb_bytes > 10_000, "{stats:?}");
 
-    // Follow the stream a while, drop the link, resume by partial resync.
-    let until = replica.offset() + 20_000;
-    apply_stream(&mut replica, &mut sink, 500, &limits, |offset| {
-        offset >= until
-    })
+    // Follow the stream a while, drop the link, resume by partial resync from the point
+    // the target holds.
+    let mut point = StreamPoint {
+        replid: replica.replid().to_string(),
+        offset: replica.offset(),
+        db: 0,
+    };
+    let until = point.offset + 20_000;
+    let mut commits = 0;
+    apply_stream(
+        &mut replica,
+        &mut sink,
+        500,
+        &limits,
+        &mut point,
+        &mut |_| commits += 1,
+        &|point| point.offset >= until,
+    )
     .await
     .unwrap();
-    let (replid, offset) = (replica.replid().to_string(), replica.offset());
+    assert!(commits > 0);
+    let (replid, offset) = (point.replid.clone(), point.offset);
     drop(replica);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (mut replica, start) = Replica::connect(config(&source), Some((&replid, offset)))
@@ -199,9 +156,15 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
         .find_map(|l| l.strip_prefix("master_repl_offset:"))
         .and_then(|v| v.trim().parse().ok())
         .unwrap();
-    apply_stream(&mut replica, &mut sink, 500, &limits, |offset| {
-        offset >= end
-    })
+    apply_stream(
+        &mut replica,
+        &mut sink,
+        500,
+        &limits,
+        &mut point,
+        &mut |_| {},
+        &|point| point.offset >= end,
+    )
     .await
     .unwrap();
 

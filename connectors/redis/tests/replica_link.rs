@@ -3,19 +3,15 @@
 //! source itself reports, ACKs the source records, and a partial resync after the link drops
 //! that carries exactly the commands written meanwhile.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use ferry_redis::rdb::{Event, RdbReader};
 use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
 use ferry_testkit::RedisServer;
 
-fn config(server: &RedisServer) -> ReplicaConfig {
-    ReplicaConfig {
-        address: format!("127.0.0.1:{}", server.port()),
-        user: None,
-        password: None,
-    }
-}
+use common::config;
 
 /// The keys an RDB holds, as (db, key).
 fn keys_of(rdb: &[u8]) -> Vec<(u64, String)> {

@@ -1,0 +1,202 @@
+//! An online migration of one Redis into another, as the cloud services' `migration_method`
+//! and `resume_mode` describe it: a full copy, then the command stream until told to stop;
+//! after a broken link (a network error, the source restarting, `CLIENT KILL TYPE replica`)
+//! `auto` reconnects with backoff and continues with `PSYNC <replid> <offset>` from the last
+//! point the target holds (a partial resync: nothing copied twice), `manual` stops and leaves
+//! that point to the next run. Only when the source can no longer continue (its backlog has
+//! moved past the point) does a copy start over — and it says so.
+
+use std::time::Duration;
+
+use redis_protocol::resp2::types::OwnedFrame;
+use tracing::{info, warn};
+
+use crate::copy::{apply_stream, copy_rdb, CopyError, CopyOptions, CopyStats, Limits, StreamPoint};
+use crate::rdb::RdbError;
+use crate::replica::{Replica, ReplicaConfig, ReplicaError, SyncStart};
+use crate::sink::RedisWriter;
+
+/// What to do when the link breaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResumeMode {
+    /// Reconnect with backoff, as long as it takes, and continue.
+    Auto,
+    /// Stop with the error; the next run continues from the last point.
+    Manual,
+}
+
+/// How a migration runs.
+#[derive(Clone, Copy, Debug)]
+pub struct MigrationOptions {
+    /// How the full copy writes.
+    pub copy: CopyOptions,
+    /// What to do when the link breaks.
+    pub resume: ResumeMode,
+    /// First pause before reconnecting (doubling up to `max_backoff`).
+    pub first_backoff: Duration,
+    /// Longest pause before reconnecting.
+    pub max_backoff: Duration,
+}
+
+impl Default for MigrationOptions {
+    fn default() -> MigrationOptions {
+        MigrationOptions {
+            copy: CopyOptions::default(),
+            resume: ResumeMode::Auto,
+            first_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What a migration did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// Full copies made (more than one: the source could not continue after a break).
+    pub full_copies: u32,
+    /// Times the stream continued by partial resync after a break.
+    pub partial_resyncs: u32,
+    /// Keys written by the full copies.
+    pub keys_copied: u64,
+    /// Commands replayed from the stream.
+    pub commands_replayed: u64,
+    /// Where it stands.
+    pub point: Option<StreamPoint>,
+}
+
+/// Whether an error is a broken link worth reconnecting for (not a refusal or bad data).
+fn broken_link(error: &CopyError) -> bool {
+    match error {
+        CopyError::Link(ReplicaError::Io { .. }) => true,
+        CopyError::Link(ReplicaError::Protocol { .. }) => false,
+        // An RDB cut short by the link going down.
+        CopyError::Rdb(RdbError::Io(_)) => true,
+        CopyError::Rdb(_) => false,
+    }
+}
+
+/// Moves `source` into `target`, from `start` (a point an earlier run committed) or from a
+/// full copy, until `done` says the point reached is enough. `committed` hears of every point
+/// the target holds (keep it: it is where the next run continues).
+pub async fn migrate(
+    source: &ReplicaConfig,
+    target: &ReplicaConfig,
+    options: MigrationOptions,
+    limits: &Limits,
+    start: Option<StreamPoint>,
+    committed: &mut (dyn FnMut(&StreamPoint) + Send),
+    done: &(dyn Fn(&StreamPoint) -> bool + Sync),
+) -> Result<MigrationReport, CopyError> {
+    let mut report = MigrationReport {
+        point: start,
+        ..MigrationReport::default()
+    };
+    let mut backoff = options.first_backoff;
+    loop {
+        let attempt = run_once(
+            source,
+            target,
+            options,
+            limits,
+            &mut report,
+            committed,
+            done,
+        )
+        .await;
+        match attempt {
+            Ok(()) => return Ok(report),
+            Err(error) if options.resume == ResumeMode::Auto && broken_link(&error) => {
+                warn!(%error, pause_seconds = backoff.as_secs_f64(), point = ?report.point, "the replication link broke; reconnecting");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(options.max_backoff);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// One connection's worth: a full copy or a partial resync, then the stream.
+async fn run_once(
+    source: &ReplicaConfig,
+    target: &ReplicaConfig,
+    options: MigrationOptions,
+    limits: &Limits,
+    report: &mut MigrationReport,
+    committed: &mut (dyn FnMut(&StreamPoint) + Send),
+    done: &(dyn Fn(&StreamPoint) -> bool + Sync),
+) -> Result<(), CopyError> {
+    // A new target connection each time: one the link left inside a MULTI would swallow
+    // what comes next.
+    let mut writer = RedisWriter::connect(target).await?;
+    let from = report.point.as_ref().map(|p| (p.replid.as_str(), p.offset));
+    let (replica, sync) = Replica::connect(source.clone(), from).await?;
+    let (mut replica, mut point) = match sync {
+        SyncStart::Full { replid, offset } => {
+            if let Some(point) = &report.point {
+                warn!(replid = %point.replid, offset = point.offset, "the source cannot continue from the last point (its backlog no longer holds it, or it restarted with a new replication id): copying everything again");
+            }
+            // A copy after an earlier one (cut short, or superseded because the source could
+            // not continue) would leave keys the source has deleted since: the target holds
+            // only this migration's keys, so it is emptied first.
+            let again = report.full_copies > 0 || report.point.is_some();
+            if again {
+                warn!("emptying the target (FLUSHALL) before copying again, so no key deleted at the source since the earlier copy survives there");
+                if let OwnedFrame::Error(message) = writer.request(&[b"FLUSHALL"]).await? {
+                    return Err(CopyError::Link(ReplicaError::Protocol {
+                        address: target.address.clone(),
+                        message: format!("emptying the target before a new copy: {message}"),
+                    }));
+                }
+            }
+            let copy = CopyOptions {
+                target_empty: options.copy.target_empty || again,
+                ..options.copy
+            };
+            report.full_copies += 1;
+            info!(%replid, offset, "full copy");
+            let (replica, stats): (Replica, CopyStats) =
+                copy_rdb(replica, &mut writer, copy, limits).await?;
+            report.keys_copied += stats.keys;
+            let point = StreamPoint {
+                replid,
+                offset,
+                db: 0,
+            };
+            report.point = Some(point.clone());
+            committed(&point);
+            (replica, point)
+        }
+        SyncStart::Partial { replid } => {
+            report.partial_resyncs += 1;
+            let mut point = report.point.clone().unwrap_or(StreamPoint {
+                replid: replid.clone(),
+                offset: 0,
+                db: 0,
+            });
+            info!(%replid, offset = point.offset, "continuing by partial resync");
+            point.replid = replid;
+            (replica, point)
+        }
+    };
+    let result = apply_stream(
+        &mut replica,
+        &mut writer,
+        options.copy.batch,
+        limits,
+        &mut point,
+        &mut |p| {
+            report.point = Some(p.clone());
+            committed(p);
+        },
+        done,
+    )
+    .await;
+    match result {
+        Ok(commands) => {
+            report.commands_replayed += commands;
+            report.point = Some(point);
+            Ok(())
+        }
+        Err(error) => Err(error),
+    }
+}
