@@ -17,7 +17,10 @@ enum Model {
     Hash(BTreeMap<Vec<u8>, Vec<u8>>),
 }
 
-type Keys = BTreeMap<(u64, Vec<u8>), (Model, Option<i64>)>;
+/// A key: its database and name.
+type Key = (u64, Vec<u8>);
+
+type Keys = BTreeMap<Key, (Model, Option<i64>)>;
 
 fn b(text: impl AsRef<str>) -> Vec<u8> {
     text.as_ref().as_bytes().to_vec()
@@ -132,7 +135,7 @@ fn populate(server: &RedisServer) -> Keys {
 fn read(rdb: &[u8], slice: usize) -> (Keys, usize) {
     let mut reader = RdbReader::new(rdb).with_slice(slice);
     let mut keys = Keys::new();
-    let mut current: Option<((u64, Vec<u8>), Model, Option<i64>)> = None;
+    let mut current: Option<(Key, Model, Option<i64>)> = None;
     let mut slices = 0;
     while let Some(event) = reader.next_event().unwrap() {
         match event {

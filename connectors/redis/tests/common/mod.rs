@@ -16,8 +16,11 @@ pub fn config(server: &RedisServer) -> ReplicaConfig {
     }
 }
 
+/// A server's keys: (db, key) → (type, value as text, expiry).
+pub type Contents = BTreeMap<(u64, Vec<u8>), (String, String, Option<i64>)>;
+
 /// Every key of a server as (db, key) → (type, value as sorted text, expiry), from its RDB.
-pub fn contents(server: &RedisServer) -> BTreeMap<(u64, Vec<u8>), (String, String, Option<i64>)> {
+pub fn contents(server: &RedisServer) -> Contents {
     server.cli(&["SAVE"]).unwrap();
     let rdb = std::fs::read(server.dir().join("dump.rdb")).unwrap();
     let mut reader = RdbReader::new(&rdb[..]);
