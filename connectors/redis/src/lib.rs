@@ -5,7 +5,8 @@
 //! members is never held whole; [`sink`], pipelined writes to a target; [`copy`], a source
 //! moved into a target: the RDB as native commands, then the command stream replayed;
 //! [`migrate`], the whole online migration with its resume modes; [`check`], warnings about
-//! settings that can spoil a migration.
+//! settings that can spoil a migration; [`verify`], a key-by-key comparison of target and
+//! source.
 #![warn(missing_docs)]
 
 pub mod check;
@@ -14,3 +15,4 @@ pub mod migrate;
 pub mod rdb;
 pub mod replica;
 pub mod sink;
+pub mod verify;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use ferry_redis::copy::{apply_stream, copy_rdb, CopyOptions, Limits, StreamPoint};
 use ferry_redis::replica::{Replica, ReplicaConfig, SyncStart};
 use ferry_redis::sink::RedisWriter;
+use ferry_redis::verify::verify;
 use ferry_testkit::RedisServer;
 
 use common::{config, contents};
@@ -174,4 +175,41 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
         assert_eq!(got.get(key), want.get(key), "key {key:?}");
     }
     assert!(want.len() > 500, "{} keys", want.len());
+
+    // verify agrees, then finds each kind of difference and names the key.
+    let report = verify(&config(&source), &config(&target), 1).await.unwrap();
+    assert!(report.equal(), "{report:?}");
+    assert_eq!(report.compared as usize, want.len());
+    target
+        .commands(
+            0,
+            "SET plain changed
+DEL big:set
+SET only:here 1
+PEXPIREAT big:list 4102444800000
+HSET big:hash f0 other
+",
+        )
+        .unwrap();
+    let report = verify(&config(&source), &config(&target), 1).await.unwrap();
+    assert_eq!(
+        (report.missing, report.extra, report.different),
+        (1, 1, 3),
+        "{report:?}"
+    );
+    let details = report.details.join("\n");
+    for expected in [
+        "\"big:set\": missing in the target",
+        "\"only:here\": in the target only",
+        "\"big:hash\": another value",
+        "\"big:list\": expiry Some(4102444800000) in the target, None at the source",
+    ] {
+        assert!(details.contains(expected), "{expected} not in {details}");
+    }
+    // A sample compares a tenth of the keys and does not look for extra ones.
+    let sampled = verify(&config(&source), &config(&target), 10)
+        .await
+        .unwrap();
+    assert!(sampled.compared < report.compared / 5, "{sampled:?}");
+    assert_eq!(sampled.extra, 0);
 }
