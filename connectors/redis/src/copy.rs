@@ -279,6 +279,10 @@ fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values
     }
 }
 
+/// Keys that start with this are ferry's own bookkeeping in a target (never compared or
+/// migrated).
+pub const FERRY_KEY_PREFIX: &[u8] = b"__ferry__:";
+
 /// Where a migration stands in the source's replication stream: what a checkpoint keeps. The
 /// database is part of it: a stream resumed mid-way does not repeat the `SELECT` before it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -291,16 +295,49 @@ pub struct StreamPoint {
     pub db: u64,
 }
 
+impl StreamPoint {
+    /// The point as kept in a target key: `<replid> <offset> <db>`.
+    pub fn encode(&self) -> String {
+        format!("{} {} {}", self.replid, self.offset, self.db)
+    }
+
+    /// The point a target key holds, `None` when it holds none.
+    pub fn decode(text: &[u8]) -> Option<StreamPoint> {
+        let text = std::str::from_utf8(text).ok()?;
+        let mut parts = text.split(' ');
+        let point = StreamPoint {
+            replid: parts.next()?.to_string(),
+            offset: parts.next()?.parse().ok()?,
+            db: parts.next()?.parse().ok()?,
+        };
+        parts.next().is_none().then_some(point)
+    }
+}
+
+/// Queues `SET <key> <value>` in database 0 (where ferry keeps its bookkeeping).
+pub(crate) fn queue_mark(writer: &mut RedisWriter, key: &[u8], value: &[u8]) {
+    writer.select(0);
+    writer.command(&[b"SET", key, value]);
+}
+
 /// Replays the source's command stream into `writer` until `done` says the point reached is
 /// enough. A batch goes out whenever `batch` commands are queued or the stream has nothing
 /// more at hand; after each, `point` moves to what the target now holds and `committed`
 /// hears of it — never to the middle of a `MULTI … EXEC`, which the target would drop if the
 /// connection broke before `EXEC`. Returns the commands replayed.
+///
+/// With a `checkpoint` key, every batch is one target transaction that also writes the point
+/// into that key (database 0): the target then always holds exactly the commands up to the
+/// point it records, whenever ferry stops — the way to resume without replaying a command
+/// twice (an `INCR` applied again would count twice). The source's own `MULTI`/`EXEC` then
+/// become part of the batch's transaction, never cut across two.
+#[allow(clippy::too_many_arguments)]
 pub async fn apply_stream(
     replica: &mut Replica,
     writer: &mut RedisWriter,
     batch: usize,
     limits: &Limits,
+    checkpoint: Option<&[u8]>,
     point: &mut StreamPoint,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
     done: &(dyn Fn(&StreamPoint) -> bool + Sync),
@@ -309,12 +346,19 @@ pub async fn apply_stream(
     // What the target will hold once the queued commands are sent.
     let mut queued = point.clone();
     let mut in_multi = false;
+    // A batch transaction is open on the target connection (checkpoint mode).
+    let mut open = false;
     loop {
         let command = match replica.buffered_command()? {
             Some(command) => command,
             None => {
+                if let (Some(key), true, false) = (checkpoint, open, in_multi) {
+                    queue_mark(writer, key, queued.encode().as_bytes());
+                    writer.command(&[b"EXEC"]);
+                    open = false;
+                }
                 writer.flush().await?;
-                if !in_multi && *point != queued {
+                if !in_multi && !open && *point != queued {
                     *point = queued.clone();
                     committed(point);
                 }
@@ -353,19 +397,38 @@ pub async fn apply_stream(
                 .unwrap_or(0);
             continue;
         }
-        if name.eq_ignore_ascii_case(b"MULTI") {
+        let boundary = if name.eq_ignore_ascii_case(b"MULTI") {
             in_multi = true;
+            true
         } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
             in_multi = false;
-        }
+            true
+        } else {
+            false
+        };
         limits.rows.take(1).await;
+        if checkpoint.is_some() {
+            if !open {
+                writer.command(&[b"MULTI"]);
+                open = true;
+            }
+            // The batch's own transaction holds the source's.
+            if boundary {
+                continue;
+            }
+        }
         writer.select(queued.db);
         let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
         writer.command(&args);
         replayed += 1;
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
+            if let (Some(key), false) = (checkpoint, in_multi) {
+                queue_mark(writer, key, queued.encode().as_bytes());
+                writer.command(&[b"EXEC"]);
+                open = false;
+            }
             writer.flush().await?;
-            if !in_multi {
+            if !in_multi && !open {
                 *point = queued.clone();
                 committed(point);
             }

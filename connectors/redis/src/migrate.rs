@@ -11,10 +11,15 @@ use std::time::Duration;
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{info, warn};
 
-use crate::copy::{apply_stream, copy_rdb, CopyError, CopyOptions, CopyStats, Limits, StreamPoint};
+use crate::copy::{
+    apply_stream, copy_rdb, queue_mark, CopyError, CopyOptions, CopyStats, Limits, StreamPoint,
+};
 use crate::rdb::RdbError;
 use crate::replica::{Replica, ReplicaConfig, ReplicaError, SyncStart};
 use crate::sink::RedisWriter;
+
+/// What the checkpoint key holds while a full copy is under way.
+const COPYING: &[u8] = b"copying";
 
 /// What to do when the link breaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,7 +31,7 @@ pub enum ResumeMode {
 }
 
 /// How a migration runs.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct MigrationOptions {
     /// How the full copy writes.
     pub copy: CopyOptions,
@@ -36,6 +41,10 @@ pub struct MigrationOptions {
     pub first_backoff: Duration,
     /// Longest pause before reconnecting.
     pub max_backoff: Duration,
+    /// Keep the point in this target key (database 0), written in the same transaction as
+    /// each batch, and continue from it when a run starts without a point — after ferry
+    /// itself was killed. See [`apply_stream`].
+    pub checkpoint_key: Option<Vec<u8>>,
 }
 
 impl Default for MigrationOptions {
@@ -45,6 +54,7 @@ impl Default for MigrationOptions {
             resume: ResumeMode::Auto,
             first_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(15),
+            checkpoint_key: None,
         }
     }
 }
@@ -81,7 +91,7 @@ fn broken_link(error: &CopyError) -> bool {
 pub async fn migrate(
     source: &ReplicaConfig,
     target: &ReplicaConfig,
-    options: MigrationOptions,
+    options: &MigrationOptions,
     limits: &Limits,
     start: Option<StreamPoint>,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
@@ -119,7 +129,7 @@ pub async fn migrate(
 async fn run_once(
     source: &ReplicaConfig,
     target: &ReplicaConfig,
-    options: MigrationOptions,
+    options: &MigrationOptions,
     limits: &Limits,
     report: &mut MigrationReport,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
@@ -128,6 +138,22 @@ async fn run_once(
     // A new target connection each time: one the link left inside a MULTI would swallow
     // what comes next.
     let mut writer = RedisWriter::connect(target).await?;
+    // What the target itself records: a point (ferry stopped after it), or that a copy was
+    // under way (ferry stopped during it: the target holds part of a copy).
+    let mut copy_cut = false;
+    if let (Some(key), None) = (&options.checkpoint_key, &report.point) {
+        writer.select(0);
+        match writer.request(&[b"GET", key]).await? {
+            OwnedFrame::BulkString(text) if text == COPYING => copy_cut = true,
+            OwnedFrame::BulkString(text) => {
+                report.point = StreamPoint::decode(&text);
+                if let Some(point) = &report.point {
+                    info!(replid = %point.replid, offset = point.offset, "continuing from the point the target records");
+                }
+            }
+            _ => {}
+        }
+    }
     let from = report.point.as_ref().map(|p| (p.replid.as_str(), p.offset));
     let (replica, sync) = Replica::connect(source.clone(), from).await?;
     let (mut replica, mut point) = match sync {
@@ -138,7 +164,7 @@ async fn run_once(
             // A copy after an earlier one (cut short, or superseded because the source could
             // not continue) would leave keys the source has deleted since: the target holds
             // only this migration's keys, so it is emptied first.
-            let again = report.full_copies > 0 || report.point.is_some();
+            let again = report.full_copies > 0 || report.point.is_some() || copy_cut;
             if again {
                 warn!("emptying the target (FLUSHALL) before copying again, so no key deleted at the source since the earlier copy survives there");
                 if let OwnedFrame::Error(message) = writer.request(&[b"FLUSHALL"]).await? {
@@ -147,6 +173,10 @@ async fn run_once(
                         message: format!("emptying the target before a new copy: {message}"),
                     }));
                 }
+            }
+            if let Some(key) = &options.checkpoint_key {
+                queue_mark(&mut writer, key, COPYING);
+                writer.flush().await?;
             }
             let copy = CopyOptions {
                 target_empty: options.copy.target_empty || again,
@@ -162,6 +192,10 @@ async fn run_once(
                 offset,
                 db: 0,
             };
+            if let Some(key) = &options.checkpoint_key {
+                queue_mark(&mut writer, key, point.encode().as_bytes());
+                writer.flush().await?;
+            }
             report.point = Some(point.clone());
             committed(&point);
             (replica, point)
@@ -183,6 +217,7 @@ async fn run_once(
         &mut writer,
         options.copy.batch,
         limits,
+        options.checkpoint_key.as_deref(),
         &mut point,
         &mut |p| {
             report.point = Some(p.clone());

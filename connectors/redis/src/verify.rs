@@ -5,9 +5,11 @@
 //!
 //! A key missing on one side is looked up again on the other: gone there too means it expired
 //! or was deleted while the comparison ran, which is reported apart from real differences.
+//! ferry's own bookkeeping keys (`__ferry__:…`) are left out.
 
 use redis_protocol::resp2::types::OwnedFrame;
 
+use crate::copy::FERRY_KEY_PREFIX;
 use crate::replica::{ReplicaConfig, ReplicaError};
 use crate::sink::RedisWriter;
 
@@ -256,6 +258,9 @@ pub async fn verify(
             from.select(db).await?;
             let (next, keys) = from.scan(&cursor).await?;
             for key in keys {
+                if key.starts_with(FERRY_KEY_PREFIX) {
+                    continue;
+                }
                 seen += 1;
                 if seen % every != 0 {
                     continue;
@@ -305,6 +310,9 @@ pub async fn verify(
                 to.select(db).await?;
                 let (next, keys) = to.scan(&cursor).await?;
                 for key in keys {
+                    if key.starts_with(FERRY_KEY_PREFIX) {
+                        continue;
+                    }
                     from.select(db).await?;
                     let exists =
                         matches!(from.ask(&[b"EXISTS", &key]).await?, OwnedFrame::Integer(1));

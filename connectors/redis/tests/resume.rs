@@ -94,11 +94,12 @@ async fn auto_copies_again_before_a_commit_and_resyncs_partially_after() {
                 resume: ResumeMode::Auto,
                 first_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_millis(500),
+                checkpoint_key: None,
             };
             migrate(
                 &source,
                 &target,
-                options,
+                &options,
                 &limits,
                 None,
                 &mut |p| points.lock().unwrap().push(p.clone()),
@@ -146,11 +147,12 @@ async fn manual_stops_at_a_cut_and_the_next_run_continues_from_its_point() {
     let last = Arc::new(Mutex::new(None::<StreamPoint>));
     let first = {
         let (source, target, last) = (config(&source), config(&target), Arc::clone(&last));
+        let options = options.clone();
         tokio::spawn(async move {
             migrate(
                 &source,
                 &target,
-                options,
+                &options,
                 &Limits::default(),
                 None,
                 &mut |p| *last.lock().unwrap() = Some(p.clone()),
@@ -183,7 +185,7 @@ async fn manual_stops_at_a_cut_and_the_next_run_continues_from_its_point() {
     let report = migrate(
         &config(&source),
         &config(&target),
-        options,
+        &options,
         &Limits::default(),
         start,
         &mut |_| {},
@@ -197,4 +199,81 @@ async fn manual_stops_at_a_cut_and_the_next_run_continues_from_its_point() {
         "{report:?}"
     );
     common::assert_same(&target, &source);
+}
+
+/// Runs a migration that keeps its point in the target, as a task that can be killed.
+fn spawn_migration(
+    source: &RedisServer,
+    target: &RedisServer,
+    end: Arc<AtomicU64>,
+    points: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<
+    Result<ferry_redis::migrate::MigrationReport, ferry_redis::copy::CopyError>,
+> {
+    let (source, target) = (config(source), config(target));
+    tokio::spawn(async move {
+        let options = MigrationOptions {
+            copy: CopyOptions {
+                batch: 50,
+                target_empty: true,
+            },
+            checkpoint_key: Some(b"__ferry__:checkpoint:test".to_vec()),
+            ..MigrationOptions::default()
+        };
+        migrate(
+            &source,
+            &target,
+            &options,
+            &Limits::default(),
+            None,
+            &mut |_| {
+                points.fetch_add(1, Ordering::Relaxed);
+            },
+            &|p| p.offset >= end.load(Ordering::Relaxed),
+        )
+        .await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_run_continues_from_the_point_the_target_records_without_counting_twice() {
+    let source = source();
+    let target = RedisServer::start().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // INCR, RPUSH and MULTI blocks: replaying any of them twice would show.
+    let writer = tokio::spawn(write_until(config(&source), Arc::clone(&stop)));
+    let end = Arc::new(AtomicU64::new(u64::MAX));
+    let points = Arc::new(AtomicU64::new(0));
+
+    // Killed during the copy: the next run finds the copy cut, empties the target and
+    // copies again.
+    let run = spawn_migration(&source, &target, Arc::clone(&end), Arc::clone(&points));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    run.abort();
+    let _ = run.await;
+    // Killed several times while streaming: each next run reads the point from the target.
+    for round in 0..4u64 {
+        let before = points.load(Ordering::Relaxed);
+        let run = spawn_migration(&source, &target, Arc::clone(&end), Arc::clone(&points));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while points.load(Ordering::Relaxed) < before + 3 + round {
+            assert!(tokio::time::Instant::now() < deadline, "never streamed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        run.abort();
+        let _ = run.await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.await.unwrap();
+    end.store(master_offset(&source), Ordering::Relaxed);
+    let report = spawn_migration(&source, &target, Arc::clone(&end), points)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(report.full_copies, 0, "the last run continued: {report:?}");
+    common::assert_same(&target, &source);
+    let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
+        .await
+        .unwrap();
+    assert!(report.equal(), "{report:?}");
 }
