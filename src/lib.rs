@@ -12,6 +12,7 @@ pub mod bench_mysql;
 pub mod bench_redis;
 pub mod demo;
 pub mod plan;
+pub mod redis_job;
 pub mod report;
 pub mod run;
 pub mod verify;

@@ -128,6 +128,9 @@ fn read_job(path: &Path) -> Result<(JobFile, String), Error> {
 
 async fn check(path: &Path) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
+    if job.is_redis() {
+        return ferry::redis_job::check(&job).await;
+    }
     let plan = ferry::plan(job, name).await?;
     plan.sink
         .prepare(&plan.targets, &plan.prepare_options(true))
@@ -171,6 +174,18 @@ const RETAINED_WAL_WARNING: u64 = 1 << 30;
 /// prints the summary.
 pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
+    if job.is_redis() {
+        let stop = CancellationToken::new();
+        let on_signal = stop.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                warn!("stopping: the target keeps every whole batch and its point");
+                on_signal.cancel();
+            }
+        });
+        watch_stop_file(stop_file(path, &name), stop.clone());
+        return ferry::redis_job::run(&job, &name, stop).await;
+    }
     let plan = ferry::plan(job, name).await?;
     info!(
         job = %plan.name,
@@ -230,6 +245,9 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
 /// Verifies the job at `path`; true when every target equals the source.
 async fn verify(path: &Path) -> Result<bool, Error> {
     let (job, name) = read_job(path)?;
+    if job.is_redis() {
+        return ferry::redis_job::verify(&job).await;
+    }
     let plan = ferry::plan(job, name).await?;
     let reports = ferry::verify::verify(&plan).await?;
     let mut equal = true;
@@ -280,6 +298,9 @@ fn stop(path: &Path) -> Result<(), Error> {
 /// Removes the job's feed, sink records and checkpoint.
 async fn drop_job(path: &Path) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
+    if job.is_redis() {
+        return ferry::redis_job::drop_job(&job, &name).await;
+    }
     let plan = ferry::plan(job, name).await?;
     let mut removed = plan.source.drop_changes(&plan.feed_name()).await?;
     plan.sink.forget(&plan.name).await?;

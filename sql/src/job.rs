@@ -143,6 +143,25 @@ pub struct MigrationConfig {
     /// means no limit. Protects a busy source during a migration.
     #[serde(default)]
     pub max_rows_per_second: u64,
+    /// Redis jobs: most source megabytes per second (1 … 10240), the full copy and the
+    /// command stream together; 0 (the default) means no limit.
+    #[serde(default)]
+    pub bandwidth_limit_mb: u64,
+    /// Redis jobs: after a broken link, `auto` (the default) reconnects with backoff and
+    /// continues; `manual` stops, and the next `ferry run` continues.
+    #[serde(default)]
+    pub resume_mode: ResumeModeConfig,
+}
+
+/// `migration.resume_mode`.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ResumeModeConfig {
+    /// Reconnect with backoff and continue.
+    #[default]
+    Auto,
+    /// Stop; the next run continues.
+    Manual,
 }
 
 impl Default for MigrationConfig {
@@ -153,6 +172,8 @@ impl Default for MigrationConfig {
             parallelism: DEFAULT_PARALLELISM,
             chunk_rows: DEFAULT_CHUNK_ROWS,
             max_rows_per_second: 0,
+            bandwidth_limit_mb: 0,
+            resume_mode: ResumeModeConfig::Auto,
         }
     }
 }
@@ -223,6 +244,11 @@ impl JobFile {
         self.migration.types.contains(&kind)
     }
 
+    /// Whether the source is a Redis server (`redis://`).
+    pub fn is_redis(&self) -> bool {
+        self.source.url.starts_with("redis://")
+    }
+
     fn validate(&self) -> Result<(), SqlError> {
         let invalid = |field: &str, message: String| SqlError::InvalidField {
             field: field.to_string(),
@@ -266,6 +292,35 @@ impl JobFile {
                 "migration.chunk_rows",
                 "is 0; it must be at least 1".into(),
             ));
+        }
+        let redis = self.is_redis();
+        if migration.bandwidth_limit_mb != 0 && !redis {
+            return Err(invalid(
+                "migration.bandwidth_limit_mb",
+                "applies to Redis jobs; limit other sources with migration.max_rows_per_second"
+                    .into(),
+            ));
+        }
+        if migration.bandwidth_limit_mb > 10_240 {
+            return Err(invalid(
+                "migration.bandwidth_limit_mb",
+                format!(
+                    "is {}; it must be between 1 and 10240 MB/s (0: no limit)",
+                    migration.bandwidth_limit_mb
+                ),
+            ));
+        }
+        if redis {
+            if let Some(rule) = self.rules.first() {
+                return Err(invalid(
+                    "rules",
+                    format!(
+                        "a Redis job moves every database as it is; rules over keys ({:?}) are not built yet (issue #5): remove the [[rules]]",
+                        rule.sql
+                    ),
+                ));
+            }
+            return Ok(());
         }
         if self.rules.is_empty() {
             return Err(invalid(

@@ -45,6 +45,35 @@ pub enum CopyError {
     Rdb(#[from] RdbError),
 }
 
+impl ferry_engine::error::ClassifiedError for CopyError {
+    fn class(&self) -> ferry_engine::error::ErrorClass {
+        use ferry_engine::error::ErrorClass;
+        match self {
+            // The network or the server went away: worth trying again.
+            CopyError::Link(ReplicaError::Io { .. }) | CopyError::Rdb(RdbError::Io(_)) => {
+                ErrorClass::External
+            }
+            // A refusal (password, permissions, a command the target rejects) or a key ferry
+            // cannot carry: the user's to fix.
+            CopyError::Link(ReplicaError::Protocol { .. })
+            | CopyError::Rdb(RdbError::Unsupported { .. }) => ErrorClass::User,
+            CopyError::Rdb(RdbError::Malformed(_)) => ErrorClass::Internal,
+        }
+    }
+}
+
+impl From<CopyError> for ferry_engine::Error {
+    fn from(error: CopyError) -> Self {
+        ferry_engine::Error::Connector(Box::new(error))
+    }
+}
+
+impl From<ReplicaError> for ferry_engine::Error {
+    fn from(error: ReplicaError) -> Self {
+        CopyError::Link(error).into()
+    }
+}
+
 /// The job's limits, shared by the full copy and the command stream and changeable while it
 /// runs ([`RateLimit::set_per_second`]): source bytes a second (RDB bytes, then stream bytes)
 /// and keys or commands a second. `0` is no limit.

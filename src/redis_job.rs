@@ -1,0 +1,219 @@
+//! `ferry run|check|verify|drop` for a Redis job (`source.url = "redis://…"`): the whole
+//! instance moves into the target Redis — full copy, then the command stream when `incremental`
+//! is among the types — through the Redis connector ([`ferry_redis::migrate`]).
+//!
+//! The point reached is kept in the target itself (`__ferry__:checkpoint:<job>`, written in the
+//! same transaction as each batch), so a run stopped any way — `ferry stop`, Ctrl-C, `kill -9`
+//! — continues where the target stands, applying nothing twice. Rules over keys (filters,
+//! database remapping) need the engine's Arrow path and are not built yet (issue #5).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_engine::{Error, RateLimit};
+use ferry_redis::copy::{CopyOptions, Limits, StreamPoint};
+use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
+use ferry_redis::replica::ReplicaConfig;
+use ferry_redis::sink::RedisWriter;
+use ferry_sql::{JobFile, MigrationType, ResumeModeConfig, SqlError};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Where a `redis://[user:password@]host:port[/db]` URL points (the database is ignored: the
+/// whole instance moves).
+pub fn endpoint(url: &str, field: &str) -> Result<ReplicaConfig, Error> {
+    let bad = |message: &str| {
+        Error::from(SqlError::InvalidField {
+            field: field.into(),
+            message: format!("{message}; expected redis://[user:password@]host:port"),
+        })
+    };
+    let rest = url
+        .strip_prefix("redis://")
+        .ok_or_else(|| bad("not a redis:// URL"))?;
+    let (credentials, address) = match rest.rsplit_once('@') {
+        Some((credentials, address)) => (Some(credentials), address),
+        None => (None, rest),
+    };
+    let address = address.split('/').next().unwrap_or_default();
+    if !address.contains(':') {
+        return Err(bad("the port is missing"));
+    }
+    let (user, password) = match credentials {
+        Some(credentials) => match credentials.split_once(':') {
+            Some((user, password)) => (
+                (!user.is_empty()).then(|| user.to_string()),
+                Some(password.to_string()),
+            ),
+            None => (None, Some(credentials.to_string())),
+        },
+        None => (None, None),
+    };
+    Ok(ReplicaConfig {
+        address: address.to_string(),
+        user,
+        password,
+    })
+}
+
+/// The target key holding job `name`'s point.
+pub fn checkpoint_key(name: &str) -> Vec<u8> {
+    format!("__ferry__:checkpoint:{name}").into_bytes()
+}
+
+fn endpoints(job: &JobFile) -> Result<(ReplicaConfig, ReplicaConfig), Error> {
+    if !job.sink.url.starts_with("redis://") {
+        return Err(SqlError::InvalidField {
+            field: "sink.url".into(),
+            message: "a Redis source moves into a Redis target (redis://host:port)".into(),
+        }
+        .into());
+    }
+    Ok((
+        endpoint(&job.source.url, "source.url")?,
+        endpoint(&job.sink.url, "sink.url")?,
+    ))
+}
+
+/// `ferry check`: both servers answer; warnings about settings that can spoil the migration.
+pub async fn check(job: &JobFile) -> Result<(), Error> {
+    let (source, target) = endpoints(job)?;
+    let warnings = ferry_redis::check::check(&source, &target).await?;
+    for warning in &warnings {
+        warn!("{warning}");
+    }
+    println!(
+        "check passed: Redis {} into Redis {} ({} warnings)",
+        source.address,
+        target.address,
+        warnings.len()
+    );
+    Ok(())
+}
+
+/// `ferry run`: the migration, until done (`full` only) or stopped.
+pub async fn run(job: &JobFile, name: &str, stop: CancellationToken) -> Result<(), Error> {
+    let (source, target) = endpoints(job)?;
+    for warning in ferry_redis::check::check(&source, &target).await? {
+        warn!("{warning}");
+    }
+    let follow = job.runs(MigrationType::Incremental);
+    let options = MigrationOptions {
+        copy: CopyOptions {
+            batch: job.migration.batch_size.clamp(1, 10_000),
+            target_empty: false,
+        },
+        resume: match job.migration.resume_mode {
+            ResumeModeConfig::Auto => ResumeMode::Auto,
+            ResumeModeConfig::Manual => ResumeMode::Manual,
+        },
+        checkpoint_key: Some(checkpoint_key(name)),
+        ..MigrationOptions::default()
+    };
+    let limits = Limits {
+        bytes: Arc::new(
+            RateLimit::new(job.migration.bandwidth_limit_mb * 1_000_000)
+                .with_burst(Duration::from_millis(100)),
+        ),
+        rows: Arc::new(RateLimit::new(job.migration.max_rows_per_second)),
+    };
+    info!(job = name, source = %source.address, target = %target.address, follow, "Redis migration");
+    let stopping = stop.clone();
+    let done = move |_: &StreamPoint| !follow || stopping.is_cancelled();
+    let mut last = None;
+    let mut record = |point: &StreamPoint| last = Some(point.clone());
+    let migration = migrate(
+        &source,
+        &target,
+        &options,
+        &limits,
+        None,
+        &mut record,
+        &done,
+    );
+    // A stop may cut the migration anywhere: the target holds whole batches and their point.
+    let report = tokio::select! {
+        report = migration => Some(report?),
+        _ = stop.cancelled() => None,
+    };
+    match report {
+        Some(report) => {
+            println!(
+                "Redis migration: {} keys copied in {} full copies, {} commands replayed, {} partial resyncs",
+                report.keys_copied, report.full_copies, report.commands_replayed, report.partial_resyncs
+            );
+            if let Some(point) = report.point {
+                println!(
+                    "the target holds the source up to offset {} of {}",
+                    point.offset, point.replid
+                );
+            }
+        }
+        None => println!(
+            "stopped; the target holds the source up to {}; `ferry run` continues from there",
+            last.map_or("the last batch".to_string(), |p| format!(
+                "offset {} of {}",
+                p.offset, p.replid
+            ))
+        ),
+    }
+    Ok(())
+}
+
+/// `ferry verify`: every key compared; `Ok(true)` when equal.
+pub async fn verify(job: &JobFile) -> Result<bool, Error> {
+    let (source, target) = endpoints(job)?;
+    let report = ferry_redis::verify::verify(&source, &target, 1).await?;
+    for line in &report.details {
+        println!("  {line}");
+    }
+    if report.equal() {
+        println!(
+            "verify passed: {} keys equal ({} expired or deleted during the comparison)",
+            report.compared, report.vanished
+        );
+    } else {
+        println!(
+            "DIFFERENT: {} missing in the target, {} in the target only, {} with another type, value or expiry (of {} compared)",
+            report.missing, report.extra, report.different, report.compared
+        );
+    }
+    Ok(report.equal())
+}
+
+/// `ferry drop`: the target forgets the job's point (the migrated keys stay).
+pub async fn drop_job(job: &JobFile, name: &str) -> Result<(), Error> {
+    let (_, target) = endpoints(job)?;
+    let mut writer = RedisWriter::connect(&target).await?;
+    writer.select(0);
+    writer.command(&[b"DEL", &checkpoint_key(name)]);
+    writer.flush().await?;
+    println!(
+        "removed the job's point in the target ({})",
+        String::from_utf8_lossy(&checkpoint_key(name))
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endpoint;
+
+    #[test]
+    fn urls_give_address_user_and_password() {
+        let e = endpoint("redis://127.0.0.1:6379/0", "source.url").unwrap();
+        assert_eq!(
+            (e.address.as_str(), e.user, e.password),
+            ("127.0.0.1:6379", None, None)
+        );
+        let e = endpoint("redis://:secret@h:1", "source.url").unwrap();
+        assert_eq!((e.user, e.password.as_deref()), (None, Some("secret")));
+        let e = endpoint("redis://ann:pw@h:1", "source.url").unwrap();
+        assert_eq!(
+            (e.user.as_deref(), e.password.as_deref()),
+            (Some("ann"), Some("pw"))
+        );
+        assert!(endpoint("redis://host", "source.url").is_err());
+        assert!(endpoint("http://h:1", "source.url").is_err());
+    }
+}

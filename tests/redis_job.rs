@@ -1,0 +1,188 @@
+//! Redis jobs through the `ferry` binary as a user runs them: a live source moved into a
+//! target while a writer keeps going, `ferry run` killed with SIGKILL several times (during the
+//! copy and while streaming) and run again, then stopped with `ferry stop`; `ferry verify`
+//! finds the target equal, and then finds a tampered key.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_redis::replica::ReplicaConfig;
+use ferry_redis::sink::RedisWriter;
+use ferry_testkit::cli::{self, describe, wait_for, Dice};
+use ferry_testkit::RedisServer;
+
+/// The binary under test.
+const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
+
+fn ferry(command: &str, job: &Path) -> Output {
+    cli::run(FERRY, command, job)
+}
+
+fn write_job(dir: &Path, source: &RedisServer, target: &RedisServer, extra: &str) -> PathBuf {
+    let path = dir.join("cache.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[source]\nurl = \"redis://127.0.0.1:{}\"\n[sink]\nurl = \"redis://127.0.0.1:{}\"\n\
+             [migration]\ntypes = [\"full\", \"incremental\"]\nbatch_size = 100\n{extra}",
+            source.port(),
+            target.port()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Writes counters, lists and transactions until stopped: replaying any twice would show.
+fn start_writer(source: &RedisServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let config = ReplicaConfig {
+        address: format!("127.0.0.1:{}", source.port()),
+        user: None,
+        password: None,
+    };
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let mut client = RedisWriter::connect(&config).await.unwrap();
+            let mut n: u64 = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let k = (n % 100).to_string();
+                client.select(n % 3);
+                client.command(&[b"INCR", format!("count:{k}").as_bytes()]);
+                client.command(&[
+                    b"RPUSH",
+                    format!("list:{k}").as_bytes(),
+                    n.to_string().as_bytes(),
+                ]);
+                if n % 7 == 0 {
+                    client.command(&[b"MULTI"]);
+                    client.command(&[b"HINCRBY", b"totals", k.as_bytes(), b"2"]);
+                    client.command(&[b"PEXPIRE", format!("list:{k}").as_bytes(), b"100000000"]);
+                    client.command(&[b"EXEC"]);
+                }
+                client.flush().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        });
+    })
+}
+
+/// Writes marker `n` at the source and waits until the target has it.
+fn catch_up(source: &RedisServer, target: &RedisServer, n: u32) {
+    source.cli(&["SET", &format!("marker:{n}"), "1"]).unwrap();
+    wait_for("the marker in the target", Duration::from_secs(120), || {
+        target
+            .cli(&["GET", &format!("marker:{n}")])
+            .is_ok_and(|v| v.trim() == "1")
+    });
+}
+
+fn stop(job: &Path, child: Child) -> Output {
+    cli::stop(FERRY, job, child)
+}
+
+#[test]
+fn a_live_redis_moves_through_kills_and_verifies_equal() {
+    let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    let target = RedisServer::start().unwrap();
+    // Enough data that an early kill lands in the copy.
+    source
+        .cli(&[
+            "EVAL",
+            "for i = 1, 50000 do redis.call('HSET', 'h:' .. (i % 500), 'f' .. i, i) redis.call('SET', 's:' .. i, i) end return 1",
+            "0",
+        ])
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(dir.path(), &source, &target, "");
+    let check = ferry("check", &job);
+    assert!(check.status.success(), "{}", describe(&check));
+
+    let stop_writing = Arc::new(AtomicBool::new(false));
+    let writer = start_writer(&source, Arc::clone(&stop_writing));
+    cli::kill_rounds(FERRY, &job, 4, 200, &mut Dice(5));
+    let child = cli::spawn(FERRY, "run", &job);
+    catch_up(&source, &target, 1);
+    stop_writing.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    catch_up(&source, &target, 2);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("`ferry run` continues from there"),
+        "{}",
+        describe(&output)
+    );
+
+    let output = ferry("verify", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("verify passed"),
+        "{}",
+        describe(&output)
+    );
+
+    // A key changed in the target is found and named; exit code 1.
+    target.cli(&["-n", "1", "INCR", "count:1"]).unwrap();
+    let output = ferry("verify", &job);
+    assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.contains("db 1 key \"count:1\": another value") && stdout.contains("DIFFERENT"),
+        "{stdout}"
+    );
+
+    // ferry drop removes the job's point from the target.
+    let output = ferry("drop", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        target
+            .cli(&["EXISTS", "__ferry__:checkpoint:cache"])
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
+
+#[test]
+fn redis_jobs_refuse_rules_and_a_non_redis_target() {
+    let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    let target = RedisServer::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        dir.path(),
+        &source,
+        &target,
+        "[[rules]]\nsql = 'SELECT * FROM db0.keys'\n",
+    );
+    let output = ferry("check", &job);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("rules over keys"),
+        "{}",
+        describe(&output)
+    );
+    let job = dir.path().join("to_pg.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "[source]\nurl = \"redis://127.0.0.1:{}\"\n[sink]\nurl = \"postgres://u@127.0.0.1:1/x\"\n",
+            source.port()
+        ),
+    )
+    .unwrap();
+    let output = ferry("check", &job);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("Redis target"),
+        "{}",
+        describe(&output)
+    );
+}
