@@ -14,7 +14,8 @@ use ferry_engine::{Error, RateLimit};
 use ferry_redis::copy::{CopyOptions, Limits, StreamPoint};
 use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
 use ferry_redis::replica::ReplicaConfig;
-use ferry_redis::sink::RedisWriter;
+use ferry_redis::sink::{RedisWriter, Reply};
+use ferry_redis::status::{MigrationState, MigrationStatus};
 use ferry_sql::{JobFile, MigrationType, ResumeModeConfig, SqlError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -116,7 +117,15 @@ pub async fn run(job: &JobFile, name: &str, stop: CancellationToken) -> Result<(
                 .with_burst(Duration::from_millis(100)),
         ),
         rows: Arc::new(RateLimit::new(job.migration.max_rows_per_second)),
+        status: Arc::new(MigrationStatus::default()),
     };
+    let keys_total = keys_in(&source).await.unwrap_or(0);
+    let reporter = tokio::spawn(report_every(
+        Duration::from_secs(2),
+        source.clone(),
+        Arc::clone(&limits.status),
+        keys_total,
+    ));
     info!(job = name, source = %source.address, target = %target.address, follow, "Redis migration");
     let stopping = stop.clone();
     let done = move |_: &StreamPoint| !follow || stopping.is_cancelled();
@@ -133,9 +142,20 @@ pub async fn run(job: &JobFile, name: &str, stop: CancellationToken) -> Result<(
     );
     // A stop may cut the migration anywhere: the target holds whole batches and their point.
     let report = tokio::select! {
-        report = migration => Some(report?),
+        report = migration => Some(report),
         _ = stop.cancelled() => None,
     };
+    reporter.abort();
+    if report.is_none() {
+        limits.status.set_state(MigrationState::Terminated);
+    }
+    info!(
+        state = limits.status.state().name(),
+        keys = limits.status.keys(),
+        commands = limits.status.commands(),
+        "Redis migration ended"
+    );
+    let report = report.transpose()?;
     match report {
         Some(report) => {
             println!(
@@ -158,6 +178,78 @@ pub async fn run(job: &JobFile, name: &str, stop: CancellationToken) -> Result<(
         ),
     }
     Ok(())
+}
+
+/// Keys the source holds in all its databases (`INFO keyspace`).
+async fn keys_in(source: &ReplicaConfig) -> Result<u64, Error> {
+    let mut conn = RedisWriter::connect(source).await?;
+    let info = info(&mut conn, b"keyspace").await?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            line.split("keys=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
+/// `INFO section` as text.
+async fn info(conn: &mut RedisWriter, section: &[u8]) -> Result<String, Error> {
+    Ok(match conn.request(&[b"INFO", section]).await? {
+        Reply::BulkString(text) => String::from_utf8_lossy(&text).into_owned(),
+        _ => String::new(),
+    })
+}
+
+/// The source's replication offset now.
+async fn source_offset(source: &ReplicaConfig) -> Option<u64> {
+    let mut conn = RedisWriter::connect(source).await.ok()?;
+    info(&mut conn, b"replication")
+        .await
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("master_repl_offset:")?
+                .trim()
+                .parse()
+                .ok()
+        })
+}
+
+/// Logs the state, keys done of total, MB/s and the lag in bytes every `period`.
+async fn report_every(
+    period: Duration,
+    source: ReplicaConfig,
+    status: Arc<MigrationStatus>,
+    keys_total: u64,
+) {
+    let mut last_bytes = status.bytes();
+    loop {
+        tokio::time::sleep(period).await;
+        let bytes = status.bytes();
+        let rate = bytes.saturating_sub(last_bytes) as f64 / period.as_secs_f64() / 1e6;
+        last_bytes = bytes;
+        let state = status.state();
+        let lag = match state {
+            MigrationState::IncrMigrating => source_offset(&source)
+                .await
+                .map(|end| end.saturating_sub(status.offset())),
+            _ => None,
+        };
+        info!(
+            state = state.name(),
+            keys = status.keys(),
+            keys_total,
+            commands = status.commands(),
+            mb_per_second = format!("{rate:.2}"),
+            lag_bytes = lag.map_or("-".to_string(), |l| l.to_string()),
+            "Redis migration"
+        );
+    }
 }
 
 /// `ferry verify`: every key compared; `Ok(true)` when equal.

@@ -113,8 +113,17 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
     stop_writing.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     catch_up(&source, &target, 2);
+    // A report of the state, keys and lag comes every two seconds.
+    std::thread::sleep(Duration::from_millis(2500));
     let output = stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("state=\"INCR_MIGRATING\"")
+            && stderr.contains("lag_bytes=")
+            && stderr.contains("state=\"TERMINATED\""),
+        "{stderr}"
+    );
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("`ferry run` continues from there"),
         "{}",
@@ -137,6 +146,23 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
     assert!(
         stdout.contains("db 1 key \"count:1\": another value") && stdout.contains("DIFFERENT"),
         "{stdout}"
+    );
+
+    // A full-only job copies once and ends in SUCCESS.
+    let full = dir.path().join("once.toml");
+    std::fs::write(
+        &full,
+        std::fs::read_to_string(&job)
+            .unwrap()
+            .replace("types = [\"full\", \"incremental\"]", "types = [\"full\"]"),
+    )
+    .unwrap();
+    let output = ferry("run", &full);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("state=\"SUCCESS\""),
+        "{}",
+        describe(&output)
     );
 
     // ferry drop removes the job's point from the target.

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use crate::rdb::{Event, Kind, RdbError, RdbReader, Values};
 use crate::replica::{Replica, ReplicaError};
 use crate::sink::RedisWriter;
+use crate::status::MigrationStatus;
 
 /// Batches of events the RDB parser may run ahead of the writer.
 const BATCHES_AHEAD: usize = 4;
@@ -83,6 +84,9 @@ pub struct Limits {
     pub bytes: Arc<RateLimit>,
     /// Keys (full copy) or commands (stream) a second.
     pub rows: Arc<RateLimit>,
+    /// The counters the moved keys, bytes and commands are added to (the same as the limits
+    /// count: what passes through them).
+    pub status: Arc<MigrationStatus>,
 }
 
 impl Default for Limits {
@@ -92,6 +96,7 @@ impl Default for Limits {
             // seconds, not only over minutes.
             bytes: Arc::new(RateLimit::new(0).with_burst(std::time::Duration::from_millis(100))),
             rows: Arc::new(RateLimit::new(0)),
+            status: Arc::new(MigrationStatus::default()),
         }
     }
 }
@@ -161,6 +166,7 @@ pub async fn copy_rdb(
     let batch = options.batch.max(1);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(16);
     let bandwidth = Arc::clone(&limits.bytes);
+    let status = Arc::clone(&limits.status);
     let feeder = tokio::spawn(async move {
         let mut replica = replica;
         let mut bytes = 0u64;
@@ -169,6 +175,7 @@ pub async fn copy_rdb(
                 Ok(Some(chunk)) => {
                     bytes += chunk.len() as u64;
                     bandwidth.take(chunk.len() as u64).await;
+                    status.add_bytes(chunk.len() as u64);
                     if chunk_tx.send(chunk).await.is_err() {
                         break;
                     }
@@ -250,6 +257,7 @@ pub async fn copy_rdb(
                 }
                 current = None;
                 stats.keys += 1;
+                limits.status.add_key();
             }
             Event::Aux { .. } | Event::Database(_) | Event::Function(_) => {}
         }
@@ -389,6 +397,7 @@ pub async fn apply_stream(
                 writer.flush().await?;
                 if !in_multi && !open && *point != queued {
                     *point = queued.clone();
+                    limits.status.set_offset(point.offset);
                     committed(point);
                 }
                 // Stop only between transactions: a MULTI left open on the target
@@ -400,6 +409,7 @@ pub async fn apply_stream(
             }
         };
         limits.bytes.take(command.offset - queued.offset).await;
+        limits.status.add_bytes(command.offset - queued.offset);
         queued.offset = command.offset;
         let Some(name) = command.args.first() else {
             continue;
@@ -450,6 +460,7 @@ pub async fn apply_stream(
         let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
         writer.command(&args);
         replayed += 1;
+        limits.status.add_command();
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             if let (Some(key), false) = (checkpoint, in_multi) {
                 queue_mark(writer, key, queued.encode().as_bytes());
@@ -459,6 +470,7 @@ pub async fn apply_stream(
             writer.flush().await?;
             if !in_multi && !open {
                 *point = queued.clone();
+                limits.status.set_offset(point.offset);
                 committed(point);
             }
         }

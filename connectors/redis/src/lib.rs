@@ -15,4 +15,5 @@ pub mod migrate;
 pub mod rdb;
 pub mod replica;
 pub mod sink;
+pub mod status;
 pub mod verify;

@@ -17,6 +17,7 @@ use crate::copy::{
 use crate::rdb::RdbError;
 use crate::replica::{Replica, ReplicaConfig, ReplicaError, SyncStart};
 use crate::sink::RedisWriter;
+use crate::status::MigrationState;
 
 /// What the checkpoint key holds while a full copy is under way.
 const COPYING: &[u8] = b"copying";
@@ -103,6 +104,7 @@ pub async fn migrate(
     };
     let mut backoff = options.first_backoff;
     loop {
+        limits.status.set_state(MigrationState::Connecting);
         let attempt = run_once(
             source,
             target,
@@ -114,13 +116,19 @@ pub async fn migrate(
         )
         .await;
         match attempt {
-            Ok(()) => return Ok(report),
+            Ok(()) => {
+                limits.status.set_state(MigrationState::Success);
+                return Ok(report);
+            }
             Err(error) if options.resume == ResumeMode::Auto && broken_link(&error) => {
                 warn!(%error, pause_seconds = backoff.as_secs_f64(), point = ?report.point, "the replication link broke; reconnecting");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(options.max_backoff);
             }
-            Err(error) => return Err(error),
+            Err(error) => {
+                limits.status.set_state(MigrationState::Failed);
+                return Err(error);
+            }
         }
     }
 }
@@ -183,6 +191,7 @@ async fn run_once(
                 ..options.copy
             };
             report.full_copies += 1;
+            limits.status.set_state(MigrationState::FullMigrating);
             info!(%replid, offset, "full copy");
             let (replica, stats): (Replica, CopyStats) =
                 copy_rdb(replica, &mut writer, copy, limits).await?;
@@ -212,6 +221,8 @@ async fn run_once(
             (replica, point)
         }
     };
+    limits.status.set_state(MigrationState::IncrMigrating);
+    limits.status.set_offset(point.offset);
     let result = apply_stream(
         &mut replica,
         &mut writer,

@@ -9,6 +9,9 @@ use tokio::net::TcpStream;
 
 use crate::replica::{ReplicaConfig, ReplicaError};
 
+/// A reply of the server, as [`RedisWriter::request`] returns it.
+pub use redis_protocol::resp2::types::OwnedFrame as Reply;
+
 /// A pipelined connection to the target.
 pub struct RedisWriter {
     address: String,
