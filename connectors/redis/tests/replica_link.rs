@@ -26,6 +26,19 @@ fn keys_of(rdb: &[u8]) -> Vec<(u64, String)> {
     keys
 }
 
+/// The whole RDB of a full resync.
+async fn read_rdb(replica: &mut Replica) -> Vec<u8> {
+    let mut rdb = Vec::new();
+    replica
+        .read_rdb(|bytes| {
+            rdb.extend_from_slice(bytes);
+            Ok(())
+        })
+        .await
+        .unwrap();
+    rdb
+}
+
 /// The source's own replication offset.
 fn master_offset(server: &RedisServer) -> u64 {
     let info = server.cli(&["INFO", "replication"]).unwrap();
@@ -67,14 +80,7 @@ async fn full_then_partial_resync_with_exact_offsets() {
         panic!("expected a full resync, got {start:?}");
     };
     assert_eq!(replica.replid(), replid);
-    let mut rdb = Vec::new();
-    replica
-        .read_rdb(|bytes| {
-            rdb.extend_from_slice(bytes);
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let rdb = read_rdb(&mut replica).await;
     assert_eq!(
         keys_of(&rdb),
         [(0, "a".into()), (0, "h".into()), (2, "b".into())]
@@ -147,14 +153,7 @@ async fn full_then_partial_resync_with_exact_offsets() {
         .unwrap();
     let (mut replica, start) = Replica::connect(config(&server), None).await.unwrap();
     assert!(matches!(start, SyncStart::Full { .. }), "{start:?}");
-    let mut rdb = Vec::new();
-    replica
-        .read_rdb(|bytes| {
-            rdb.extend_from_slice(bytes);
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let rdb = read_rdb(&mut replica).await;
     assert_eq!(
         keys_of(&rdb),
         [
@@ -230,14 +229,7 @@ async fn a_password_is_asked_for_and_settings_that_spoil_a_migration_are_named()
     };
     let (mut replica, start) = Replica::connect(with_password, None).await.unwrap();
     assert!(matches!(start, SyncStart::Full { .. }));
-    let mut rdb = Vec::new();
-    replica
-        .read_rdb(|bytes| {
-            rdb.extend_from_slice(bytes);
-            Ok(())
-        })
-        .await
-        .unwrap();
+    let rdb = read_rdb(&mut replica).await;
     assert_eq!(keys_of(&rdb).len(), 2000);
 }
 
