@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 
 use ferry::report::{describe_plan, stream_summary, summary, ProgressDisplay};
-use ferry::run::{progress_for, stop_file, watch_stop_file};
+use ferry::run::{limits_file, progress_for, stop_file, watch_stop_file};
 use ferry_engine::{CheckpointStore, Error, ErrorClass, StreamProgress};
 use ferry_sql::{JobFile, MigrationType};
 use tokio_util::sync::CancellationToken;
@@ -45,6 +45,17 @@ enum Command {
     Verify {
         /// The job file (TOML).
         job: PathBuf,
+    },
+    /// Change the limits of a running Redis job (read within a second).
+    Limit {
+        /// The job file (TOML).
+        job: PathBuf,
+        /// Source megabytes a second (0: no limit).
+        #[arg(long)]
+        bandwidth_mb: Option<u64>,
+        /// Keys, then commands, a second (0: no limit).
+        #[arg(long)]
+        rows_per_second: Option<u64>,
     },
     /// Ask the running job to stop cleanly (it commits what it has read, then exits).
     Stop {
@@ -184,7 +195,7 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
             }
         });
         watch_stop_file(stop_file(path, &name), stop.clone());
-        return ferry::redis_job::run(&job, &name, stop).await;
+        return ferry::redis_job::run(&job, &name, limits_file(path, &name), stop).await;
     }
     let plan = ferry::plan(job, name).await?;
     info!(
@@ -295,6 +306,32 @@ fn stop(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes new limits for the running job to read.
+fn limit(
+    path: &Path,
+    bandwidth_mb: Option<u64>,
+    rows_per_second: Option<u64>,
+) -> Result<(), Error> {
+    let (_, name) = read_job(path)?;
+    let file = limits_file(path, &name);
+    // Keep what an earlier `ferry limit` set and this one does not change.
+    let (old_rows, old_bandwidth) =
+        ferry::run::parse_limits(&std::fs::read_to_string(&file).unwrap_or_default());
+    let mut text = String::new();
+    if let Some(rows) = rows_per_second.or(old_rows) {
+        text.push_str(&format!("rows_per_second = {rows}\n"));
+    }
+    if let Some(mb) = bandwidth_mb.or(old_bandwidth) {
+        text.push_str(&format!("bandwidth_mb = {mb}\n"));
+    }
+    std::fs::write(&file, &text).map_err(|e| Error::Checkpoint {
+        path: file.display().to_string(),
+        message: format!("cannot write the new limits: {e}"),
+    })?;
+    print!("the running job reads within a second:\n{text}");
+    Ok(())
+}
+
 /// Removes the job's feed, sink records and checkpoint.
 async fn drop_job(path: &Path) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
@@ -337,6 +374,11 @@ fn main() -> ExitCode {
             Command::Check { job } => check(&job).await.map(|()| true),
             Command::Run { job } => run_job(&job, bars).await.map(|()| true),
             Command::Stop { job } => stop(&job).map(|()| true),
+            Command::Limit {
+                job,
+                bandwidth_mb,
+                rows_per_second,
+            } => limit(&job, bandwidth_mb, rows_per_second).map(|()| true),
             Command::Verify { job } => verify(&job).await,
             Command::Drop { job } => drop_job(&job).await.map(|()| true),
             Command::Demo { rows } => {

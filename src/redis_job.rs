@@ -93,7 +93,12 @@ pub async fn check(job: &JobFile) -> Result<(), Error> {
 }
 
 /// `ferry run`: the migration, until done (`full` only) or stopped.
-pub async fn run(job: &JobFile, name: &str, stop: CancellationToken) -> Result<(), Error> {
+pub async fn run(
+    job: &JobFile,
+    name: &str,
+    limits_file: std::path::PathBuf,
+    stop: CancellationToken,
+) -> Result<(), Error> {
     let (source, target) = endpoints(job)?;
     for warning in ferry_redis::check::check(&source, &target).await? {
         warn!("{warning}");
@@ -119,6 +124,12 @@ pub async fn run(job: &JobFile, name: &str, stop: CancellationToken) -> Result<(
         rows: Arc::new(RateLimit::new(job.migration.max_rows_per_second)),
         status: Arc::new(MigrationStatus::default()),
     };
+    crate::run::watch_limits_file(
+        limits_file,
+        Arc::clone(&limits.rows),
+        Arc::clone(&limits.bytes),
+        stop.clone(),
+    );
     let keys_total = keys_in(&source).await.unwrap_or(0);
     let reporter = tokio::spawn(report_every(
         Duration::from_secs(2),

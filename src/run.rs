@@ -71,6 +71,65 @@ pub fn stop_file(job: &Path, name: &str) -> PathBuf {
     job.with_file_name(format!("{name}.stop"))
 }
 
+/// The file through which `ferry limit` changes a running job's limits.
+pub fn limits_file(job: &Path, name: &str) -> PathBuf {
+    job.with_file_name(format!("{name}.limits"))
+}
+
+/// The limits a limits file sets: `rows_per_second = N` and `bandwidth_mb = N` lines (`None`
+/// for one it does not set).
+pub fn parse_limits(text: &str) -> (Option<u64>, Option<u64>) {
+    let mut rows = None;
+    let mut bandwidth = None;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().parse().ok();
+        match key.trim() {
+            "rows_per_second" => rows = value,
+            "bandwidth_mb" => bandwidth = value,
+            _ => {}
+        }
+    }
+    (rows, bandwidth)
+}
+
+/// Applies `file`'s limits to a running job whenever they change (checked every second):
+/// rows a second to `rows`, megabytes a second to `bytes` (bytes/s).
+pub fn watch_limits_file(
+    file: PathBuf,
+    rows: Arc<RateLimit>,
+    bytes: Arc<RateLimit>,
+    stop: CancellationToken,
+) {
+    let _ = std::fs::remove_file(&file);
+    tokio::spawn(async move {
+        let mut applied = String::new();
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let Ok(text) = std::fs::read_to_string(&file) else {
+                continue;
+            };
+            if text == applied {
+                continue;
+            }
+            let (new_rows, new_bandwidth) = parse_limits(&text);
+            if let Some(per_second) = new_rows {
+                rows.set_per_second(per_second);
+            }
+            if let Some(mb) = new_bandwidth {
+                bytes.set_per_second(mb.saturating_mul(1_000_000));
+            }
+            info!(rows_per_second = ?new_rows, bandwidth_mb = ?new_bandwidth, "limits changed (ferry limit)");
+            applied = text;
+        }
+    });
+}
+
 /// Cancels `stop` when `file` appears; checks every half second.
 pub fn watch_stop_file(file: PathBuf, stop: CancellationToken) {
     let _ = std::fs::remove_file(&file);
@@ -492,4 +551,19 @@ async fn stream_changes(
     // Whatever ended the stream, the file gets the last committed position.
     let saved = save(store, state);
     result.and(saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_limits;
+
+    #[test]
+    fn limits_files_set_what_they_name() {
+        assert_eq!(
+            parse_limits("rows_per_second = 10\nbandwidth_mb = 5\n"),
+            (Some(10), Some(5))
+        );
+        assert_eq!(parse_limits("bandwidth_mb = 0\n# note\n"), (None, Some(0)));
+        assert_eq!(parse_limits("rows_per_second = many"), (None, None));
+    }
 }

@@ -110,6 +110,15 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
     cli::kill_rounds(FERRY, &job, 4, 200, &mut Dice(5));
     let child = cli::spawn(FERRY, "run", &job);
     catch_up(&source, &target, 1);
+    // Limits change while the job runs.
+    let output = std::process::Command::new(FERRY)
+        .args(["limit"])
+        .arg(&job)
+        .args(["--bandwidth-mb", "500"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    std::thread::sleep(Duration::from_millis(1500));
     stop_writing.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     catch_up(&source, &target, 2);
@@ -121,7 +130,10 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
     assert!(
         stderr.contains("state=\"INCR_MIGRATING\"")
             && stderr.contains("lag_bytes=")
-            && stderr.contains("state=\"TERMINATED\""),
+            && stderr.contains("state=\"TERMINATED\"")
+            && stderr.contains(
+                "limits changed (ferry limit) rows_per_second=None bandwidth_mb=Some(500)"
+            ),
         "{stderr}"
     );
     assert!(
