@@ -16,7 +16,7 @@ use std::time::Instant;
 use ferry_engine::Error;
 use ferry_redis::copy::{copy_rdb, CopyOptions, Limits};
 use ferry_redis::replica::{Replica, ReplicaConfig};
-use ferry_redis::sink::RedisWriter;
+use ferry_redis::sink::{RedisWriter, Reply};
 use ferry_testkit::RedisServer;
 
 use crate::bench::{failed, measure, process_cpu_seconds, Measurement};
@@ -175,6 +175,79 @@ async fn ferry_copy(
     ))
 }
 
+/// The other way to move keys: `DUMP` each at the source (with `PEXPIRETIME`) and `RESTORE …
+/// REPLACE ABSTTL` it into the target, pipelined in batches of `batch` keys, the keys listed
+/// by `SCAN`. Measured beside the native commands ferry writes, to choose between them.
+async fn dump_restore(
+    source: &RedisServer,
+    target: &RedisServer,
+    batch: usize,
+) -> Result<Measurement, Error> {
+    let cpu_before = process_cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let mut from = RedisWriter::connect(&config(source))
+        .await
+        .map_err(failed)?;
+    let mut to = RedisWriter::connect(&config(target))
+        .await
+        .map_err(failed)?;
+    let mut cursor = b"0".to_vec();
+    loop {
+        let count = batch.to_string();
+        let reply = from
+            .request(&[b"SCAN", &cursor, b"COUNT", count.as_bytes()])
+            .await
+            .map_err(failed)?;
+        let Reply::Array(mut parts) = reply else {
+            return Err(failed("a bad SCAN reply"));
+        };
+        let keys: Vec<Vec<u8>> = match parts.pop() {
+            Some(Reply::Array(keys)) => keys
+                .into_iter()
+                .filter_map(|k| match k {
+                    Reply::BulkString(k) => Some(k),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        cursor = match parts.pop() {
+            Some(Reply::BulkString(c)) => c,
+            _ => return Err(failed("a bad SCAN cursor")),
+        };
+        let mut asks: Vec<Vec<&[u8]>> = Vec::with_capacity(keys.len() * 2);
+        for key in &keys {
+            asks.push(vec![b"DUMP", key]);
+            asks.push(vec![b"PEXPIRETIME", key]);
+        }
+        let answers = from.request_many(&asks).await.map_err(failed)?;
+        let mut restores: Vec<(Vec<u8>, String, Vec<u8>)> = Vec::new();
+        for (key, pair) in keys.iter().zip(answers.chunks(2)) {
+            if let [Reply::BulkString(payload), Reply::Integer(at)] = pair {
+                let ttl = if *at > 0 { at.to_string() } else { "0".into() };
+                restores.push((key.clone(), ttl, payload.clone()));
+            }
+        }
+        for (key, ttl, payload) in &restores {
+            let mut args: Vec<&[u8]> = vec![b"RESTORE", key, ttl.as_bytes(), payload, b"REPLACE"];
+            if ttl != "0" {
+                args.push(b"ABSTTL");
+            }
+            to.command(&args);
+        }
+        to.flush().await.map_err(failed)?;
+        if cursor == b"0" {
+            break;
+        }
+    }
+    Ok(Measurement {
+        name: "DUMP / RESTORE … REPLACE, pipelined".into(),
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: process_cpu_seconds(std::process::id()) - cpu_before,
+        peak_rss_kb: own_peak_kb(),
+    })
+}
+
 /// Runs the benchmark and prints the table.
 pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
@@ -205,6 +278,13 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
     if dbsize(&target)? != args.keys {
         return Err(failed("ferry did not copy every key"));
     }
+    eprintln!("DUMP / RESTORE …");
+    let restored = RedisServer::start().map_err(failed)?;
+    let dump = dump_restore(&source, &restored, args.batch).await?;
+    if dbsize(&restored)? != args.keys {
+        return Err(failed("DUMP / RESTORE did not copy every key"));
+    }
+    drop(restored);
     // The same copy at about a third of the rate it reached.
     let limit = ((rdb_bytes as f64 / unlimited.seconds) / 3.0).max(1.0) as u64;
     target.cli(&["FLUSHALL"]).map_err(failed)?;
@@ -239,7 +319,7 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
         "| configuration | seconds | keys/s | MB/s of RDB | CPU s | peak RSS MB |"
     );
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|");
-    for m in [&baseline, &unlimited, &limited] {
+    for m in [&baseline, &dump, &unlimited, &limited] {
         let _ = writeln!(
             table,
             "| {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} |",

@@ -141,6 +141,45 @@ impl RedisWriter {
         }
     }
 
+    /// Sends `commands` together (after whatever is queued) and returns their replies, in
+    /// order.
+    pub async fn request_many(
+        &mut self,
+        commands: &[Vec<&[u8]>],
+    ) -> Result<Vec<Reply>, ReplicaError> {
+        self.flush().await?;
+        for args in commands {
+            self.command(args);
+        }
+        let written = self.socket.write_all(&self.out).await;
+        written.map_err(|source| ReplicaError::Io {
+            address: self.address.clone(),
+            context: "writing to the server".into(),
+            source,
+        })?;
+        self.out.clear();
+        self.pending.clear();
+        let mut replies = Vec::with_capacity(commands.len());
+        let mut at = 0;
+        while replies.len() < commands.len() {
+            match decode(&self.replies[at..]) {
+                Ok(Some((frame, consumed))) => {
+                    at += consumed;
+                    replies.push(frame);
+                }
+                Ok(None) => {
+                    self.replies.drain(..at);
+                    at = 0;
+                    self.read_more().await?;
+                }
+                Err(error) => return Err(self.error(format!("a malformed reply: {error:?}"))),
+            }
+        }
+        self.replies.drain(..at);
+        self.commands += replies.len() as u64;
+        Ok(replies)
+    }
+
     async fn read_more(&mut self) -> Result<(), ReplicaError> {
         let mut chunk = [0u8; 16 * 1024];
         let read = self.socket.read(&mut chunk).await;
