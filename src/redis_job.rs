@@ -70,10 +70,21 @@ fn endpoints(job: &JobFile) -> Result<(ReplicaConfig, ReplicaConfig), Error> {
         }
         .into());
     }
-    Ok((
+    let (source, target) = (
         endpoint(&job.source.url, "source.url")?,
         endpoint(&job.sink.url, "sink.url")?,
-    ))
+    );
+    if source.address == target.address {
+        return Err(SqlError::InvalidField {
+            field: "sink.url".into(),
+            message: format!(
+                "is the source itself ({}); a Redis job moves one server into another",
+                source.address
+            ),
+        }
+        .into());
+    }
+    Ok((source, target))
 }
 
 /// `ferry check`: both servers answer; warnings about settings that can spoil the migration.

@@ -223,4 +223,13 @@ fn redis_jobs_refuse_rules_and_a_non_redis_target() {
         "{}",
         describe(&output)
     );
+    // Into itself: refused before anything is read.
+    let job = write_job(dir.path(), &source, &source, "");
+    let output = ferry("check", &job);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is the source itself"),
+        "{}",
+        describe(&output)
+    );
 }
