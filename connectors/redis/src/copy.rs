@@ -1,6 +1,6 @@
 //! Moving a source Redis into a target: the RDB of a full resync written as native commands
 //! (each key deleted first, then rebuilt slice by slice, its expiry set as an absolute
-//! `PEXPIREAT`), then the source's command stream replayed in order — the stream a replica
+//! `PEXPIREAT`; function libraries loaded), then the source's command stream replayed in order — the stream a replica
 //! executes, so the target converges on the source exactly as a replica would.
 //!
 //! The RDB is parsed on a blocking thread as its bytes arrive (bounded channels both ways), so
@@ -259,7 +259,9 @@ pub async fn copy_rdb(
                 stats.keys += 1;
                 limits.status.add_key();
             }
-            Event::Aux { .. } | Event::Database(_) | Event::Function(_) => {}
+            // A Redis 7 function library: loaded into the target as it is.
+            Event::Function(code) => writer.command(&[b"FUNCTION", b"LOAD", b"REPLACE", &code]),
+            Event::Aux { .. } | Event::Database(_) => {}
         }
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             if let Err(error) = writer.flush().await {

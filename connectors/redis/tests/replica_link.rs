@@ -252,3 +252,37 @@ async fn a_refused_command_fails_its_batch_and_is_named() {
     writer.flush().await.unwrap();
     assert_eq!(server.cli(&["GET", "after"]).unwrap().trim(), "1");
 }
+
+#[tokio::test]
+async fn function_libraries_travel_with_the_copy() {
+    let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
+    let target = RedisServer::start().unwrap();
+    source
+        .cli(&[
+            "FUNCTION",
+            "LOAD",
+            "#!lua name=mylib\nredis.register_function('echo_back', function(keys, args) return args[1] end)",
+        ])
+        .unwrap();
+    source.cli(&["SET", "k", "v"]).unwrap();
+    let mut writer = ferry_redis::sink::RedisWriter::connect(&config(&target))
+        .await
+        .unwrap();
+    let (replica, _) = Replica::connect(config(&source), None).await.unwrap();
+    let (_, stats) = ferry_redis::copy::copy_rdb(
+        replica,
+        &mut writer,
+        ferry_redis::copy::CopyOptions::default(),
+        &ferry_redis::copy::Limits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stats.keys, 1);
+    assert_eq!(
+        target
+            .cli(&["FCALL", "echo_back", "0", "hello"])
+            .unwrap()
+            .trim(),
+        "hello"
+    );
+}
