@@ -283,9 +283,75 @@ pub async fn copy_rdb(
     Ok((replica, stats))
 }
 
+/// Queues what a stream keeps besides its entries: it exists even when empty, its last ID and
+/// counters, its consumer groups (their pending entries are not carried: logged).
+fn write_stream_meta(writer: &mut RedisWriter, key: &[u8], meta: &crate::rdb::StreamMeta) {
+    let id = |id: (u64, u64)| format!("{}-{}", id.0, id.1);
+    // A stream whose entries are all gone still exists: make it so, empty.
+    writer.command(&[
+        b"XGROUP",
+        b"CREATE",
+        key,
+        b"__ferry__:tmp",
+        b"0",
+        b"MKSTREAM",
+    ]);
+    writer.command(&[b"XGROUP", b"DESTROY", key, b"__ferry__:tmp"]);
+    let last = id(meta.last_id);
+    match meta.entries_added {
+        Some((added, max_deleted)) => {
+            let (added, max_deleted) = (added.to_string(), id(max_deleted));
+            writer.command(&[
+                b"XSETID",
+                key,
+                last.as_bytes(),
+                b"ENTRIESADDED",
+                added.as_bytes(),
+                b"MAXDELETEDID",
+                max_deleted.as_bytes(),
+            ]);
+        }
+        None => writer.command(&[b"XSETID", key, last.as_bytes()]),
+    }
+    for group in &meta.groups {
+        let last = id(group.last_id);
+        // Redis writes an unknown count as -1 (all bits set): the target works it out.
+        let read = group
+            .entries_read
+            .filter(|&n| n != u64::MAX)
+            .map(|n| n.to_string());
+        let mut args: Vec<&[u8]> = vec![b"XGROUP", b"CREATE", key, &group.name, last.as_bytes()];
+        if let Some(read) = &read {
+            args.push(b"ENTRIESREAD");
+            args.push(read.as_bytes());
+        }
+        writer.command(&args);
+        if group.pending > 0 {
+            tracing::warn!(
+                key = %String::from_utf8_lossy(key),
+                group = %String::from_utf8_lossy(&group.name),
+                pending = group.pending,
+                "the group's pending entries (delivered, not yet acknowledged) are not carried: in the target they count as acknowledged"
+            );
+        }
+    }
+}
+
 /// Queues the commands that add one slice of a value.
 fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values) {
     match (kind, values) {
+        (_, Values::Entries(entries)) => {
+            for entry in &entries {
+                let id = format!("{}-{}", entry.id.0, entry.id.1);
+                let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
+                for (field, value) in &entry.fields {
+                    args.push(field);
+                    args.push(value);
+                }
+                writer.command(&args);
+            }
+        }
+        (_, Values::StreamMeta(meta)) => write_stream_meta(writer, key, &meta),
         (_, Values::String(value)) => writer.command(&[b"SET", key, &value]),
         (Kind::Set, Values::Items(members)) if !members.is_empty() => {
             let mut args: Vec<&[u8]> = vec![b"SADD", key];

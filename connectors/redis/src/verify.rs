@@ -1,6 +1,6 @@
 //! Comparing a target Redis with its source key by key: type, a digest of the value and the
 //! absolute expiry (`PEXPIRETIME`, exact), for every key or every n-th one. Values are read in
-//! pieces (`LRANGE` by ranges, `SSCAN`/`HSCAN`/`ZSCAN` by cursor) and folded into a digest as
+//! pieces (`LRANGE` and `XRANGE` by ranges, `SSCAN`/`HSCAN`/`ZSCAN` by cursor) and folded into a digest as
 //! they come, so a big key is never held whole; sets, hashes and sorted sets fold order-free.
 //!
 //! A key missing on one side is looked up again on the other: gone there too means it expired
@@ -184,6 +184,38 @@ impl Side<'_> {
         }
     }
 
+    /// Folds a stream's entries in order, read `STEP` at a time.
+    async fn stream_digest(&mut self, key: &[u8]) -> Result<u64, ReplicaError> {
+        let mut digest = FNV_START;
+        let mut start = b"-".to_vec();
+        let step = STEP.to_string();
+        loop {
+            let reply = self
+                .ask(&[b"XRANGE", key, &start, b"+", b"COUNT", step.as_bytes()])
+                .await?;
+            let OwnedFrame::Array(entries) = reply else {
+                return Err(protocol(self.config, "a bad XRANGE reply".into()));
+            };
+            let read = entries.len();
+            for entry in entries {
+                let OwnedFrame::Array(mut parts) = entry else {
+                    continue;
+                };
+                let fields = items(parts.pop().unwrap_or(OwnedFrame::Null));
+                let id = parts.pop().and_then(bytes_of).unwrap_or_default();
+                digest = fnv(fnv(digest, &id), &[0]);
+                for part in &fields {
+                    digest = fnv(fnv(digest, part), &[0]);
+                }
+                // The next range starts after this ID.
+                start = [b"(".as_slice(), &id].concat();
+            }
+            if read < STEP {
+                return Ok(digest);
+            }
+        }
+    }
+
     /// Type, digest and expiry of `key` in `db`; `None` when it does not exist.
     async fn describe(&mut self, db: u64, key: &[u8]) -> Result<Option<Described>, ReplicaError> {
         self.select(db).await?;
@@ -216,7 +248,8 @@ impl Side<'_> {
             "set" => self.scan_value(b"SSCAN", key, false).await?,
             "hash" => self.scan_value(b"HSCAN", key, true).await?,
             "zset" => self.scan_value(b"ZSCAN", key, true).await?,
-            // Streams and module types: compared by type only.
+            "stream" => self.stream_digest(key).await?,
+            // Module types: compared by type only.
             _ => 0,
         };
         let expire_at = match self.ask(&[b"PEXPIRETIME", key]).await? {

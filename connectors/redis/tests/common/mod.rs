@@ -49,6 +49,8 @@ pub fn contents(server: &RedisServer) -> Contents {
                     v.iter()
                         .map(|(m, s)| format!("{}@{s}", String::from_utf8_lossy(m))),
                 ),
+                Values::Entries(v) => values.extend(v.iter().map(|e| format!("{:?}", e))),
+                Values::StreamMeta(meta) => values.push(format!("{meta:?}")),
             },
             Event::KeyEnd => {
                 let start = current.take().unwrap();
