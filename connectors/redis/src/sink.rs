@@ -118,27 +118,24 @@ impl RedisWriter {
 
     /// Sends one command (after whatever is queued) and returns its reply.
     pub async fn request(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, ReplicaError> {
-        self.flush().await?;
-        self.command(args);
-        let written = self.socket.write_all(&self.out).await;
-        written.map_err(|source| ReplicaError::Io {
+        let mut replies = self.request_many(&[args.to_vec()]).await?;
+        replies.pop().ok_or_else(|| self.error("no reply".into()))
+    }
+
+    fn write_error(&self) -> impl FnOnce(std::io::Error) -> ReplicaError + '_ {
+        move |source| ReplicaError::Io {
             address: self.address.clone(),
             context: "writing to the server".into(),
             source,
-        })?;
-        self.out.clear();
-        self.pending.clear();
-        loop {
-            match decode(&self.replies) {
-                Ok(Some((frame, consumed))) => {
-                    self.replies.drain(..consumed);
-                    self.commands += 1;
-                    return Ok(frame);
-                }
-                Ok(None) => self.read_more().await?,
-                Err(error) => return Err(self.error(format!("a malformed reply: {error:?}"))),
-            }
         }
+    }
+
+    /// Writes what is queued to the socket.
+    async fn send_out(&mut self) -> Result<(), ReplicaError> {
+        let written = self.socket.write_all(&self.out).await;
+        written.map_err(self.write_error())?;
+        self.out.clear();
+        Ok(())
     }
 
     /// Sends `commands` together (after whatever is queued) and returns their replies, in
@@ -151,13 +148,7 @@ impl RedisWriter {
         for args in commands {
             self.command(args);
         }
-        let written = self.socket.write_all(&self.out).await;
-        written.map_err(|source| ReplicaError::Io {
-            address: self.address.clone(),
-            context: "writing to the server".into(),
-            source,
-        })?;
-        self.out.clear();
+        self.send_out().await?;
         self.pending.clear();
         let mut replies = Vec::with_capacity(commands.len());
         let mut at = 0;
@@ -200,14 +191,11 @@ impl RedisWriter {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let written = self.socket.write_all(&self.out).await;
-        written.map_err(|source| ReplicaError::Io {
-            address: self.address.clone(),
-            context: "writing to the target".into(),
-            source,
-        })?;
+        // The batch's text is kept until its replies are read, to name a refused command.
         std::mem::swap(&mut self.sent, &mut self.out);
         self.out.clear();
+        let written = self.socket.write_all(&self.sent).await;
+        written.map_err(self.write_error())?;
         let mut answered = 0;
         let mut first_error = None;
         let mut at = 0;
