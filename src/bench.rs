@@ -125,6 +125,25 @@ pub(crate) struct BenchJob {
 }
 
 impl BenchJob {
+    /// Writes job `name` (TOML `text`) into `out`, with no checkpoint left from an earlier
+    /// run, its logs to go there too.
+    pub(crate) fn create(
+        ferry: &std::path::Path,
+        out: &std::path::Path,
+        name: &str,
+        text: &str,
+    ) -> Result<BenchJob, Error> {
+        let path = out.join(format!("{name}.toml"));
+        fs::write(&path, text).map_err(failed)?;
+        let _ = fs::remove_file(out.join(format!("{name}.state.json")));
+        Ok(BenchJob {
+            ferry: ferry.to_path_buf(),
+            path,
+            name: name.to_string(),
+            logs: out.to_path_buf(),
+        })
+    }
+
     /// Starts `ferry run` on the job, its stderr into `<logs>/<log>`.
     pub(crate) fn start(&self, log: &str) -> Result<std::process::Child, Error> {
         let log = fs::File::create(self.logs.join(log)).map_err(failed)?;

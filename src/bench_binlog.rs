@@ -162,15 +162,7 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
                 source.url("bench"),
                 sink.url(),
             );
-            let job_path = args.out.join(format!("{name}.toml"));
-            fs::write(&job_path, job).map_err(failed)?;
-            let _ = fs::remove_file(args.out.join(format!("{name}.state.json")));
-            let job = BenchJob {
-                ferry: ferry.clone(),
-                path: job_path.clone(),
-                name: name.clone(),
-                logs: args.out.clone(),
-            };
+            let job = BenchJob::create(&ferry, &args.out, &name, &job)?;
 
             eprintln!("{name}: snapshot, then streaming …");
             let child = job.start(&format!("{name}-setup.log"))?;

@@ -102,15 +102,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
             source.url("bench"),
             sink.url("bench"),
         );
-        let job_path = args.out.join(format!("{name}.toml"));
-        fs::write(&job_path, job).map_err(failed)?;
-        let _ = fs::remove_file(args.out.join(format!("{name}.state.json")));
-        let job = BenchJob {
-            ferry: ferry.clone(),
-            path: job_path.clone(),
-            name: name.clone(),
-            logs: args.out.clone(),
-        };
+        let job = BenchJob::create(&ferry, &args.out, &name, &job)?;
 
         // Copy the table and start streaming, so the slot exists; then stop.
         eprintln!("batch {batch_size}: snapshot and slot …");

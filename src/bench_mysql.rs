@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use ferry_engine::Error;
 use ferry_testkit::{MariaServer, PgServer, MARIADB_USER};
 
-use crate::bench::{failed, measure, Measurement};
+use crate::bench::{failed, measure, BenchJob, Measurement};
 
 /// Options of `ferry bench-mysql`.
 #[derive(Clone, Debug, clap::Args)]
@@ -188,18 +188,9 @@ fn run_blocking(args: BenchMysqlArgs) -> Result<(), Error> {
                 args.parallelism,
                 args.chunk_rows
             );
-            let job_path = args.out.join(format!("{name}.toml"));
-            fs::write(&job_path, job).map_err(failed)?;
-            let _ = fs::remove_file(args.out.join(format!("{name}.state.json")));
+            let job = BenchJob::create(&ferry, &args.out, &name, &job)?;
             eprintln!("ferry MariaDB → {sink_name}, batch size {batch_size} …");
-            let log = fs::File::create(args.out.join(format!("{name}.log"))).map_err(failed)?;
-            let child = Command::new(&ferry)
-                .arg("run")
-                .arg(&job_path)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .map_err(failed)?;
+            let child = job.start(&format!("{name}.log"))?;
             let label = format!("ferry → {sink_name}, batch {batch_size}");
             results.push(measure(&label, vec![child])?);
             let copied: u64 = if sink_name == "MariaDB" {

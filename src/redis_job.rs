@@ -14,7 +14,7 @@ use ferry_engine::{Error, RateLimit};
 use ferry_redis::copy::{CopyOptions, Limits, StreamPoint};
 use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
 use ferry_redis::replica::ReplicaConfig;
-use ferry_redis::sink::{RedisWriter, Reply};
+use ferry_redis::sink::RedisWriter;
 use ferry_redis::status::{MigrationState, MigrationStatus};
 use ferry_sql::{JobFile, MigrationType, ResumeModeConfig, SqlError};
 use tokio_util::sync::CancellationToken;
@@ -205,8 +205,9 @@ pub async fn run(
 /// Keys the source holds in all its databases (`INFO keyspace`).
 async fn keys_in(source: &ReplicaConfig) -> Result<u64, Error> {
     let mut conn = RedisWriter::connect(source).await?;
-    let info = info(&mut conn, b"keyspace").await?;
-    Ok(info
+    Ok(conn
+        .info("keyspace")
+        .await?
         .lines()
         .filter_map(|line| {
             line.split("keys=")
@@ -219,27 +220,14 @@ async fn keys_in(source: &ReplicaConfig) -> Result<u64, Error> {
         .sum())
 }
 
-/// `INFO section` as text.
-async fn info(conn: &mut RedisWriter, section: &[u8]) -> Result<String, Error> {
-    Ok(match conn.request(&[b"INFO", section]).await? {
-        Reply::BulkString(text) => String::from_utf8_lossy(&text).into_owned(),
-        _ => String::new(),
-    })
-}
-
 /// The source's replication offset now.
 async fn source_offset(source: &ReplicaConfig) -> Option<u64> {
     let mut conn = RedisWriter::connect(source).await.ok()?;
-    info(&mut conn, b"replication")
+    ferry_redis::check::info_field(&mut conn, "replication", "master_repl_offset")
         .await
-        .ok()?
-        .lines()
-        .find_map(|line| {
-            line.strip_prefix("master_repl_offset:")?
-                .trim()
-                .parse()
-                .ok()
-        })
+        .ok()??
+        .parse()
+        .ok()
 }
 
 /// Logs the state, keys done of total, MB/s and the lag in bytes every `period`.

@@ -87,6 +87,8 @@ struct Building {
     ops: Vec<u8>,
     unchanged: Vec<Option<Vec<bool>>>,
     bytes: u64,
+    /// Per output column, whether the row being appended set it (reused row to row).
+    filled: Vec<bool>,
 }
 
 /// Decodes the row events of one binlog stream into [`ChangeEvent`]s.
@@ -362,6 +364,7 @@ impl BinlogDecoder {
                 ops: Vec::new(),
                 unchanged: vec![None; types.len()],
                 bytes: 0,
+                filled: vec![false; types.len()],
             });
             building.bytes += share;
             match second {
@@ -671,7 +674,7 @@ fn append(
     };
     let mut values = row.unwrap().into_iter();
     let row_index = building.ops.len();
-    let mut filled = vec![false; building.columns.len()];
+    building.filled.fill(false);
     for (position, output) in mapping.outputs.iter().enumerate() {
         if !present.is_none_or(|p| p.get(position).copied().unwrap_or(false)) {
             continue;
@@ -690,10 +693,10 @@ fn append(
                 message,
             });
         value?;
-        filled[output] = true;
+        building.filled[output] = true;
     }
-    for (output, filled) in filled.into_iter().enumerate() {
-        if filled {
+    for output in 0..building.columns.len() {
+        if building.filled[output] {
             if let Some(mask) = &mut building.unchanged[output] {
                 mask.push(false);
             }

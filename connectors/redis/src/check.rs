@@ -28,16 +28,15 @@ async fn config_get(server: &mut RedisWriter, name: &str) -> Result<Option<Strin
 }
 
 /// A field of `INFO section` on `server`.
-async fn info_field(
+pub async fn info_field(
     server: &mut RedisWriter,
     section: &str,
     field: &str,
 ) -> Result<Option<String>, ReplicaError> {
-    let OwnedFrame::BulkString(text) = server.request(&[b"INFO", section.as_bytes()]).await? else {
-        return Ok(None);
-    };
     let prefix = format!("{field}:");
-    Ok(String::from_utf8_lossy(&text)
+    Ok(server
+        .info(section)
+        .await?
         .lines()
         .find_map(|line| line.strip_prefix(&prefix).map(|v| v.trim().to_string())))
 }

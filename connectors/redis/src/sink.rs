@@ -138,6 +138,14 @@ impl RedisWriter {
         Ok(())
     }
 
+    /// `INFO section` as text (empty when the server sends something else).
+    pub async fn info(&mut self, section: &str) -> Result<String, ReplicaError> {
+        Ok(match self.request(&[b"INFO", section.as_bytes()]).await? {
+            OwnedFrame::BulkString(text) => String::from_utf8_lossy(&text).into_owned(),
+            _ => String::new(),
+        })
+    }
+
     /// Sends `commands` together (after whatever is queued) and returns their replies, in
     /// order.
     pub async fn request_many(

@@ -121,8 +121,10 @@ impl Side<'_> {
 
     /// The databases holding keys, from `INFO keyspace`.
     async fn databases(&mut self) -> Result<Vec<u64>, ReplicaError> {
-        let info = bytes_of(self.ask(&[b"INFO", b"keyspace"]).await?).unwrap_or_default();
-        Ok(String::from_utf8_lossy(&info)
+        Ok(self
+            .conn
+            .info("keyspace")
+            .await?
             .lines()
             .filter_map(|line| line.strip_prefix("db")?.split(':').next()?.parse().ok())
             .collect())

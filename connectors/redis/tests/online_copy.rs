@@ -152,12 +152,7 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     assert!(written.load(Ordering::Relaxed) > 100);
-    let info = source.cli(&["INFO", "replication"]).unwrap();
-    let end: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
+    let end = source.replication_offset().unwrap();
     apply_stream(
         &mut replica,
         &mut sink,

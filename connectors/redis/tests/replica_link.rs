@@ -39,20 +39,28 @@ async fn read_rdb(replica: &mut Replica) -> Vec<u8> {
     rdb
 }
 
-/// The source's own replication offset.
-fn master_offset(server: &RedisServer) -> u64 {
-    let info = server.cli(&["INFO", "replication"]).unwrap();
-    info.lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
+/// A full copy of `source` into `target` by the connector, with its defaults.
+async fn full_copy(source: &RedisServer, target: &RedisServer) -> ferry_redis::copy::CopyStats {
+    let mut writer = ferry_redis::sink::RedisWriter::connect(&config(target))
+        .await
+        .unwrap();
+    let (replica, _) = Replica::connect(config(source), None).await.unwrap();
+    let (_, stats) = ferry_redis::copy::copy_rdb(
+        replica,
+        &mut writer,
+        ferry_redis::copy::CopyOptions::default(),
+        &ferry_redis::copy::Limits::default(),
+    )
+    .await
+    .unwrap();
+    stats
 }
 
 /// Reads commands until the link's offset reaches the source's; returns them as text.
 async fn read_until_caught_up(replica: &mut Replica, server: &RedisServer) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut commands = Vec::new();
-    while replica.offset() < master_offset(server) {
+    while replica.offset() < server.replication_offset().unwrap() {
         assert!(Instant::now() < deadline, "the stream stopped short");
         let command = tokio::time::timeout(Duration::from_secs(5), replica.next_command())
             .await
@@ -117,7 +125,7 @@ async fn full_then_partial_resync_with_exact_offsets() {
         commands.iter().any(|c| c.starts_with("PEXPIREAT c ")),
         "{commands:?}"
     );
-    assert_eq!(replica.offset(), master_offset(&server));
+    assert_eq!(replica.offset(), server.replication_offset().unwrap());
 
     // The source records the ACKed offset.
     replica.ack().await.unwrap();
@@ -265,18 +273,7 @@ async fn function_libraries_travel_with_the_copy() {
         ])
         .unwrap();
     source.cli(&["SET", "k", "v"]).unwrap();
-    let mut writer = ferry_redis::sink::RedisWriter::connect(&config(&target))
-        .await
-        .unwrap();
-    let (replica, _) = Replica::connect(config(&source), None).await.unwrap();
-    let (_, stats) = ferry_redis::copy::copy_rdb(
-        replica,
-        &mut writer,
-        ferry_redis::copy::CopyOptions::default(),
-        &ferry_redis::copy::Limits::default(),
-    )
-    .await
-    .unwrap();
+    let stats = full_copy(&source, &target).await;
     assert_eq!(stats.keys, 1);
     assert_eq!(
         target
@@ -305,18 +302,7 @@ async fn streams_travel_with_their_ids_counters_and_groups() {
          XREADGROUP GROUP readers alice COUNT 10 STREAMS events >\nXADD empty 1-1 a b\nXDEL empty 1-1\n",
     );
     source.commands(0, &commands).unwrap();
-    let mut writer = ferry_redis::sink::RedisWriter::connect(&config(&target))
-        .await
-        .unwrap();
-    let (replica, _) = Replica::connect(config(&source), None).await.unwrap();
-    let (_, stats) = ferry_redis::copy::copy_rdb(
-        replica,
-        &mut writer,
-        ferry_redis::copy::CopyOptions::default(),
-        &ferry_redis::copy::Limits::default(),
-    )
-    .await
-    .unwrap();
+    let stats = full_copy(&source, &target).await;
     assert_eq!(stats.keys, 2);
     let both = |args: &[&str]| (target.cli(args).unwrap(), source.cli(args).unwrap());
     let (got, want) = both(&["XRANGE", "events", "-", "+"]);

@@ -55,16 +55,6 @@ async fn write_until(source: ferry_redis::replica::ReplicaConfig, stop: Arc<Atom
     }
 }
 
-fn master_offset(server: &RedisServer) -> u64 {
-    server
-        .cli(&["INFO", "replication"])
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("master_repl_offset:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap()
-}
-
 /// Cuts every replica of `server`.
 fn cut(server: &RedisServer) {
     server.cli(&["CLIENT", "KILL", "TYPE", "replica"]).unwrap();
@@ -127,7 +117,7 @@ async fn auto_copies_again_before_a_commit_and_resyncs_partially_after() {
 
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    end.store(master_offset(&source), Ordering::Relaxed);
+    end.store(source.replication_offset().unwrap(), Ordering::Relaxed);
     let report = migration.await.unwrap().unwrap();
     assert_eq!(report.full_copies, 2, "{report:?}");
     assert!(report.partial_resyncs >= 1, "{report:?}");
@@ -179,7 +169,7 @@ async fn manual_stops_at_a_cut_and_the_next_run_continues_from_its_point() {
     // The next run continues from the point the first committed: a partial resync.
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    let end = master_offset(&source);
+    let end = source.replication_offset().unwrap();
     let start = last.lock().unwrap().clone();
     assert!(start.is_some());
     let report = migrate(
@@ -265,7 +255,7 @@ async fn a_killed_run_continues_from_the_point_the_target_records_without_counti
     }
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
-    end.store(master_offset(&source), Ordering::Relaxed);
+    end.store(source.replication_offset().unwrap(), Ordering::Relaxed);
     let report = spawn_migration(&source, &target, Arc::clone(&end), points)
         .await
         .unwrap()

@@ -114,6 +114,57 @@ pub fn free_port() -> Result<u16, TestkitError> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
+/// `name` from the directories Debian installs server programs into; `hint` says how to
+/// install it when it is missing.
+pub(crate) fn program(name: &str, hint: &str) -> Result<PathBuf, TestkitError> {
+    ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
+        .iter()
+        .map(|dir| Path::new(dir).join(name))
+        .find(|path| path.exists())
+        .ok_or_else(|| TestkitError::Missing {
+            program: name.into(),
+            hint: hint.into(),
+        })
+}
+
+/// Waits up to `limit` until a just-started server `program` answers (`answers`), failing
+/// with its log (`log`) when it exits or stays silent. An exited child is taken out of
+/// `child`.
+pub(crate) fn wait_until_answering(
+    child: &mut Option<std::process::Child>,
+    program: &str,
+    limit: std::time::Duration,
+    log: impl Fn() -> String,
+    mut answers: impl FnMut() -> bool,
+) -> Result<(), TestkitError> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(running) = child.as_mut() {
+            if let Ok(Some(status)) = running.try_wait() {
+                *child = None;
+                return Err(TestkitError::Command {
+                    command: program.into(),
+                    output: format!("exited with {status}\nserver log:\n{}", log()),
+                });
+            }
+        }
+        if answers() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(TestkitError::Command {
+                command: program.into(),
+                output: format!(
+                    "did not answer within {} s\nserver log:\n{}",
+                    limit.as_secs(),
+                    log()
+                ),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 pub(crate) fn run(command: &mut Command) -> Result<Output, TestkitError> {
     let described = format!("{command:?}");
     let output = command.output().map_err(|e| TestkitError::Command {

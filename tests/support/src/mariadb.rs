@@ -29,14 +29,7 @@ pub struct MariaServer {
 }
 
 fn program(name: &str) -> Result<PathBuf, TestkitError> {
-    ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.exists())
-        .ok_or_else(|| TestkitError::Missing {
-            program: name.into(),
-            hint: INSTALL_HINT.into(),
-        })
+    crate::program(name, INSTALL_HINT)
 }
 
 impl MariaServer {
@@ -139,29 +132,17 @@ impl MariaServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(TestkitError::Command {
-                        command: "mariadbd".into(),
-                        output: format!("exited with {status}\nserver log:\n{}", self.log()),
-                    });
-                }
-            }
-            if self.sql_as_root("SELECT 1").is_ok() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(TestkitError::Command {
-                    command: "mariadbd".into(),
-                    output: format!("did not answer within 60 s\nserver log:\n{}", self.log()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // Kept apart while waiting: the checks borrow the server.
+        let mut child = Some(child);
+        let answered = crate::wait_until_answering(
+            &mut child,
+            "mariadbd",
+            Duration::from_secs(60),
+            || self.log(),
+            || self.sql_as_root("SELECT 1").is_ok(),
+        );
+        self.child = child;
+        answered
     }
 
     fn log(&self) -> String {

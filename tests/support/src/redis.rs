@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tempfile::TempDir;
 
@@ -23,14 +23,7 @@ pub struct RedisServer {
 }
 
 fn program(name: &str) -> Result<PathBuf, TestkitError> {
-    ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
-        .iter()
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.exists())
-        .ok_or_else(|| TestkitError::Missing {
-            program: name.into(),
-            hint: INSTALL_HINT.into(),
-        })
+    crate::program(name, INSTALL_HINT)
 }
 
 impl RedisServer {
@@ -75,29 +68,17 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(TestkitError::Command {
-                        command: "redis-server".into(),
-                        output: format!("exited with {status}\nserver log:\n{}", self.log()),
-                    });
-                }
-            }
-            if self.cli(&["PING"]).is_ok_and(|out| out.trim() == "PONG") {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(TestkitError::Command {
-                    command: "redis-server".into(),
-                    output: format!("did not answer within 30 s\nserver log:\n{}", self.log()),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        // Kept apart while waiting: the checks borrow the server.
+        let mut child = Some(child);
+        let answered = crate::wait_until_answering(
+            &mut child,
+            "redis-server",
+            Duration::from_secs(30),
+            || self.log(),
+            || self.cli(&["PING"]).is_ok_and(|out| out.trim() == "PONG"),
+        );
+        self.child = child;
+        answered
     }
 
     fn log(&self) -> String {
@@ -127,6 +108,19 @@ impl RedisServer {
             .arg(self.port.to_string())
             .args(args))?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The server's replication offset (`master_repl_offset`): how far its replication
+    /// stream reaches.
+    pub fn replication_offset(&self) -> Result<u64, TestkitError> {
+        let info = self.cli(&["INFO", "replication"])?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("master_repl_offset:"))
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| TestkitError::Command {
+                command: "INFO replication".into(),
+                output: info.clone(),
+            })
     }
 
     /// Sends `commands` (one per line, redis-cli syntax) in one `redis-cli` run, against
