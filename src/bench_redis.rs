@@ -158,6 +158,7 @@ async fn ferry_copy(
         CopyOptions {
             batch,
             target_empty: true,
+            rules: None,
         },
         limits,
     )

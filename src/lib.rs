@@ -13,6 +13,7 @@ pub mod bench_redis;
 pub mod demo;
 pub mod plan;
 pub mod redis_job;
+pub mod redis_rules;
 pub mod report;
 pub mod run;
 pub mod verify;

@@ -4,8 +4,8 @@
 //!
 //! The point reached is kept in the target itself (`__ferry__:checkpoint:<job>`, written in the
 //! same transaction as each batch), so a run stopped any way — `ferry stop`, Ctrl-C, `kill -9`
-//! — continues where the target stands, applying nothing twice. Rules over keys (filters,
-//! database remapping) need the engine's Arrow path and are not built yet (issue #5).
+//! — continues where the target stands, applying nothing twice. The job's rules choose keys
+//! and commands and move databases ([`crate::redis_rules`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +14,14 @@ use ferry_engine::{Error, RateLimit};
 use ferry_redis::copy::{CopyOptions, Limits, StreamPoint};
 use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
 use ferry_redis::replica::ReplicaConfig;
-use ferry_redis::sink::RedisWriter;
+use ferry_redis::rules::{CommandTable, Rules};
+use ferry_redis::sink::{RedisWriter, Reply};
 use ferry_redis::status::{MigrationState, MigrationStatus};
 use ferry_sql::{JobFile, MigrationType, ResumeModeConfig, SqlError};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::redis_rules::KeyRules;
 
 /// Where a `redis://[user:password@]host:port[/db]` URL points (the database is ignored: the
 /// whole instance moves).
@@ -87,9 +90,61 @@ fn endpoints(job: &JobFile) -> Result<(ReplicaConfig, ReplicaConfig), Error> {
     Ok((source, target))
 }
 
-/// `ferry check`: both servers answer; warnings about settings that can spoil the migration.
+/// The databases `source` has (`CONFIG GET databases`; 16, Redis's default, when the
+/// command is not allowed).
+async fn databases(conn: &mut RedisWriter) -> u64 {
+    match conn.request(&[b"CONFIG", b"GET", b"databases"]).await {
+        Ok(Reply::Array(parts)) => match parts.get(1) {
+            Some(Reply::BulkString(n)) => std::str::from_utf8(n)
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(16),
+            _ => 16,
+        },
+        _ => 16,
+    }
+}
+
+/// The job's rules compiled for `source`; `None` when it has none (everything moves).
+pub async fn rules(job: &JobFile, source: &ReplicaConfig) -> Result<Option<KeyRules>, Error> {
+    if job.rules.is_empty() {
+        return Ok(None);
+    }
+    let mut conn = RedisWriter::connect(source).await?;
+    Ok(Some(KeyRules::compile(
+        &job.rules,
+        databases(&mut conn).await,
+    )?))
+}
+
+/// The rules as a migration applies them: with the source's command table.
+async fn migration_rules(job: &JobFile, source: &ReplicaConfig) -> Result<Option<Rules>, Error> {
+    let Some(selector) = rules(job, source).await? else {
+        return Ok(None);
+    };
+    let mut conn = RedisWriter::connect(source).await?;
+    let commands = CommandTable::fetch(&mut conn).await?;
+    if commands.is_empty() {
+        return Err(SqlError::InvalidField {
+            field: "rules".into(),
+            message: format!(
+                "the source ({}) did not list its commands (COMMAND), which rules need to find the keys of each command; allow COMMAND for ferry's user, or remove the rules",
+                source.address
+            ),
+        }
+        .into());
+    }
+    Ok(Some(Rules {
+        selector: Arc::new(selector),
+        commands: Arc::new(commands),
+    }))
+}
+
+/// `ferry check`: both servers answer; the rules compile; warnings about settings that can
+/// spoil the migration.
 pub async fn check(job: &JobFile) -> Result<(), Error> {
     let (source, target) = endpoints(job)?;
+    migration_rules(job, &source).await?;
     let warnings = ferry_redis::check::check(&source, &target).await?;
     for warning in &warnings {
         warn!("{warning}");
@@ -115,10 +170,19 @@ pub async fn run(
         warn!("{warning}");
     }
     let follow = job.runs(MigrationType::Incremental);
+    let rules = migration_rules(job, &source).await?;
+    if let Some(rules) = &rules {
+        info!(
+            source_databases = ?rules.selector.source_dbs(),
+            target_databases = ?rules.selector.target_dbs(),
+            "rules select keys"
+        );
+    }
     let options = MigrationOptions {
         copy: CopyOptions {
             batch: job.migration.batch_size.clamp(1, 10_000),
             target_empty: false,
+            rules,
         },
         resume: match job.migration.resume_mode {
             ResumeModeConfig::Auto => ResumeMode::Auto,
@@ -265,7 +329,16 @@ async fn report_every(
 /// `ferry verify`: every key compared; `Ok(true)` when equal.
 pub async fn verify(job: &JobFile) -> Result<bool, Error> {
     let (source, target) = endpoints(job)?;
-    let report = ferry_redis::verify::verify(&source, &target, 1).await?;
+    let rules = rules(job, &source).await?;
+    let report = ferry_redis::verify::verify_selected(
+        &source,
+        &target,
+        1,
+        rules
+            .as_ref()
+            .map(|r| r as &dyn ferry_redis::rules::Selector),
+    )
+    .await?;
     for line in &report.details {
         println!("  {line}");
     }

@@ -310,29 +310,19 @@ impl JobFile {
                 ),
             ));
         }
-        if redis {
-            if let Some(rule) = self.rules.first() {
-                return Err(invalid(
-                    "rules",
-                    format!(
-                        "a Redis job moves every database as it is; rules over keys ({:?}) are not built yet (issue #5): remove the [[rules]]",
-                        rule.sql
-                    ),
-                ));
-            }
-            return Ok(());
-        }
-        if self.rules.is_empty() {
-            return Err(invalid(
-                "rules",
-                "no rules: only tables that a rule selects are moved; add one, e.g.\n  [[rules]]\n  sql = \"SELECT * FROM public.*\"".into(),
-            ));
-        }
         for (index, rule) in self.rules.iter().enumerate() {
             if rule.sql.trim().is_empty() {
                 return Err(invalid(&format!("rules[{index}].sql"), "is empty".into()));
             }
         }
+        // A Redis job without rules moves every database as it is.
+        if self.rules.is_empty() && !redis {
+            return Err(invalid(
+                "rules",
+                "no rules: only tables that a rule selects are moved; add one, e.g.\n  [[rules]]\n  sql = \"SELECT * FROM public.*\"".into(),
+            ));
+        }
+
         Ok(())
     }
 }

@@ -200,6 +200,23 @@ impl RuleTransform {
         self.filter.is_some()
     }
 
+    /// The rule's WHERE on `rows` (batches of the source's columns, as compiled for): true,
+    /// false or NULL for each row; `None` when the rule has no filter to run here. For sources
+    /// whose rows are not table changes (Redis keys) and decide for themselves what NULL means.
+    pub fn condition(&self, rows: &RecordBatch) -> ferry_engine::Result<Option<BooleanArray>> {
+        let Some(filter) = &self.filter else {
+            return Ok(None);
+        };
+        let mask = filter
+            .evaluate(rows)
+            .and_then(|value| value.into_array(rows.num_rows()))
+            .map_err(|e| self.failed(e.strip_backtrace()))?;
+        mask.as_boolean_opt()
+            .cloned()
+            .map(Some)
+            .ok_or_else(|| self.failed("the WHERE condition did not give booleans"))
+    }
+
     fn failed(&self, message: impl std::fmt::Display) -> Error {
         Error::Transform {
             table: self.source.clone(),
@@ -217,7 +234,7 @@ impl Transform for RuleTransform {
         let mut rows = batch.rows.clone();
         let mut ops = batch.ops.clone();
         let mut unchanged = batch.unchanged.clone();
-        if let Some(filter) = &self.filter {
+        if self.filter.is_some() {
             if let Some(missing) = &unchanged {
                 if let Some(column) = self
                     .filter_inputs
@@ -231,17 +248,11 @@ impl Transform for RuleTransform {
                     )));
                 }
             }
-            let mask = filter
-                .evaluate(&rows)
-                .and_then(|value| value.into_array(rows.num_rows()))
-                .map_err(|e| self.failed(e.strip_backtrace()))?;
-            let mask = mask
-                .as_boolean_opt()
-                .ok_or_else(|| self.failed("the WHERE condition did not give booleans"))?;
+            let mask = self.condition(&rows)?.expect("the rule has a filter");
             let (keep, new_ops) = match &ops {
-                Ops::AllInsert => (mask.clone(), None),
+                Ops::AllInsert => (mask, None),
                 Ops::PerRow(codes) => {
-                    let (keep, codes) = filter_changes(codes, mask);
+                    let (keep, codes) = filter_changes(codes, &mask);
                     (keep, Some(Ops::PerRow(codes)))
                 }
             };

@@ -6,6 +6,7 @@
 //! The RDB is parsed on a blocking thread as its bytes arrive (bounded channels both ways), so
 //! neither the RDB nor a big key is ever held whole.
 
+use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use ferry_engine::RateLimit;
 use tokio::sync::mpsc;
 
 use crate::rdb::{Event, Kind, RdbError, RdbReader, Values};
-use crate::replica::{Replica, ReplicaError};
+use crate::replica::{Replica, ReplicaError, StreamCommand};
+use crate::rules::{plan, KeyRow, Planned, Rules};
 use crate::sink::RedisWriter;
 use crate::status::MigrationStatus;
 
@@ -44,6 +46,9 @@ pub enum CopyError {
     /// The RDB could not be read.
     #[error(transparent)]
     Rdb(#[from] RdbError),
+    /// The rules cannot be applied to what the source did.
+    #[error("rules: {0}")]
+    Rules(String),
 }
 
 impl ferry_engine::error::ClassifiedError for CopyError {
@@ -57,7 +62,8 @@ impl ferry_engine::error::ClassifiedError for CopyError {
             // A refusal (password, permissions, a command the target rejects) or a key ferry
             // cannot carry: the user's to fix.
             CopyError::Link(ReplicaError::Protocol { .. })
-            | CopyError::Rdb(RdbError::Unsupported { .. }) => ErrorClass::User,
+            | CopyError::Rdb(RdbError::Unsupported { .. })
+            | CopyError::Rules(_) => ErrorClass::User,
             CopyError::Rdb(RdbError::Malformed(_)) => ErrorClass::Internal,
         }
     }
@@ -101,14 +107,17 @@ impl Default for Limits {
     }
 }
 
-/// How a full copy writes.
-#[derive(Clone, Copy, Debug)]
+/// How a migration writes.
+#[derive(Clone, Debug)]
 pub struct CopyOptions {
     /// Commands per pipelined batch.
     pub batch: usize,
     /// The target holds none of the keys (checked empty, or emptied): collections are
     /// built without deleting first, which spares the target a command per key.
     pub target_empty: bool,
+    /// The job's rules: which keys and commands move, into which databases (`None`: all, as
+    /// they are).
+    pub rules: Option<Rules>,
 }
 
 impl Default for CopyOptions {
@@ -116,6 +125,7 @@ impl Default for CopyOptions {
         CopyOptions {
             batch: 512,
             target_empty: false,
+            rules: None,
         }
     }
 }
@@ -125,6 +135,8 @@ impl Default for CopyOptions {
 pub struct CopyStats {
     /// Keys written.
     pub keys: u64,
+    /// Keys the rules left behind.
+    pub skipped: u64,
     /// Bytes of RDB received.
     pub rdb_bytes: u64,
 }
@@ -213,13 +225,26 @@ pub async fn copy_rdb(
     });
     let mut stats = CopyStats::default();
     let mut current: Option<(Vec<u8>, Kind, Option<i64>)> = None;
+    // The target databases the current key goes to.
+    let mut targets: Vec<u64> = Vec::with_capacity(1);
     let mut outcome = Ok(());
     let mut events = Vec::new().into_iter();
+    // Under rules, each batch's keys routed at once, in order.
+    let mut routes = Vec::new().into_iter();
     loop {
         let event = match events.next() {
             Some(event) => event,
             None => match event_rx.recv().await {
                 Some(batch) => {
+                    if let Some(rules) = &options.rules {
+                        match route_keys(rules, &batch) {
+                            Ok(routed) => routes = routed.into_iter(),
+                            Err(error) => {
+                                outcome = Err(error);
+                                break;
+                            }
+                        }
+                    }
                     events = batch.into_iter();
                     continue;
                 }
@@ -236,27 +261,46 @@ pub async fn copy_rdb(
         };
         match event {
             Event::Key(start) => {
-                limits.rows.take(1).await;
-                writer.select(start.db);
-                // SET replaces whatever the target holds; a collection is built by adding
-                // to it, so whatever is there goes first.
-                if start.kind != Kind::String && !options.target_empty {
-                    writer.command(&[b"DEL", &start.key]);
+                targets.clear();
+                match &options.rules {
+                    None => targets.push(start.db),
+                    Some(_) => targets.extend(routes.next().unwrap_or_default()),
+                }
+                if !targets.is_empty() {
+                    limits.rows.take(1).await;
+                }
+                for &db in &targets {
+                    writer.select(db);
+                    // SET replaces whatever the target holds; a collection is built by
+                    // adding to it, so whatever is there goes first.
+                    if start.kind != Kind::String && !options.target_empty {
+                        writer.command(&[b"DEL", &start.key]);
+                    }
                 }
                 current = Some((start.key, start.kind, start.expire_at_ms));
             }
             Event::Values(values) => {
                 if let Some((key, kind, _)) = &current {
-                    write_values(writer, key, *kind, values);
+                    for &db in &targets {
+                        writer.select(db);
+                        write_values(writer, key, *kind, &values);
+                    }
                 }
             }
             Event::KeyEnd => {
                 if let Some((key, _, Some(at))) = &current {
                     let at = at.to_string();
-                    writer.command(&[b"PEXPIREAT", key, at.as_bytes()]);
+                    for &db in &targets {
+                        writer.select(db);
+                        writer.command(&[b"PEXPIREAT", key, at.as_bytes()]);
+                    }
                 }
                 current = None;
-                stats.keys += 1;
+                if targets.is_empty() {
+                    stats.skipped += 1;
+                } else {
+                    stats.keys += 1;
+                }
                 limits.status.add_key();
             }
             // A Redis 7 function library: loaded into the target as it is.
@@ -281,6 +325,26 @@ pub async fn copy_rdb(
     outcome?;
     writer.flush().await?;
     Ok((replica, stats))
+}
+
+/// Where the rules send each key that starts in `batch`, in order.
+fn route_keys(
+    rules: &Rules,
+    batch: &[Result<Option<Event>, RdbError>],
+) -> Result<Vec<Vec<u64>>, CopyError> {
+    let rows: Vec<KeyRow<'_>> = batch
+        .iter()
+        .filter_map(|event| match event {
+            Ok(Some(Event::Key(start))) => Some(KeyRow {
+                db: start.db,
+                key: Some(&start.key),
+                kind: Some(start.kind.name()),
+                command: None,
+            }),
+            _ => None,
+        })
+        .collect();
+    rules.selector.route(&rows).map_err(CopyError::Rules)
 }
 
 /// Queues what a stream keeps besides its entries: it exists even when empty, its last ID and
@@ -338,10 +402,10 @@ fn write_stream_meta(writer: &mut RedisWriter, key: &[u8], meta: &crate::rdb::St
 }
 
 /// Queues the commands that add one slice of a value.
-fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values) {
+fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: &Values) {
     match (kind, values) {
         (_, Values::Entries(entries)) => {
-            for entry in &entries {
+            for entry in entries {
                 let id = format!("{}-{}", entry.id.0, entry.id.1);
                 let mut args: Vec<&[u8]> = vec![b"XADD", key, id.as_bytes()];
                 for (field, value) in &entry.fields {
@@ -351,8 +415,8 @@ fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values
                 writer.command(&args);
             }
         }
-        (_, Values::StreamMeta(meta)) => write_stream_meta(writer, key, &meta),
-        (_, Values::String(value)) => writer.command(&[b"SET", key, &value]),
+        (_, Values::StreamMeta(meta)) => write_stream_meta(writer, key, meta),
+        (_, Values::String(value)) => writer.command(&[b"SET", key, value]),
         (Kind::Set, Values::Items(members)) if !members.is_empty() => {
             let mut args: Vec<&[u8]> = vec![b"SADD", key];
             args.extend(members.iter().map(Vec::as_slice));
@@ -365,7 +429,7 @@ fn write_values(writer: &mut RedisWriter, key: &[u8], kind: Kind, values: Values
         }
         (_, Values::Pairs(pairs)) if !pairs.is_empty() => {
             let mut args: Vec<&[u8]> = vec![b"HSET", key];
-            for (field, value) in &pairs {
+            for (field, value) in pairs {
                 args.push(field);
                 args.push(value);
             }
@@ -440,23 +504,33 @@ pub(crate) fn queue_mark(writer: &mut RedisWriter, key: &[u8], value: &[u8]) {
 pub async fn apply_stream(
     replica: &mut Replica,
     writer: &mut RedisWriter,
-    batch: usize,
+    options: &CopyOptions,
     limits: &Limits,
     checkpoint: Option<&[u8]>,
     point: &mut StreamPoint,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
     done: &(dyn Fn(&StreamPoint) -> bool + Sync),
 ) -> Result<u64, CopyError> {
+    let batch = options.batch.max(1);
     let mut replayed = 0;
     // What the target will hold once the queued commands are sent.
     let mut queued = point.clone();
     let mut in_multi = false;
     // A batch transaction is open on the target connection (checkpoint mode).
     let mut open = false;
+    // Commands read and not yet queued, and under rules what the target runs for each of
+    // them (planned together: the rules run over a batch of rows at once).
+    let mut pending: VecDeque<StreamCommand> = VecDeque::new();
+    let mut plans: VecDeque<Vec<Planned>> = VecDeque::new();
     loop {
-        let command = match replica.buffered_command()? {
-            Some(command) => command,
-            None => {
+        if pending.is_empty() {
+            while pending.len() < batch {
+                match replica.buffered_command()? {
+                    Some(command) => pending.push_back(command),
+                    None => break,
+                }
+            }
+            if pending.is_empty() {
                 if let (Some(key), true, false) = (checkpoint, open, in_multi) {
                     queue_mark(writer, key, queued.encode().as_bytes());
                     writer.command(&[b"EXEC"]);
@@ -473,9 +547,13 @@ pub async fn apply_stream(
                 if !in_multi && done(point) {
                     return Ok(replayed);
                 }
-                replica.next_command().await?
+                pending.push_back(replica.next_command().await?);
             }
-        };
+            if let Some(rules) = &options.rules {
+                plans = plan_pending(rules, &pending, queued.db)?.into();
+            }
+        }
+        let command = pending.pop_front().expect("a command was read");
         limits.bytes.take(command.offset - queued.offset).await;
         limits.status.add_bytes(command.offset - queued.offset);
         queued.offset = command.offset;
@@ -496,23 +574,13 @@ pub async fn apply_stream(
             continue;
         }
         if name.eq_ignore_ascii_case(b"SELECT") {
-            queued.db = command
-                .args
-                .get(1)
-                .and_then(|d| std::str::from_utf8(d).ok())
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0);
+            queued.db = selected_db(&command.args);
             continue;
         }
-        let boundary = if name.eq_ignore_ascii_case(b"MULTI") {
-            in_multi = true;
-            true
-        } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
-            in_multi = false;
-            true
-        } else {
-            false
-        };
+        let boundary = is_boundary(name);
+        if boundary {
+            in_multi = name.eq_ignore_ascii_case(b"MULTI");
+        }
         limits.rows.take(1).await;
         if checkpoint.is_some() {
             if !open {
@@ -524,10 +592,25 @@ pub async fn apply_stream(
                 continue;
             }
         }
-        writer.select(queued.db);
-        let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
-        writer.command(&args);
-        replayed += 1;
+        match (&options.rules, boundary) {
+            (Some(_), false) => {
+                let planned = plans.pop_front().expect("a plan per data command");
+                if !planned.is_empty() {
+                    replayed += 1;
+                }
+                for (db, args) in &planned {
+                    writer.select(*db);
+                    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+                    writer.command(&args);
+                }
+            }
+            _ => {
+                writer.select(queued.db);
+                let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
+                writer.command(&args);
+                replayed += 1;
+            }
+        }
         limits.status.add_command();
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             if let (Some(key), false) = (checkpoint, in_multi) {
@@ -543,4 +626,43 @@ pub async fn apply_stream(
             }
         }
     }
+}
+
+/// The database a `SELECT` names (0 when it names none).
+fn selected_db(args: &[Vec<u8>]) -> u64 {
+    args.get(1)
+        .and_then(|d| std::str::from_utf8(d).ok())
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `MULTI`, `EXEC` or `DISCARD`: a transaction's edge.
+fn is_boundary(name: &[u8]) -> bool {
+    [b"MULTI".as_slice(), b"EXEC", b"DISCARD"]
+        .iter()
+        .any(|b| name.eq_ignore_ascii_case(b))
+}
+
+/// What the target runs for each data command of `pending` (every command but `PING`,
+/// `REPLCONF`, `SELECT` and transaction edges), the first running in database `db`.
+fn plan_pending(
+    rules: &Rules,
+    pending: &VecDeque<StreamCommand>,
+    mut db: u64,
+) -> Result<Vec<Vec<Planned>>, CopyError> {
+    let mut commands = Vec::with_capacity(pending.len());
+    for command in pending {
+        let Some(name) = command.args.first() else {
+            continue;
+        };
+        if name.eq_ignore_ascii_case(b"SELECT") {
+            db = selected_db(&command.args);
+        } else if !(name.eq_ignore_ascii_case(b"PING")
+            || name.eq_ignore_ascii_case(b"REPLCONF")
+            || is_boundary(name))
+        {
+            commands.push((db, command.args.as_slice()));
+        }
+    }
+    plan(rules.selector.as_ref(), &rules.commands, &commands).map_err(CopyError::Rules)
 }

@@ -6,7 +6,7 @@
 //! moved into a target: the RDB as native commands, then the command stream replayed;
 //! [`migrate`], the whole online migration with its resume modes; [`check`], warnings about
 //! settings that can spoil a migration; [`verify`], a key-by-key comparison of target and
-//! source.
+//! source; [`rules`], which keys and commands a job's rules select and where they go.
 #![warn(missing_docs)]
 
 pub mod check;
@@ -14,6 +14,7 @@ pub mod copy;
 pub mod migrate;
 pub mod rdb;
 pub mod replica;
+pub mod rules;
 pub mod sink;
 pub mod status;
 pub mod verify;

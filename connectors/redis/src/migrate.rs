@@ -16,6 +16,7 @@ use crate::copy::{
 };
 use crate::rdb::RdbError;
 use crate::replica::{Replica, ReplicaConfig, ReplicaError, SyncStart};
+use crate::rules::Rules;
 use crate::sink::RedisWriter;
 use crate::status::MigrationState;
 
@@ -82,7 +83,7 @@ fn broken_link(error: &CopyError) -> bool {
         CopyError::Link(ReplicaError::Protocol { .. }) => false,
         // An RDB cut short by the link going down.
         CopyError::Rdb(RdbError::Io(_)) => true,
-        CopyError::Rdb(_) => false,
+        CopyError::Rdb(_) | CopyError::Rules(_) => false,
     }
 }
 
@@ -133,6 +134,36 @@ pub async fn migrate(
     }
 }
 
+/// Empties what a new copy will fill: the whole target, or under rules the databases they
+/// write (ferry owns those: keys there that the rules do not select are not its to keep).
+async fn empty_target(
+    writer: &mut RedisWriter,
+    target: &ReplicaConfig,
+    rules: Option<&Rules>,
+) -> Result<(), CopyError> {
+    match rules {
+        None => {
+            warn!("emptying the target (FLUSHALL) before copying again, so no key deleted at the source since the earlier copy survives there");
+            if let OwnedFrame::Error(message) = writer.request(&[b"FLUSHALL"]).await? {
+                return Err(CopyError::Link(ReplicaError::Protocol {
+                    address: target.address.clone(),
+                    message: format!("emptying the target before a new copy: {message}"),
+                }));
+            }
+        }
+        Some(rules) => {
+            let dbs = rules.selector.target_dbs();
+            warn!(databases = ?dbs, "emptying the target databases the rules write (FLUSHDB) before copying again, so no key deleted at the source since the earlier copy survives there");
+            for db in dbs {
+                writer.select(db);
+                writer.command(&[b"FLUSHDB"]);
+            }
+            writer.flush().await?;
+        }
+    }
+    Ok(())
+}
+
 /// One connection's worth: a full copy or a partial resync, then the stream.
 async fn run_once(
     source: &ReplicaConfig,
@@ -174,13 +205,7 @@ async fn run_once(
             // only this migration's keys, so it is emptied first.
             let again = report.full_copies > 0 || report.point.is_some() || copy_cut;
             if again {
-                warn!("emptying the target (FLUSHALL) before copying again, so no key deleted at the source since the earlier copy survives there");
-                if let OwnedFrame::Error(message) = writer.request(&[b"FLUSHALL"]).await? {
-                    return Err(CopyError::Link(ReplicaError::Protocol {
-                        address: target.address.clone(),
-                        message: format!("emptying the target before a new copy: {message}"),
-                    }));
-                }
+                empty_target(&mut writer, target, options.copy.rules.as_ref()).await?;
             }
             if let Some(key) = &options.checkpoint_key {
                 queue_mark(&mut writer, key, COPYING);
@@ -188,7 +213,7 @@ async fn run_once(
             }
             let copy = CopyOptions {
                 target_empty: options.copy.target_empty || again,
-                ..options.copy
+                ..options.copy.clone()
             };
             report.full_copies += 1;
             limits.status.set_state(MigrationState::FullMigrating);
@@ -226,7 +251,7 @@ async fn run_once(
     let result = apply_stream(
         &mut replica,
         &mut writer,
-        options.copy.batch,
+        &options.copy,
         limits,
         options.checkpoint_key.as_deref(),
         &mut point,

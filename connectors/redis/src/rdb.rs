@@ -65,6 +65,20 @@ pub enum Kind {
     Stream,
 }
 
+impl Kind {
+    /// The type's name as Redis's `TYPE` answers it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::String => "string",
+            Kind::List => "list",
+            Kind::Set => "set",
+            Kind::SortedSet => "zset",
+            Kind::Hash => "hash",
+            Kind::Stream => "stream",
+        }
+    }
+}
+
 /// A stream entry ID.
 pub type StreamId = (u64, u64);
 

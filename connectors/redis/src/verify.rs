@@ -11,6 +11,7 @@ use redis_protocol::resp2::types::OwnedFrame;
 
 use crate::copy::FERRY_KEY_PREFIX;
 use crate::replica::{ReplicaConfig, ReplicaError};
+use crate::rules::{KeyRow, Selector};
 use crate::sink::RedisWriter;
 
 /// Elements read per request of a big value, and keys per `SCAN` step.
@@ -274,6 +275,50 @@ pub async fn verify(
     target: &ReplicaConfig,
     every: u64,
 ) -> Result<VerifyReport, ReplicaError> {
+    verify_selected(source, target, every, None).await
+}
+
+/// A type name as [`KeyRow`] holds it.
+fn kind_name(kind: &str) -> Option<&'static str> {
+    ["string", "list", "set", "zset", "hash", "stream"]
+        .into_iter()
+        .find(|k| *k == kind)
+}
+
+/// Where `key` of source database `db`, of type `kind`, belongs in the target.
+fn targets(
+    rules: Option<&dyn Selector>,
+    db: u64,
+    key: &[u8],
+    kind: &str,
+) -> Result<Vec<u64>, ReplicaError> {
+    let Some(rules) = rules else {
+        return Ok(vec![db]);
+    };
+    let row = KeyRow {
+        db,
+        key: Some(key),
+        kind: kind_name(kind),
+        command: None,
+    };
+    let mut routes = rules
+        .route(&[row])
+        .map_err(|message| ReplicaError::Protocol {
+            address: "the job's rules".into(),
+            message,
+        })?;
+    Ok(routes.pop().unwrap_or_default())
+}
+
+/// [`verify`] under rules: each source key the rules select is compared with its copy in
+/// every target database they send it to; keys they leave behind are not compared, and a
+/// target key counts as extra unless the rules send a source key there.
+pub async fn verify_selected(
+    source: &ReplicaConfig,
+    target: &ReplicaConfig,
+    every: u64,
+    rules: Option<&dyn Selector>,
+) -> Result<VerifyReport, ReplicaError> {
     let mut from = Side {
         config: source,
         conn: RedisWriter::connect(source).await?,
@@ -305,30 +350,37 @@ pub async fn verify(
                     report.vanished += 1;
                     continue;
                 };
-                report.compared += 1;
-                match to.describe(db, &key).await? {
-                    None if from.describe(db, &key).await?.is_none() => report.vanished += 1,
-                    None => {
-                        report.missing += 1;
-                        report.note(format!("db {db} key {name:?}: missing in the target"));
-                    }
-                    Some(got) if got == want => {}
-                    Some(got) => {
-                        report.different += 1;
-                        let what = if got.kind != want.kind {
-                            format!(
-                                "type {} in the target, {} at the source",
-                                got.kind, want.kind
-                            )
-                        } else if got.digest != want.digest {
-                            "another value".to_string()
-                        } else {
-                            format!(
-                                "expiry {:?} in the target, {:?} at the source (ms since 1970)",
-                                got.expire_at, want.expire_at
-                            )
-                        };
-                        report.note(format!("db {db} key {name:?}: {what}"));
+                for to_db in targets(rules, db, &key, &want.kind)? {
+                    report.compared += 1;
+                    let place = if to_db == db {
+                        format!("db {db}")
+                    } else {
+                        format!("db {db} (target db {to_db})")
+                    };
+                    match to.describe(to_db, &key).await? {
+                        None if from.describe(db, &key).await?.is_none() => report.vanished += 1,
+                        None => {
+                            report.missing += 1;
+                            report.note(format!("{place} key {name:?}: missing in the target"));
+                        }
+                        Some(got) if got == want => {}
+                        Some(got) => {
+                            report.different += 1;
+                            let what = if got.kind != want.kind {
+                                format!(
+                                    "type {} in the target, {} at the source",
+                                    got.kind, want.kind
+                                )
+                            } else if got.digest != want.digest {
+                                "another value".to_string()
+                            } else {
+                                format!(
+                                    "expiry {:?} in the target, {:?} at the source (ms since 1970)",
+                                    got.expire_at, want.expire_at
+                                )
+                            };
+                            report.note(format!("{place} key {name:?}: {what}"));
+                        }
                     }
                 }
             }
@@ -339,7 +391,11 @@ pub async fn verify(
         }
     }
     if every == 1 {
+        let source_dbs = rules.map(|rules| rules.source_dbs());
         for db in to.databases().await? {
+            if rules.is_some_and(|r| !r.target_dbs().contains(&db)) {
+                continue;
+            }
             let mut cursor = b"0".to_vec();
             loop {
                 to.select(db).await?;
@@ -348,10 +404,17 @@ pub async fn verify(
                     if key.starts_with(FERRY_KEY_PREFIX) {
                         continue;
                     }
-                    from.select(db).await?;
-                    let exists =
-                        matches!(from.ask(&[b"EXISTS", &key]).await?, OwnedFrame::Integer(1));
-                    if !exists {
+                    let mut expected = false;
+                    for from_db in source_dbs.clone().unwrap_or_else(|| vec![db]) {
+                        from.select(from_db).await?;
+                        let kind = bytes_of(from.ask(&[b"TYPE", &key]).await?).unwrap_or_default();
+                        let kind = String::from_utf8_lossy(&kind);
+                        if kind != "none" && targets(rules, from_db, &key, &kind)?.contains(&db) {
+                            expected = true;
+                            break;
+                        }
+                    }
+                    if !expected {
                         report.extra += 1;
                         report.note(format!(
                             "db {db} key {:?}: in the target only",

@@ -59,6 +59,7 @@ async fn a_two_million_member_sorted_set_is_copied_in_slices() {
         CopyOptions {
             batch: 64,
             target_empty: true,
+            rules: None,
         },
         &Limits::default(),
     )

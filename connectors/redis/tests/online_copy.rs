@@ -110,6 +110,7 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
         CopyOptions {
             batch: 500,
             target_empty: false,
+            rules: None,
         },
         &limits,
     )
@@ -129,7 +130,7 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     apply_stream(
         &mut replica,
         &mut sink,
-        500,
+        &CopyOptions::default(),
         &limits,
         None,
         &mut point,
@@ -156,7 +157,7 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     apply_stream(
         &mut replica,
         &mut sink,
-        500,
+        &CopyOptions::default(),
         &limits,
         None,
         &mut point,

@@ -80,6 +80,7 @@ async fn auto_copies_again_before_a_commit_and_resyncs_partially_after() {
                 copy: CopyOptions {
                     batch: 200,
                     target_empty: true,
+                    rules: None,
                 },
                 resume: ResumeMode::Auto,
                 first_backoff: Duration::from_millis(100),
@@ -206,6 +207,7 @@ fn spawn_migration(
             copy: CopyOptions {
                 batch: 50,
                 target_empty: true,
+                rules: None,
             },
             checkpoint_key: Some(b"__ferry__:checkpoint:test".to_vec()),
             ..MigrationOptions::default()
