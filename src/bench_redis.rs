@@ -4,8 +4,14 @@
 //! into another server, in the same run on the same machine; then the same copy under a
 //! bandwidth limit, to show how closely the limit holds.
 //!
-//! ferry's side runs inside this process (the connector as a library, until Redis jobs run
-//! through `ferry run`): its time is wall time, its CPU and peak memory this process's.
+//! Then the incremental phase: a stream of commands of every kind loaded into the source while
+//! its backlog keeps them, replayed by ferry from the point before them (a partial resync, as
+//! after a broken link) at several batch sizes and under a rule, beside `redis-cli --pipe`
+//! of the same commands.
+//!
+//! ferry's side runs inside this process (the connector as a library, with the rules
+//! compiled as `ferry run` compiles them): its time is wall time, its CPU and peak memory this
+//! process's.
 
 use std::fmt::Write as _;
 use std::fs;
@@ -14,12 +20,17 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ferry_engine::Error;
-use ferry_redis::copy::{copy_rdb, CopyOptions, Limits};
+use std::sync::Arc;
+
+use ferry_redis::copy::{copy_rdb, CopyOptions, Limits, StreamPoint};
+use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
 use ferry_redis::replica::{Replica, ReplicaConfig};
+use ferry_redis::rules::{CommandTable, Rules};
 use ferry_redis::sink::{RedisWriter, Reply};
 use ferry_testkit::RedisServer;
 
 use crate::bench::{failed, measure, process_cpu_seconds, Measurement};
+use crate::redis_rules::KeyRules;
 
 /// Options of `ferry bench-redis`.
 #[derive(Clone, Debug, clap::Args)]
@@ -30,6 +41,9 @@ pub struct BenchRedisArgs {
     /// Commands per pipelined batch written to the target.
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
+    /// Commands of the incremental phase.
+    #[arg(long, default_value_t = 500_000)]
+    pub commands: u64,
     /// Where to write redis-results.md and the generated commands.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
@@ -100,6 +114,114 @@ fn generate(keys: u64, file: &mut impl std::io::Write) -> std::io::Result<()> {
     file.flush()
 }
 
+/// Writes `commands` stream commands over keys `t:*` that succeed on any target (INCR,
+/// HINCRBY, RPUSH, SADD, ZINCRBY, SET with an expiry, DEL, a MULTI/EXEC every 50th).
+fn generate_stream(commands: u64, file: &mut impl std::io::Write) -> std::io::Result<()> {
+    let mut out = Vec::new();
+    for i in 0..commands {
+        out.clear();
+        let key = |kind: &str| format!("t:{}:{kind}:{}", i % 2, i % 10_000);
+        let n = i.to_string();
+        match i % 8 {
+            0 => resp(&mut out, &[b"INCR", key("n").as_bytes()]),
+            1 => resp(&mut out, &[b"HINCRBY", key("h").as_bytes(), b"f", b"3"]),
+            2 => resp(&mut out, &[b"RPUSH", key("l").as_bytes(), n.as_bytes()]),
+            3 => resp(&mut out, &[b"SADD", key("s").as_bytes(), n.as_bytes()]),
+            4 => resp(&mut out, &[b"ZINCRBY", key("z").as_bytes(), b"1.5", b"m"]),
+            5 => resp(
+                &mut out,
+                &[b"SET", key("v").as_bytes(), n.as_bytes(), b"EX", b"100000"],
+            ),
+            6 => resp(
+                &mut out,
+                &[b"DEL", key("v").as_bytes(), key("x").as_bytes()],
+            ),
+            _ if i % 50 == 7 => {
+                resp(&mut out, &[b"MULTI"]);
+                resp(&mut out, &[b"INCR", key("n").as_bytes()]);
+                resp(&mut out, &[b"RPUSH", key("l").as_bytes(), n.as_bytes()]);
+                resp(&mut out, &[b"EXEC"]);
+            }
+            _ => resp(&mut out, &[b"APPEND", key("a").as_bytes(), b"x"]),
+        }
+        file.write_all(&out)?;
+    }
+    file.flush()
+}
+
+/// The source's replication id and offset now.
+fn stream_point(source: &RedisServer) -> Result<StreamPoint, Error> {
+    let info = source.cli(&["INFO", "replication"]).map_err(failed)?;
+    let field = |name: &str| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+            .ok_or_else(|| failed(format!("no {name} in INFO replication")))
+    };
+    Ok(StreamPoint {
+        replid: field("master_replid")?,
+        offset: field("master_repl_offset")?.parse().map_err(failed)?,
+        db: 0,
+    })
+}
+
+/// Replays the source's stream from `from` to `to` into `target` (a partial resync).
+async fn ferry_replay(
+    source: &RedisServer,
+    target: &RedisServer,
+    copy: CopyOptions,
+    (from, to): (&StreamPoint, u64),
+    name: String,
+) -> Result<Measurement, Error> {
+    target.cli(&["FLUSHALL"]).map_err(failed)?;
+    let options = MigrationOptions {
+        copy,
+        resume: ResumeMode::Manual,
+        ..MigrationOptions::default()
+    };
+    let cpu_before = process_cpu_seconds(std::process::id());
+    let started = Instant::now();
+    let report = migrate(
+        &config(source),
+        &config(target),
+        &options,
+        &Limits::default(),
+        Some(from.clone()),
+        &mut |_| {},
+        &|point| point.offset >= to,
+    )
+    .await
+    .map_err(failed)?;
+    if report.full_copies > 0 {
+        return Err(failed(
+            "the source could not continue from the point (its backlog lost it): a full copy ran instead",
+        ));
+    }
+    Ok(Measurement {
+        name,
+        seconds: started.elapsed().as_secs_f64(),
+        cpu_seconds: process_cpu_seconds(std::process::id()) - cpu_before,
+        peak_rss_kb: own_peak_kb(),
+    })
+}
+
+/// `rule` compiled for `source`, as `ferry run` compiles a job's rules.
+async fn rules_for(source: &RedisServer, rule: &str) -> Result<Rules, Error> {
+    let selector = KeyRules::compile(
+        &[ferry_sql::RuleConfig {
+            sql: rule.to_string(),
+        }],
+        16,
+    )?;
+    let mut conn = RedisWriter::connect(&config(source))
+        .await
+        .map_err(failed)?;
+    Ok(Rules {
+        selector: Arc::new(selector),
+        commands: Arc::new(CommandTable::fetch(&mut conn).await.map_err(failed)?),
+    })
+}
+
 fn config(server: &RedisServer) -> ReplicaConfig {
     ReplicaConfig {
         address: format!("127.0.0.1:{}", server.port()),
@@ -140,7 +262,7 @@ fn own_peak_kb() -> u64 {
 async fn ferry_copy(
     source: &RedisServer,
     target: &RedisServer,
-    batch: usize,
+    copy: CopyOptions,
     limits: &Limits,
     name: &str,
 ) -> Result<(Measurement, u64), Error> {
@@ -152,18 +274,9 @@ async fn ferry_copy(
     let (replica, _) = Replica::connect(config(source), None)
         .await
         .map_err(failed)?;
-    let (_, stats) = copy_rdb(
-        replica,
-        &mut writer,
-        CopyOptions {
-            batch,
-            target_empty: true,
-            rules: None,
-        },
-        limits,
-    )
-    .await
-    .map_err(failed)?;
+    let (_, stats) = copy_rdb(replica, &mut writer, copy, limits)
+        .await
+        .map_err(failed)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok((
         Measurement {
@@ -267,11 +380,20 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
 
     eprintln!("baseline: redis-cli --pipe …");
     let baseline = pipe(&piped, &file)?;
+    // The backlog keeps the stream commands loaded later, for the replay measured below.
+    source
+        .cli(&["CONFIG", "SET", "repl-backlog-size", "1gb"])
+        .map_err(failed)?;
+    let copy = CopyOptions {
+        batch: args.batch,
+        target_empty: true,
+        rules: None,
+    };
     eprintln!("ferry: full sync …");
     let (unlimited, rdb_bytes) = ferry_copy(
         &source,
         &target,
-        args.batch,
+        copy.clone(),
         &Limits::default(),
         "ferry full sync",
     )
@@ -298,7 +420,7 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
     let (limited, _) = ferry_copy(
         &source,
         &target,
-        args.batch,
+        copy.clone(),
         &limits,
         "ferry full sync, bandwidth-limited",
     )
@@ -306,6 +428,74 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
     if dbsize(&target)? != args.keys {
         return Err(failed("the limited copy did not copy every key"));
     }
+    // Under a rule keeping the strings (40 % of the keys).
+    target.cli(&["FLUSHALL"]).map_err(failed)?;
+    eprintln!("ferry: full sync under a rule …");
+    let rule = "SELECT * FROM db0 WHERE key LIKE 's:%'";
+    let (ruled, _) = ferry_copy(
+        &source,
+        &target,
+        CopyOptions {
+            rules: Some(rules_for(&source, rule).await?),
+            ..copy.clone()
+        },
+        &Limits::default(),
+        "ferry full sync, rule keeping the 40 % strings",
+    )
+    .await?;
+    if dbsize(&target)? != args.keys * 4 / 10 {
+        return Err(failed("the rule did not keep exactly the strings"));
+    }
+
+    // The incremental phase: commands the backlog holds, replayed from the point before them.
+    eprintln!("generating {} stream commands …", args.commands);
+    let stream_file = args.out.join("redis-stream.resp");
+    fs::File::create(&stream_file)
+        .and_then(|f| generate_stream(args.commands, &mut std::io::BufWriter::new(f)))
+        .map_err(failed)?;
+    let before = stream_point(&source)?;
+    let stream_load = pipe(&source, &stream_file)?;
+    let end = stream_point(&source)?.offset;
+    let stream_piped = RedisServer::start().map_err(failed)?;
+    eprintln!("baseline: redis-cli --pipe of the stream …");
+    let stream_baseline = pipe(&stream_piped, &stream_file)?;
+    let mut replays = vec![stream_baseline];
+    for batch in [64, 1024, 8192] {
+        eprintln!("ferry: stream replay, batch {batch} …");
+        replays.push(
+            ferry_replay(
+                &source,
+                &target,
+                CopyOptions {
+                    batch,
+                    ..copy.clone()
+                },
+                (&before, end),
+                format!("ferry stream replay, batch {batch}"),
+            )
+            .await?,
+        );
+        if dbsize(&target)? != dbsize(&stream_piped)? {
+            return Err(failed(
+                "the replay did not end with the keys the commands make",
+            ));
+        }
+    }
+    eprintln!("ferry: stream replay under a rule …");
+    replays.push(
+        ferry_replay(
+            &source,
+            &target,
+            CopyOptions {
+                batch: 1024,
+                rules: Some(rules_for(&source, "SELECT * FROM db0 WHERE key LIKE 't:0:%'").await?),
+                ..copy.clone()
+            },
+            (&before, end),
+            "ferry stream replay, batch 1024, rule keeping half the keys".into(),
+        )
+        .await?,
+    );
 
     let mut table = String::new();
     let _ = writeln!(
@@ -320,7 +510,7 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
         "| configuration | seconds | keys/s | MB/s of RDB | CPU s | peak RSS MB |"
     );
     let _ = writeln!(table, "|---|---:|---:|---:|---:|---:|");
-    for m in [&baseline, &dump, &unlimited, &limited] {
+    for m in [&baseline, &dump, &unlimited, &limited, &ruled] {
         let _ = writeln!(
             table,
             "| {} | {:.2} | {:.0} | {:.1} | {:.2} | {:.1} |",
@@ -340,9 +530,33 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
         achieved / 1e6,
         (achieved / limit as f64 - 1.0) * 100.0
     );
+    let _ = writeln!(
+        table,
+        "\nincremental phase: {} commands ({:.1} MB of stream) loaded into the source in {:.2} s, replayed from the point before them\n",
+        args.commands,
+        (end - before.offset) as f64 / 1e6,
+        stream_load.seconds
+    );
+    let _ = writeln!(
+        table,
+        "| configuration | seconds | commands/s | MB/s of stream | CPU s |"
+    );
+    let _ = writeln!(table, "|---|---:|---:|---:|---:|");
+    for m in &replays {
+        let _ = writeln!(
+            table,
+            "| {} | {:.2} | {:.0} | {:.1} | {:.2} |",
+            m.name,
+            m.seconds,
+            args.commands as f64 / m.seconds,
+            (end - before.offset) as f64 / 1e6 / m.seconds,
+            m.cpu_seconds
+        );
+    }
     print!("{table}");
     fs::write(args.out.join("redis-results.md"), &table).map_err(failed)?;
     let _ = fs::remove_file(&file);
+    let _ = fs::remove_file(&stream_file);
     eprintln!("wrote {}/redis-results.md", args.out.display());
     Ok(())
 }

@@ -254,4 +254,24 @@ mod tests {
         assert_eq!(rules.route(&rows).unwrap(), [vec![7], vec![]]);
         assert_eq!(rules.target_dbs().len(), 16);
     }
+
+    #[test]
+    fn the_readme_rules_compile_and_route() {
+        let rules = rules(&[
+            "INSERT INTO db3 SELECT * FROM db0 WHERE key LIKE 'user:%'",
+            "SELECT * FROM db1 WHERE command <> 'DEL'",
+            "SELECT * FROM 'redis.db([2-9]|1[0-5])' WHERE type = 'hash'",
+        ])
+        .unwrap();
+        let rows = [
+            row(1, Some("a"), None, Some("DEL")),
+            row(1, Some("a"), None, Some("SET")),
+            row(12, Some("h"), Some("hash"), None),
+            row(12, Some("s"), Some("string"), None),
+            row(12, Some("s"), None, Some("EXPIRE")),
+        ];
+        let want: [&[u64]; 5] = [&[], &[1], &[12], &[], &[12]];
+        assert_eq!(rules.route(&rows).unwrap(), want.map(|w| w.to_vec()));
+        assert_eq!(rules.source_dbs(), (0..16).collect::<Vec<u64>>());
+    }
 }
