@@ -348,7 +348,7 @@ fn route_keys(
 }
 
 /// Queues what a stream keeps besides its entries: it exists even when empty, its last ID and
-/// counters, its consumer groups (their pending entries are not carried: logged).
+/// counters, its consumer groups with their consumers and pending entries.
 fn write_stream_meta(writer: &mut RedisWriter, key: &[u8], meta: &crate::rdb::StreamMeta) {
     let id = |id: (u64, u64)| format!("{}-{}", id.0, id.1);
     // A stream whose entries are all gone still exists: make it so, empty.
@@ -390,13 +390,39 @@ fn write_stream_meta(writer: &mut RedisWriter, key: &[u8], meta: &crate::rdb::St
             args.push(read.as_bytes());
         }
         writer.command(&args);
-        if group.pending > 0 {
-            tracing::warn!(
-                key = %String::from_utf8_lossy(key),
-                group = %String::from_utf8_lossy(&group.name),
-                pending = group.pending,
-                "the group's pending entries (delivered, not yet acknowledged) are not carried: in the target they count as acknowledged"
-            );
+        // The entries delivered and not acknowledged, with their consumer, delivery time
+        // and count — what XREADGROUP at the source replicates as (XCLAIM … FORCE).
+        for consumer in &group.consumers {
+            if consumer.pending.is_empty() {
+                writer.command(&[
+                    b"XGROUP",
+                    b"CREATECONSUMER",
+                    key,
+                    &group.name,
+                    &consumer.name,
+                ]);
+            }
+            for entry in &consumer.pending {
+                let (id, at, count) = (
+                    id(entry.id),
+                    entry.delivered_at_ms.to_string(),
+                    entry.deliveries.to_string(),
+                );
+                writer.command(&[
+                    b"XCLAIM",
+                    key,
+                    &group.name,
+                    &consumer.name,
+                    b"0",
+                    id.as_bytes(),
+                    b"TIME",
+                    at.as_bytes(),
+                    b"RETRYCOUNT",
+                    count.as_bytes(),
+                    b"FORCE",
+                    b"JUSTID",
+                ]);
+            }
         }
     }
 }

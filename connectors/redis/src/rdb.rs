@@ -12,7 +12,7 @@
 //! ziplists, quicklist 2 of listpacks and plain nodes), sets (plain, intset, listpack), sorted
 //! sets (plain with text or binary scores, ziplist, listpack), hashes (plain, ziplist,
 //! listpack), streams (entries node by node, then the last ID, counters and consumer groups;
-//! the groups' pending entries are counted, not carried). Module values and the old zipmap
+//! with their consumers and pending entries). Module values and the old zipmap
 //! hashes are errors naming the key: never dropped in silence.
 
 use std::collections::VecDeque;
@@ -100,8 +100,30 @@ pub struct StreamGroup {
     pub last_id: StreamId,
     /// Entries read by it (RDB 10 on), for lag.
     pub entries_read: Option<u64>,
-    /// Entries delivered and not acknowledged (counted, not carried).
+    /// Entries delivered and not acknowledged.
     pub pending: u64,
+    /// Its consumers, with the entries each holds pending.
+    pub consumers: Vec<StreamConsumer>,
+}
+
+/// A consumer of a group.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamConsumer {
+    /// Its name.
+    pub name: Vec<u8>,
+    /// The entries delivered to it and not acknowledged, in ID order.
+    pub pending: Vec<PendingEntry>,
+}
+
+/// An entry delivered and not yet acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PendingEntry {
+    /// The entry's ID.
+    pub id: StreamId,
+    /// When it was last delivered (ms since 1970).
+    pub delivered_at_ms: u64,
+    /// Times it was delivered.
+    pub deliveries: u64,
 }
 
 /// What a stream keeps besides its entries.
@@ -538,7 +560,8 @@ impl<R: Read> RdbReader<R> {
     }
 
     /// A stream's metadata after its nodes: last ID, counters, consumer groups with their
-    /// pending entries and consumers (read past: not carried).
+    /// consumers and pending entries. A group's pending entries are held while its consumers
+    /// are read (each consumer's list names them by ID): some 40 bytes an entry.
     fn stream_meta(&mut self, version: u8) -> Result<StreamMeta> {
         let _length = self.length()?;
         let last_id = self.id()?;
@@ -559,24 +582,40 @@ impl<R: Read> RdbReader<R> {
                 None
             };
             let pending = self.length()?;
+            let mut delivered = std::collections::HashMap::new();
             for _ in 0..pending {
-                // ID (16 bytes), delivery time (8), delivery count.
-                self.bytes(24)?;
-                self.length()?;
+                // ID (16 bytes, big-endian), delivery time (8, little-endian), count.
+                let id = self.raw_id()?;
+                let at = self.bytes(8)?;
+                let at = u64::from_le_bytes(at.try_into().expect("8 bytes"));
+                delivered.insert(id, (at, self.length()?));
             }
+            let mut consumers = Vec::new();
             for _ in 0..self.length()? {
-                let _consumer = self.string()?;
+                let name = self.string()?;
                 // Seen time, and from RDB type 21 on the active time.
                 self.bytes(if version >= 21 { 16 } else { 8 })?;
+                let mut pending = Vec::new();
                 for _ in 0..self.length()? {
-                    self.bytes(16)?;
+                    let id = self.raw_id()?;
+                    let (delivered_at_ms, deliveries) =
+                        delivered.get(&id).copied().ok_or_else(|| {
+                            malformed("a consumer's pending entry is not the group's")
+                        })?;
+                    pending.push(PendingEntry {
+                        id,
+                        delivered_at_ms,
+                        deliveries,
+                    });
                 }
+                consumers.push(StreamConsumer { name, pending });
             }
             groups.push(StreamGroup {
                 name,
                 last_id,
                 entries_read,
                 pending,
+                consumers,
             });
         }
         Ok(StreamMeta {
@@ -584,6 +623,13 @@ impl<R: Read> RdbReader<R> {
             entries_added,
             groups,
         })
+    }
+
+    /// A stream ID as 16 raw big-endian bytes (in pending entries lists).
+    fn raw_id(&mut self) -> Result<StreamId> {
+        let raw = self.bytes(16)?;
+        let half = |at: usize| u64::from_be_bytes(raw[at..at + 8].try_into().expect("8 bytes"));
+        Ok((half(0), half(8)))
     }
 
     fn u8(&mut self) -> Result<u8> {

@@ -1,7 +1,9 @@
 //! Comparing a target Redis with its source key by key: type, a digest of the value and the
 //! absolute expiry (`PEXPIRETIME`, exact), for every key or every n-th one. Values are read in
-//! pieces (`LRANGE` and `XRANGE` by ranges, `SSCAN`/`HSCAN`/`ZSCAN` by cursor) and folded into a digest as
-//! they come, so a big key is never held whole; sets, hashes and sorted sets fold order-free.
+//! pieces (`LRANGE` and `XRANGE` by ranges, `SSCAN`/`HSCAN`/`ZSCAN` by cursor) and folded into a
+//! digest as they come, so a big key is never held whole; sets, hashes and sorted sets fold
+//! order-free; a stream's digest includes its groups' state (`XINFO GROUPS`: consumers,
+//! pending entries, last delivered ID, entries read).
 //!
 //! A key missing on one side is looked up again on the other: gone there too means it expired
 //! or was deleted while the comparison ran, which is reported apart from real differences.
@@ -220,6 +222,31 @@ impl Side<'_> {
     }
 
     /// Type, digest and expiry of `key` in `db`; `None` when it does not exist.
+    /// `digest` continued with a stream's consumer groups: name, consumers, pending entries,
+    /// last delivered ID and entries read.
+    async fn groups_digest(&mut self, key: &[u8], mut digest: u64) -> Result<u64, ReplicaError> {
+        let OwnedFrame::Array(groups) = self.ask(&[b"XINFO", b"GROUPS", key]).await? else {
+            return Err(protocol(self.config, "a bad XINFO GROUPS reply".into()));
+        };
+        for group in groups {
+            let OwnedFrame::Array(fields) = group else {
+                continue;
+            };
+            let mut fields = fields.into_iter();
+            while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+                let name = bytes_of(name).unwrap_or_default();
+                if matches!(
+                    name.as_slice(),
+                    b"name" | b"consumers" | b"pending" | b"last-delivered-id" | b"entries-read"
+                ) {
+                    let value = bytes_of(value).unwrap_or_default();
+                    digest = fnv(fnv(fnv(digest, &name), &value), &[0]);
+                }
+            }
+        }
+        Ok(digest)
+    }
+
     async fn describe(&mut self, db: u64, key: &[u8]) -> Result<Option<Described>, ReplicaError> {
         self.select(db).await?;
         let kind = bytes_of(self.ask(&[b"TYPE", key]).await?).unwrap_or_default();
@@ -251,7 +278,10 @@ impl Side<'_> {
             "set" => self.scan_value(b"SSCAN", key, false).await?,
             "hash" => self.scan_value(b"HSCAN", key, true).await?,
             "zset" => self.scan_value(b"ZSCAN", key, true).await?,
-            "stream" => self.stream_digest(key).await?,
+            "stream" => {
+                let entries = self.stream_digest(key).await?;
+                self.groups_digest(key, entries).await?
+            }
             // Module types: compared by type only.
             _ => 0,
         };

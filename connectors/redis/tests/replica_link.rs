@@ -299,7 +299,11 @@ async fn streams_travel_with_their_ids_counters_and_groups() {
     }
     commands.push_str(
         "XDEL events 3-1 500-1\nXGROUP CREATE events readers 0\nXGROUP CREATE events late 100-1\n\
-         XREADGROUP GROUP readers alice COUNT 10 STREAMS events >\nXADD empty 1-1 a b\nXDEL empty 1-1\n",
+         XREADGROUP GROUP readers alice COUNT 10 STREAMS events >\n\
+         XREADGROUP GROUP readers bob COUNT 5 STREAMS events >\nXACK events readers 1-1 4-1\n\
+         XCLAIM events readers bob 0 5-1 RETRYCOUNT 3\nXGROUP CREATECONSUMER events readers carol\n\
+         XREADGROUP GROUP late alice COUNT 2 STREAMS events >\n\
+         XADD empty 1-1 a b\nXDEL empty 1-1\n",
     );
     source.commands(0, &commands).unwrap();
     let stats = full_copy(&source, &target).await;
@@ -337,18 +341,75 @@ async fn streams_travel_with_their_ids_counters_and_groups() {
         let lines: Vec<&str> = text.lines().collect();
         lines
             .chunks(2)
-            .filter(|pair| matches!(pair[0], "name" | "last-delivered-id" | "entries-read"))
+            .filter(|pair| {
+                matches!(
+                    pair[0],
+                    "name" | "consumers" | "pending" | "last-delivered-id" | "entries-read"
+                )
+            })
             .map(|pair| pair.join("="))
             .collect::<Vec<_>>()
     };
     assert_eq!(groups(&target), groups(&source));
-    assert_eq!(groups(&source).len(), 6);
+    assert_eq!(groups(&source).len(), 10);
+    // Pending entries: ID, consumer and delivery count (not the idle time, which runs on).
+    for group in ["readers", "late"] {
+        let pending = |server: &RedisServer| {
+            let text = server
+                .cli(&["XPENDING", "events", group, "-", "+", "100"])
+                .unwrap();
+            text.lines()
+                .enumerate()
+                .filter(|(i, _)| i % 4 != 2)
+                .map(|(_, line)| line.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(pending(&target), pending(&source), "{group}");
+        let consumers = |server: &RedisServer| {
+            let text = server
+                .cli(&["XINFO", "CONSUMERS", "events", group])
+                .unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            lines
+                .chunks(2)
+                .filter(|pair| matches!(pair[0], "name" | "pending"))
+                .map(|pair| pair.join("="))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(consumers(&target), consumers(&source), "{group}");
+    }
+    assert_eq!(
+        source
+            .cli(&["XPENDING", "events", "readers"])
+            .unwrap()
+            .lines()
+            .next(),
+        Some("13"),
+        "10 to alice, 5 to bob, 2 acknowledged"
+    );
     // verify reads streams too, and sees one entry fewer.
     let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
         .await
         .unwrap();
     assert!(report.equal(), "{report:?}");
     target.cli(&["XDEL", "events", "250-1"]).unwrap();
+    let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
+        .await
+        .unwrap();
+    assert_eq!(report.different, 1, "{report:?}");
+    // and a group's state: an acknowledgement the source did not see.
+    source.cli(&["XDEL", "events", "250-1"]).unwrap();
+    let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
+        .await
+        .unwrap();
+    assert!(report.equal(), "{report:?}");
+    assert_eq!(
+        target
+            .cli(&["XACK", "events", "readers", "2-1"])
+            .unwrap()
+            .trim(),
+        "1"
+    );
     let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
         .await
         .unwrap();
