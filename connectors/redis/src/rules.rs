@@ -14,7 +14,9 @@
 //!   never had into the selection (`RENAME` into it, `SUNIONSTORE` from unselected keys) is
 //!   refused, naming the command and the fix;
 //! - `FLUSHDB` empties the databases its database goes to, `FLUSHALL` every database the rules
-//!   write; `SWAPDB` cannot be followed under rules and is refused.
+//!   write; `SWAPDB` cannot be followed under rules and is refused;
+//! - a command without keys or database (`PUBLISH`, `FUNCTION LOAD`) runs once, unless every
+//!   rule's WHERE is false for it.
 //!
 //! A row is dropped only when a rule's condition is false for it: NULL — a column the row does
 //! not have, as `command` in the full copy (the key is copied whole), `type` for a command
@@ -204,7 +206,8 @@ enum Shape {
     FlushDb,
     /// `FLUSHALL`.
     FlushAll,
-    /// A command without keys (`PUBLISH`, `FUNCTION LOAD`): runs once.
+    /// A command without keys and without a database (`PUBLISH`, `FUNCTION LOAD`): runs once,
+    /// unless every rule's WHERE is false for it.
     Keyless,
 }
 
@@ -367,13 +370,14 @@ pub fn plan(
             Shape::Copy { to } => {
                 rows.extend([key_row(1, db), key_row(2, to.map_or(db, |(_, n)| n))]);
             }
-            Shape::FlushDb | Shape::Keyless => rows.push(KeyRow {
+            Shape::FlushDb => rows.push(KeyRow {
                 db,
                 key: None,
                 kind: None,
                 command,
             }),
-            Shape::FlushAll => rows.extend(source_dbs.iter().map(|&db| KeyRow {
+            // Not bound to the database the stream is in: every rule has its say.
+            Shape::FlushAll | Shape::Keyless => rows.extend(source_dbs.iter().map(|&db| KeyRow {
                 db,
                 key: None,
                 kind: None,
@@ -517,7 +521,7 @@ fn combine(shape: Shape, args: &[Vec<u8>], routes: &[Vec<u64>]) -> Result<Vec<Pl
             flush[0] = b"FLUSHDB".to_vec();
             everywhere(&dbs, &flush)
         }
-        Shape::Keyless => match routes.first().and_then(|r| r.first()) {
+        Shape::Keyless => match routes.iter().flatten().min() {
             Some(&db) => vec![(db, args.to_vec())],
             None => Vec::new(),
         },
@@ -679,7 +683,12 @@ mod tests {
                 one(3, "FLUSHDB ASYNC")
             ]
         );
-        assert_eq!(ok(0, "publish ch m"), [one(3, "publish ch m")]);
+        assert_eq!(ok(0, "publish ch m"), [one(1, "publish ch m")]);
+        assert_eq!(
+            ok(5, "publish ch m"),
+            [one(1, "publish ch m")],
+            "not bound to the stream's database"
+        );
         assert!(run(0, "swapdb 0 1").unwrap_err().contains("SWAPDB"));
     }
 }
