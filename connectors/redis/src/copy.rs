@@ -308,7 +308,8 @@ pub async fn copy_rdb(
             Event::Aux { .. } | Event::Database(_) => {}
         }
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
-            if let Err(error) = writer.flush().await {
+            // The target works on this batch while the next one is prepared.
+            if let Err(error) = writer.send().await {
                 outcome = Err(error.into());
                 break;
             }
@@ -548,6 +549,8 @@ pub async fn apply_stream(
     // them (planned together: the rules run over a batch of rows at once).
     let mut pending: VecDeque<StreamCommand> = VecDeque::new();
     let mut plans: VecDeque<Vec<Planned>> = VecDeque::new();
+    // The point the batch in flight (sent, not yet answered) brings the target to.
+    let mut sent_point: Option<StreamPoint> = None;
     loop {
         if pending.is_empty() {
             while pending.len() < batch {
@@ -563,8 +566,16 @@ pub async fn apply_stream(
                     open = false;
                 }
                 writer.flush().await?;
-                if !in_multi && !open && *point != queued {
-                    *point = queued.clone();
+                // Everything sent is answered: the target holds what was queued, or inside a
+                // transaction of the source's, what the last batch sent before it brought.
+                let sent = sent_point.take();
+                let reached = if !in_multi && !open {
+                    Some(queued.clone())
+                } else {
+                    sent
+                };
+                if let Some(reached) = reached.filter(|r| r != point) {
+                    *point = reached;
                     limits.status.set_offset(point.offset);
                     committed(point);
                 }
@@ -644,11 +655,15 @@ pub async fn apply_stream(
                 writer.command(&[b"EXEC"]);
                 open = false;
             }
-            writer.flush().await?;
-            if !in_multi && !open {
-                *point = queued.clone();
+            // The batch before is answered once this one is sent: the target holds its point.
+            writer.send().await?;
+            if let Some(sent) = sent_point.take() {
+                *point = sent;
                 limits.status.set_offset(point.offset);
                 committed(point);
+            }
+            if !in_multi && !open {
+                sent_point = Some(queued.clone());
             }
         }
     }

@@ -17,11 +17,13 @@ pub struct RedisWriter {
     address: String,
     socket: TcpStream,
     out: Vec<u8>,
-    /// Where each command queued and not yet answered starts in `out` (its name is the
-    /// first argument there), kept to name a command the target refuses.
+    /// Where each command queued and not yet sent starts in `out` (its name is the first
+    /// argument there), kept to name a command the target refuses.
     pending: Vec<usize>,
-    /// The queued commands' text, kept until their replies are read.
+    /// The batch sent and not yet answered: its text and where each command starts, kept
+    /// until its replies are read.
     sent: Vec<u8>,
+    in_flight: Vec<usize>,
     replies: Vec<u8>,
     db: Option<u64>,
     commands: u64,
@@ -44,6 +46,7 @@ impl RedisWriter {
             out: Vec::new(),
             pending: Vec::new(),
             sent: Vec::new(),
+            in_flight: Vec::new(),
             replies: Vec::new(),
             db: None,
             commands: 0,
@@ -196,24 +199,43 @@ impl RedisWriter {
 
     /// Sends what is queued and reads every reply; fails on the first error reply.
     pub async fn flush(&mut self) -> Result<(), ReplicaError> {
+        self.send().await?;
+        self.settle().await
+    }
+
+    /// Whether a batch is sent and not yet answered.
+    pub fn in_flight(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Sends what is queued without waiting for its replies, so the target works on it while
+    /// the caller prepares the next batch; the batch sent before is answered first (one
+    /// batch in flight at most). Its error, if any, comes from here or [`Self::settle`].
+    pub async fn send(&mut self) -> Result<(), ReplicaError> {
+        self.settle().await?;
         if self.pending.is_empty() {
             return Ok(());
         }
         // The batch's text is kept until its replies are read, to name a refused command.
         std::mem::swap(&mut self.sent, &mut self.out);
+        std::mem::swap(&mut self.in_flight, &mut self.pending);
         self.out.clear();
         let written = self.socket.write_all(&self.sent).await;
-        written.map_err(self.write_error())?;
+        written.map_err(self.write_error())
+    }
+
+    /// Reads the replies of the batch in flight; fails on the first error reply.
+    pub async fn settle(&mut self) -> Result<(), ReplicaError> {
         let mut answered = 0;
         let mut first_error = None;
         let mut at = 0;
-        while answered < self.pending.len() {
+        while answered < self.in_flight.len() {
             match skip_reply(&self.replies[at..]) {
                 Ok(Some((consumed, error))) => {
                     if let (Some(message), None) = (error, &first_error) {
                         first_error = Some(format!(
                             "the target refused {}: {message}",
-                            Self::command_name(&self.sent, self.pending[answered])
+                            Self::command_name(&self.sent, self.in_flight[answered])
                         ));
                     }
                     at += consumed;
@@ -228,8 +250,8 @@ impl RedisWriter {
             }
         }
         self.replies.drain(..at);
-        self.commands += self.pending.len() as u64;
-        self.pending.clear();
+        self.commands += self.in_flight.len() as u64;
+        self.in_flight.clear();
         match first_error {
             Some(message) => Err(self.error(message)),
             None => Ok(()),
