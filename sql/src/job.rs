@@ -315,6 +315,12 @@ impl JobFile {
                 return Err(invalid(&format!("rules[{index}].sql"), "is empty".into()));
             }
         }
+        if redis && !migration.types.contains(&MigrationType::Full) {
+            return Err(invalid(
+                "migration.types",
+                "a Redis job always begins with a full copy (the replication protocol starts with one; a later run continues from the point the target holds): write types = [\"full\"] or [\"full\", \"incremental\"]".into(),
+            ));
+        }
         // A Redis job without rules moves every database as it is.
         if self.rules.is_empty() && !redis {
             return Err(invalid(
@@ -399,6 +405,17 @@ sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.order
         assert!(JobFile::parse(&incremental)
             .unwrap()
             .runs(MigrationType::Incremental));
+    }
+
+    #[test]
+    fn a_redis_job_needs_no_rules_but_a_full_copy() {
+        let redis =
+            "[source]\nurl = \"redis://127.0.0.1:1\"\n[sink]\nurl = \"redis://127.0.0.1:2\"\n";
+        assert!(JobFile::parse(redis).unwrap().is_redis());
+        let error = JobFile::parse(&format!("{redis}[migration]\ntypes = [\"incremental\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("always begins with a full copy"), "{error}");
     }
 
     #[test]
