@@ -1,5 +1,6 @@
 //! Comparing a target Redis with its source key by key: type, a digest of the value and the
-//! absolute expiry (`PEXPIRETIME`, exact), for every key or every n-th one. Values are read in
+//! absolute expiry (`PEXPIRETIME`, exact; on a server before Redis 7.0 worked out from `PTTL`
+//! and compared within [`TTL_TOLERANCE_MS`]), for every key or every n-th one. Values are read in
 //! pieces (`LRANGE` and `XRANGE` by ranges, `SSCAN`/`HSCAN`/`ZSCAN` by cursor) and folded into a
 //! digest as they come, so a big key is never held whole; sets, hashes and sorted sets fold
 //! order-free; a stream's digest includes its groups' state (`XINFO GROUPS`: consumers,
@@ -52,12 +53,37 @@ impl VerifyReport {
     }
 }
 
+/// How far apart two expiry times may be when one of them was worked out from a remaining
+/// time (`PTTL`, on a server without `PEXPIRETIME`): the reads are apart in time, and a
+/// Redis before 7.0 replicates a relative `EXPIRE` that its replicas apply a little later.
+pub const TTL_TOLERANCE_MS: i64 = 2_000;
+
 /// A key's type, value digest and absolute expiry (ms, `None`: none).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 struct Described {
     kind: String,
     digest: u64,
     expire_at: Option<i64>,
+    /// The expiry is the server's own (`PEXPIRETIME`), not worked out from `PTTL`.
+    exact: bool,
+}
+
+impl Described {
+    /// Same type and value, and the same expiry (within [`TTL_TOLERANCE_MS`] unless both
+    /// are exact).
+    fn matches(&self, other: &Described) -> bool {
+        let tolerance = if self.exact && other.exact {
+            0
+        } else {
+            TTL_TOLERANCE_MS
+        };
+        let expiry = match (self.expire_at, other.expire_at) {
+            (None, None) => true,
+            (Some(a), Some(b)) => (a - b).abs() <= tolerance,
+            _ => false,
+        };
+        self.kind == other.kind && self.digest == other.digest && expiry
+    }
 }
 
 /// FNV-1a over `bytes`, continuing from `hash`.
@@ -98,6 +124,8 @@ struct Side<'a> {
     config: &'a ReplicaConfig,
     conn: RedisWriter,
     db: Option<u64>,
+    /// The server answers `PEXPIRETIME` (Redis 7.0 on); `None` until asked.
+    expiry_time: Option<bool>,
 }
 
 impl Side<'_> {
@@ -285,16 +313,49 @@ impl Side<'_> {
             // Module types: compared by type only.
             _ => 0,
         };
-        let expire_at = match self.ask(&[b"PEXPIRETIME", key]).await? {
-            OwnedFrame::Integer(-2) => return Ok(None),
-            OwnedFrame::Integer(at) if at >= 0 => Some(at),
-            _ => None,
+        let Some((expire_at, exact)) = self.expiry(key).await? else {
+            return Ok(None);
         };
         Ok(Some(Described {
             kind,
             digest,
             expire_at,
+            exact,
         }))
+    }
+
+    /// The key's absolute expiry (ms since 1970, `None`: none) and whether it is the server's
+    /// own; `None` when the key is gone. From `PEXPIRETIME`, or on a server without it
+    /// (before Redis 7.0) from `PTTL` and this machine's clock.
+    async fn expiry(&mut self, key: &[u8]) -> Result<Option<(Option<i64>, bool)>, ReplicaError> {
+        if self.expiry_time != Some(false) {
+            match self.conn.request(&[b"PEXPIRETIME", key]).await? {
+                OwnedFrame::Error(message)
+                    if message.to_lowercase().contains("unknown command") =>
+                {
+                    self.expiry_time = Some(false);
+                }
+                OwnedFrame::Integer(-2) => return Ok(None),
+                OwnedFrame::Integer(at) => {
+                    self.expiry_time = Some(true);
+                    return Ok(Some(((at >= 0).then_some(at), true)));
+                }
+                other => {
+                    return Err(protocol(
+                        self.config,
+                        format!("a bad PEXPIRETIME reply: {other:?}"),
+                    ))
+                }
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(match self.ask(&[b"PTTL", key]).await? {
+            OwnedFrame::Integer(-2) => None,
+            OwnedFrame::Integer(left) if left >= 0 => Some((Some(now + left), false)),
+            _ => Some((None, false)),
+        })
     }
 }
 
@@ -353,11 +414,13 @@ pub async fn verify_selected(
         config: source,
         conn: RedisWriter::connect(source).await?,
         db: None,
+        expiry_time: None,
     };
     let mut to = Side {
         config: target,
         conn: RedisWriter::connect(target).await?,
         db: None,
+        expiry_time: None,
     };
     let every = every.max(1);
     let mut report = VerifyReport::default();
@@ -393,7 +456,7 @@ pub async fn verify_selected(
                             report.missing += 1;
                             report.note(format!("{place} key {name:?}: missing in the target"));
                         }
-                        Some(got) if got == want => {}
+                        Some(got) if got.matches(&want) => {}
                         Some(got) => {
                             report.different += 1;
                             let what = if got.kind != want.kind {

@@ -415,3 +415,33 @@ async fn streams_travel_with_their_ids_counters_and_groups() {
         .unwrap();
     assert_eq!(report.different, 1, "{report:?}");
 }
+
+#[tokio::test]
+async fn verify_compares_expiries_within_a_tolerance_without_pexpiretime() {
+    // A source without PEXPIRETIME, as before Redis 7.0: its expiries come from PTTL.
+    let source = RedisServer::start_with("rename-command PEXPIRETIME \"\"")
+        .expect("start Redis (apt-get install -y redis-server)");
+    let target = RedisServer::start().unwrap();
+    source
+        .commands(
+            0,
+            "SET a 1 PX 600000\nSET b 2\nHSET h f v\nPEXPIRE h 900000\n",
+        )
+        .unwrap();
+    assert!(source
+        .cli(&["PEXPIRETIME", "a"])
+        .unwrap()
+        .contains("unknown command"));
+    full_copy(&source, &target).await;
+    let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
+        .await
+        .unwrap();
+    assert!(report.equal() && report.compared == 3, "{report:?}");
+    // Ten seconds off is beyond the tolerance; a lost expiry is a difference too.
+    target.cli(&["PEXPIRE", "a", "590000"]).unwrap();
+    target.cli(&["PERSIST", "h"]).unwrap();
+    let report = ferry_redis::verify::verify(&config(&source), &config(&target), 1)
+        .await
+        .unwrap();
+    assert_eq!(report.different, 2, "{report:?}");
+}

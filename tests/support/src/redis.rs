@@ -20,6 +20,8 @@ pub struct RedisServer {
     dir: TempDir,
     port: u16,
     child: Option<Child>,
+    /// Lines added to the option file.
+    extra: String,
 }
 
 fn program(name: &str) -> Result<PathBuf, TestkitError> {
@@ -30,11 +32,17 @@ impl RedisServer {
     /// Starts a fresh, empty server. Tries a few ports in case another process takes the free
     /// one first.
     pub fn start() -> Result<RedisServer, TestkitError> {
+        RedisServer::start_with("")
+    }
+
+    /// [`RedisServer::start`] with `extra` lines in its option file (`rename-command …`).
+    pub fn start_with(extra: &str) -> Result<RedisServer, TestkitError> {
         let dir = tempfile::Builder::new().prefix("ferry-redis-").tempdir()?;
         let mut server = RedisServer {
             dir,
             port: 0,
             child: None,
+            extra: extra.to_string(),
         };
         let mut last_error = None;
         for _ in 0..5 {
@@ -56,10 +64,11 @@ impl RedisServer {
             &options,
             format!(
                 "bind 127.0.0.1\nport {}\ndir {}\nsave \"\"\nappendonly no\n\
-                 repl-diskless-sync-delay 0\nlogfile {}\ndaemonize no\n",
+                 repl-diskless-sync-delay 0\nlogfile {}\ndaemonize no\n{}\n",
                 self.port,
                 self.dir.path().display(),
-                self.dir.path().join("server.log").display()
+                self.dir.path().join("server.log").display(),
+                self.extra
             ),
         )?;
         let child = Command::new(program("redis-server")?)
