@@ -172,6 +172,14 @@ impl Selector for KeyRules {
         self.by_db.keys().copied().collect()
     }
 
+    fn sources_into(&self, target: u64) -> Vec<u64> {
+        self.by_db
+            .iter()
+            .filter(|(_, routes)| routes.iter().any(|r| r.target == target))
+            .map(|(&source, _)| source)
+            .collect()
+    }
+
     fn target_dbs(&self) -> Vec<u64> {
         let mut dbs: Vec<u64> = self.by_db.values().flatten().map(|r| r.target).collect();
         dbs.sort_unstable();

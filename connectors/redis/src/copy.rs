@@ -394,15 +394,15 @@ fn write_stream_meta(writer: &mut RedisWriter, key: &[u8], meta: &crate::rdb::St
         // The entries delivered and not acknowledged, with their consumer, delivery time
         // and count — what XREADGROUP at the source replicates as (XCLAIM … FORCE).
         for consumer in &group.consumers {
-            if consumer.pending.is_empty() {
-                writer.command(&[
-                    b"XGROUP",
-                    b"CREATECONSUMER",
-                    key,
-                    &group.name,
-                    &consumer.name,
-                ]);
-            }
+            // Also a consumer whose pending entries were all deleted from the stream (their
+            // claims are ignored).
+            writer.command(&[
+                b"XGROUP",
+                b"CREATECONSUMER",
+                key,
+                &group.name,
+                &consumer.name,
+            ]);
             for entry in &consumer.pending {
                 let (id, at, count) = (
                     id(entry.id),
@@ -641,7 +641,9 @@ pub async fn apply_stream(
                     writer.command(&args);
                 }
             }
-            _ => {
+            // A transaction's edge under rules: the target's database is the plans' business.
+            (Some(_), true) => writer.command(&[name]),
+            (None, _) => {
                 writer.select(queued.db);
                 let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
                 writer.command(&args);

@@ -13,8 +13,11 @@
 //!   selection deletes the key it took away; a command that would bring a value the target
 //!   never had into the selection (`RENAME` into it, `SUNIONSTORE` from unselected keys) is
 //!   refused, naming the command and the fix;
-//! - `FLUSHDB` empties the databases its database goes to, `FLUSHALL` every database the rules
-//!   write; `SWAPDB` cannot be followed under rules and is refused;
+//! - a command that replaces a key whatever its type (`SET`, `SUNIONSTORE`) with a type the
+//!   rules leave out deletes the key where they held it;
+//! - `FLUSHDB` empties the databases its database goes to (refused when another source
+//!   database writes into one of them too), `FLUSHALL` every database the rules write;
+//!   `SWAPDB` cannot be followed under rules and is refused;
 //! - a command without keys or database (`PUBLISH`, `FUNCTION LOAD`) runs once, unless every
 //!   rule's WHERE is false for it.
 //!
@@ -57,6 +60,9 @@ pub trait Selector: Send + Sync + std::fmt::Debug {
 
     /// The target databases some rule writes, ascending.
     fn target_dbs(&self) -> Vec<u64>;
+
+    /// The source databases some rule writes into `target`, ascending.
+    fn sources_into(&self, target: u64) -> Vec<u64>;
 }
 
 /// A job's rules as a migration applies them: the selector, and the source's commands.
@@ -82,6 +88,8 @@ struct KeySpec {
     movable: bool,
     /// The data type its ACL categories name, when exactly one.
     kind: Option<&'static str>,
+    /// A container (`XGROUP`, `OBJECT`): what it does depends on its subcommand.
+    container: bool,
 }
 
 /// The source's commands and where their keys are, read once per connection with `COMMAND`
@@ -161,6 +169,7 @@ impl CommandTable {
             step: integer(5),
             movable: texts(parts.get(2)).contains(&b"movablekeys".as_slice()),
             kind,
+            container: matches!(parts.get(9), Some(OwnedFrame::Array(subs)) if !subs.is_empty()),
         };
         self.specs
             .insert(String::from_utf8_lossy(name).to_lowercase(), spec);
@@ -171,16 +180,16 @@ impl CommandTable {
         }
     }
 
-    /// The spec of `args`' command: its subcommand's when it has them.
+    /// The spec of `args`' command: its subcommand's when it has them (`None` for a
+    /// subcommand the table does not list).
     fn spec(&self, args: &[Vec<u8>]) -> Option<&KeySpec> {
         let name = String::from_utf8_lossy(args.first()?).to_lowercase();
-        if let Some(sub) = args.get(1) {
-            let full = format!("{name}|{}", String::from_utf8_lossy(sub).to_lowercase());
-            if let Some(spec) = self.specs.get(&full) {
-                return Some(spec);
-            }
+        let spec = self.specs.get(&name)?;
+        if !spec.container {
+            return Some(spec);
         }
-        self.specs.get(&name)
+        let sub = String::from_utf8_lossy(args.get(1)?).to_lowercase();
+        self.specs.get(&format!("{name}|{sub}"))
     }
 
     /// Whether the table knows any command (the source answered `COMMAND`).
@@ -278,16 +287,23 @@ impl CommandTable {
                 keys.extend((3..args.len()).take(count));
                 Shape::Together(keys)
             }
-            // key [… STORE destination]
-            "sort" => {
+            // key [… STORE destination]; GEORADIUS key … [STORE | STOREDIST destination]
+            "sort" | "georadius" | "georadiusbymember" => {
                 let mut keys = vec![1];
-                if let Some(at) = args.iter().position(|a| a.eq_ignore_ascii_case(b"store")) {
+                let store = |a: &Vec<u8>| {
+                    a.eq_ignore_ascii_case(b"store")
+                        || (name != "sort" && a.eq_ignore_ascii_case(b"storedist"))
+                };
+                // The last one: an earlier STORE may be the key or a pattern.
+                if let Some(at) = (2..args.len()).rev().find(|&i| store(&args[i])) {
                     if at + 1 < args.len() {
                         keys.push(at + 1);
                     }
                 }
                 Shape::Together(keys)
             }
+            // A channel, not a key: not bound to a database either.
+            "publish" | "spublish" => Shape::Keyless,
             _ => match self.spec(args) {
                 Some(spec) if spec.movable => {
                     return Err(refused(
@@ -387,13 +403,80 @@ pub fn plan(
         shapes.push(shape);
     }
     starts.push(rows.len());
+    // A command of one type that may replace a key of any other (`SET` over a hash): each
+    // such key once more as of no type, to find where the rules held the key it replaces.
+    let mut replaced = Vec::new();
+    for (i, &(db, args)) in commands.iter().enumerate() {
+        let Some(kind) = table.kind(args) else {
+            continue;
+        };
+        for at in overwritten(&shapes[i], args) {
+            let key = Some(args[at].as_slice());
+            let command = Some(names[i].as_str());
+            replaced.push((i, at, rows.len()));
+            rows.push(KeyRow {
+                db,
+                key,
+                kind: Some(kind),
+                command,
+            });
+            rows.push(KeyRow {
+                db,
+                key,
+                kind: None,
+                command,
+            });
+        }
+    }
     let routes = selector.route(&rows)?;
     let mut plans = Vec::with_capacity(commands.len());
-    for (i, (shape, &(_, args))) in shapes.into_iter().zip(commands).enumerate() {
-        let routes = &routes[starts[i]..starts[i + 1]];
-        plans.push(combine(shape, args, routes)?);
+    for (i, (shape, &(db, args))) in shapes.into_iter().zip(commands).enumerate() {
+        let own = &routes[starts[i]..starts[i + 1]];
+        if let Shape::FlushDb = shape {
+            for &target in own.iter().flatten() {
+                let others: Vec<u64> = selector
+                    .sources_into(target)
+                    .into_iter()
+                    .filter(|&source| source != db)
+                    .collect();
+                if !others.is_empty() {
+                    return Err(refused(
+                        args,
+                        &format!("target database {target} also holds keys of source database(s) {others:?}, which emptying it would lose; give each source database its own target database, or leave FLUSHDB out (WHERE command <> 'FLUSHDB')"),
+                    ));
+                }
+            }
+        }
+        let mut plan = combine(shape, args, own)?;
+        for &(_, at, row) in replaced.iter().filter(|(command, ..)| *command == i) {
+            let (typed, untyped) = (&routes[row], &routes[row + 1]);
+            // The key now holds a type the rules leave out: where they held it, it goes.
+            for &target in untyped.iter().filter(|t| !typed.contains(t)) {
+                plan.push((target, vec![b"DEL".to_vec(), args[at].clone()]));
+            }
+        }
+        plans.push(plan);
     }
     Ok(plans)
+}
+
+/// The keys a command may replace whatever type they held, by argument index.
+fn overwritten(shape: &Shape, args: &[Vec<u8>]) -> Vec<usize> {
+    let name = String::from_utf8_lossy(&args[0]).to_lowercase();
+    match (name.as_str(), shape) {
+        ("set" | "setex" | "psetex", _) => vec![1],
+        ("mset" | "msetnx", Shape::Independent { keys, .. }) => keys.clone(),
+        (
+            "sunionstore" | "sinterstore" | "sdiffstore" | "zunionstore" | "zinterstore"
+            | "zdiffstore" | "zrangestore" | "geosearchstore",
+            _,
+        ) => vec![1],
+        ("bitop", _) if args.len() > 2 => vec![2],
+        ("sort" | "georadius" | "georadiusbymember", Shape::Together(keys)) => {
+            keys.get(1).copied().into_iter().collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The one database a key goes to, when it goes to at most one.
@@ -543,19 +626,32 @@ mod tests {
                 .map(|row| match row.db {
                     0 if row.key.is_none_or(|k| k.starts_with(b"user:")) => vec![3],
                     1 => vec![1, 2],
+                    4 => vec![3],
                     _ => vec![],
                 })
                 .collect())
         }
         fn source_dbs(&self) -> Vec<u64> {
-            vec![0, 1]
+            vec![0, 1, 4]
         }
         fn target_dbs(&self) -> Vec<u64> {
             vec![1, 2, 3]
         }
+        fn sources_into(&self, target: u64) -> Vec<u64> {
+            match target {
+                1 | 2 => vec![1],
+                3 => vec![0, 4],
+                _ => vec![],
+            }
+        }
     }
 
     fn frame(name: &str, first: i64, last: i64, step: i64, flags: &[&str]) -> OwnedFrame {
+        let category = if name.starts_with('h') {
+            "@hash"
+        } else {
+            "@string"
+        };
         let strings = |items: &[&str]| {
             OwnedFrame::Array(
                 items
@@ -571,7 +667,7 @@ mod tests {
             OwnedFrame::Integer(first),
             OwnedFrame::Integer(last),
             OwnedFrame::Integer(step),
-            strings(&["@write", "@string"]),
+            strings(&["@write", category]),
             strings(&[]),
             strings(&[]),
             strings(&[]),
@@ -581,6 +677,7 @@ mod tests {
     fn table() -> CommandTable {
         CommandTable::from_reply(&OwnedFrame::Array(vec![
             frame("set", 1, 1, 1, &["write"]),
+            frame("hset", 1, 1, 1, &["write"]),
             frame("sunionstore", 1, -1, 1, &["write"]),
             frame("publish", 0, 0, 0, &["pubsub"]),
             frame("eval", 0, 0, 0, &["movablekeys"]),
@@ -671,9 +768,60 @@ mod tests {
         assert_eq!(ok(5, "move x 0"), []);
     }
 
+    /// db 0, hashes only; NULL passes.
+    #[derive(Debug)]
+    struct Hashes;
+
+    impl Selector for Hashes {
+        fn route(&self, rows: &[KeyRow<'_>]) -> Result<Vec<Vec<u64>>, String> {
+            Ok(rows
+                .iter()
+                .map(|row| match (row.db, row.kind) {
+                    (0, None | Some("hash")) => vec![0],
+                    _ => vec![],
+                })
+                .collect())
+        }
+        fn source_dbs(&self) -> Vec<u64> {
+            vec![0]
+        }
+        fn target_dbs(&self) -> Vec<u64> {
+            vec![0]
+        }
+        fn sources_into(&self, _: u64) -> Vec<u64> {
+            vec![0]
+        }
+    }
+
+    #[test]
+    fn a_key_replaced_by_a_type_the_rules_leave_out_goes() {
+        let run = |text: &str| {
+            let args = args(text);
+            plan(&Hashes, &table(), &[(0, &args)]).unwrap().remove(0)
+        };
+        let words = |plan: Vec<Planned>| -> Vec<(u64, Vec<u8>)> {
+            plan.into_iter()
+                .map(|(db, args)| (db, args.concat()))
+                .collect()
+        };
+        assert_eq!(words(run("set h x")), [(0, b"DELh".to_vec())]);
+        assert_eq!(words(run("hset h f v")), [(0, b"hsethfv".to_vec())]);
+        // (The test table files every command but HSET under strings.)
+        assert_eq!(words(run("sunionstore h a")), [(0, b"DELh".to_vec())]);
+        assert_eq!(
+            words(run("mset a 1 b 2")),
+            [(0, b"DELa".to_vec()), (0, b"DELb".to_vec())]
+        );
+    }
+
     #[test]
     fn flushes_and_keyless_commands() {
-        assert_eq!(ok(0, "flushdb"), [one(3, "flushdb")]);
+        assert_eq!(ok(1, "flushdb"), [one(1, "flushdb"), one(2, "flushdb")]);
+        let error = run(0, "flushdb").unwrap_err();
+        assert!(
+            error.contains("also holds keys of source database(s) [4]"),
+            "{error}"
+        );
         assert_eq!(ok(5, "flushdb"), []);
         assert_eq!(
             ok(5, "flushall ASYNC"),

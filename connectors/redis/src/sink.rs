@@ -221,6 +221,10 @@ impl RedisWriter {
         std::mem::swap(&mut self.in_flight, &mut self.pending);
         self.out.clear();
         let written = self.socket.write_all(&self.sent).await;
+        if written.is_err() {
+            // Nothing more will be answered on this connection.
+            self.in_flight.clear();
+        }
         written.map_err(self.write_error())
     }
 

@@ -4,7 +4,7 @@
 //! pieces (`LRANGE` and `XRANGE` by ranges, `SSCAN`/`HSCAN`/`ZSCAN` by cursor) and folded into a
 //! digest as they come, so a big key is never held whole; sets, hashes and sorted sets fold
 //! order-free; a stream's digest includes its groups' state (`XINFO GROUPS`: consumers,
-//! pending entries, last delivered ID, entries read).
+//! pending entries, last delivered ID).
 //!
 //! A key missing on one side is looked up again on the other: gone there too means it expired
 //! or was deleted while the comparison ran, which is reported apart from real differences.
@@ -250,8 +250,8 @@ impl Side<'_> {
     }
 
     /// Type, digest and expiry of `key` in `db`; `None` when it does not exist.
-    /// `digest` continued with a stream's consumer groups: name, consumers, pending entries,
-    /// last delivered ID and entries read.
+    /// `digest` continued with a stream's consumer groups: name, consumers, pending entries
+    /// and last delivered ID (not entries read: a server before Redis 7.0 does not count it).
     async fn groups_digest(&mut self, key: &[u8], mut digest: u64) -> Result<u64, ReplicaError> {
         let OwnedFrame::Array(groups) = self.ask(&[b"XINFO", b"GROUPS", key]).await? else {
             return Err(protocol(self.config, "a bad XINFO GROUPS reply".into()));
@@ -265,7 +265,7 @@ impl Side<'_> {
                 let name = bytes_of(name).unwrap_or_default();
                 if matches!(
                     name.as_slice(),
-                    b"name" | b"consumers" | b"pending" | b"last-delivered-id" | b"entries-read"
+                    b"name" | b"consumers" | b"pending" | b"last-delivered-id"
                 ) {
                     let value = bytes_of(value).unwrap_or_default();
                     digest = fnv(fnv(fnv(digest, &name), &value), &[0]);
