@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_engine::Error;
+use ferry_parquet::{FileFormat, FileSink};
 use ferry_testkit::{postgres_bin_dir, psql_path, PgServer, SUPERUSER};
 
 /// Options of `ferry bench`.
@@ -331,6 +332,69 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
         if count(&sink)? != args.rows {
             return Err(failed(format!("{name} did not copy every row")));
         }
+    }
+
+    // Into columnar files, at the largest batch size.
+    let batch_size = args.batch_sizes.iter().copied().max().unwrap_or(8192);
+    for format in [FileFormat::Parquet, FileFormat::ArrowIpc] {
+        let dir = fs::canonicalize(&args.out)
+            .map_err(failed)?
+            .join(format!("files-{}", format.extension()));
+        let _ = fs::remove_dir_all(&dir);
+        let url = format!("{}://{}", format.scheme(), dir.display());
+        let job = format!(
+            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{url}\"\n\
+             [migration]\ntypes = [\"full\"]\nbatch_size = {batch_size}\nparallelism = {}\nchunk_rows = {}\n\
+             [[rules]]\nsql = \"SELECT * FROM public.load\"\n",
+            source.url("bench"),
+            args.parallelism,
+            args.chunk_rows
+        );
+        let stem = format!("job-{}", format.extension());
+        let job_path = args.out.join(format!("{stem}.toml"));
+        fs::write(&job_path, job).map_err(failed)?;
+        let _ = fs::remove_file(
+            args.out
+                .join(format!("{}.state.json", stem.replace('-', "_"))),
+        );
+        eprintln!(
+            "ferry into {} files, batch size {batch_size} …",
+            format.extension()
+        );
+        let log = fs::File::create(args.out.join(format!("ferry-{}.log", format.extension())))
+            .map_err(failed)?;
+        let child = Command::new(&ferry)
+            .arg("run")
+            .arg(&job_path)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(failed)?;
+        let name = format!(
+            "ferry batch {batch_size} → {} files",
+            match format {
+                FileFormat::Parquet => "Parquet",
+                FileFormat::ArrowIpc => "Arrow IPC",
+            }
+        );
+        results.push(measure(&name, vec![child])?);
+        let sink = FileSink::from_url(&url, "sink.url").map_err(failed)?;
+        let rows = sink
+            .rows_in(&ferry_engine::TableId::new("public", "load"))
+            .map_err(failed)?;
+        if rows != args.rows {
+            return Err(failed(format!(
+                "{name} wrote {rows} rows, not {}",
+                args.rows
+            )));
+        }
+        let bytes: u64 = fs::read_dir(dir.join("public").join("load"))
+            .map_err(failed)?
+            .filter_map(|entry| entry.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        eprintln!("  {:.1} MB of files", bytes as f64 / 1e6);
+        let _ = fs::remove_dir_all(&dir);
     }
 
     let table = render(&results, args.rows, binary_bytes, &args);

@@ -12,7 +12,7 @@ use ferry_engine::{
     Source, TableFlow, TableId, TableSchema, Transform,
 };
 use ferry_mysql::{MyEndpoint, MysqlSink, MysqlSource};
-use ferry_parquet::ParquetSink;
+use ferry_parquet::FileSink;
 use ferry_postgres::{PgEndpoint, PostgresSink, PostgresSource};
 use ferry_sql::job::ExistingRowsConfig;
 use ferry_sql::pushdown::{self, Dialect};
@@ -228,12 +228,12 @@ fn open_sink(url: &str) -> ferry_engine::Result<Arc<dyn Sink>> {
             url, "sink.url",
         )?))),
         "mysql" | "mariadb" => Ok(Arc::new(MysqlSink::new(MyEndpoint::parse(url, "sink.url")?))),
-        "parquet" => Ok(Arc::new(ParquetSink::from_url(url, "sink.url")?)),
+        "parquet" | "arrow" => Ok(Arc::new(FileSink::from_url(url, "sink.url")?)),
         other => Err(JobError::UnsupportedUrl {
             field: "sink.url",
             role: "write to",
             scheme: other.to_string(),
-            supported: "postgres://user@host:port/database, mysql://user@host:port or parquet:///path/to/dir",
+            supported: "postgres://user@host:port/database, mysql://user@host:port, parquet:///path/to/dir or arrow:///path/to/dir",
         }
         .into()),
     }
@@ -246,10 +246,10 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
     let (source, source_display) = open_source(&job.source.url, server_id)?;
     let sink = open_sink(&job.sink.url)?;
     let incremental = job.runs(MigrationType::Incremental);
-    if incremental && scheme(&job.sink.url) == "parquet" {
+    if incremental && matches!(scheme(&job.sink.url), "parquet" | "arrow") {
         return Err(JobError::NotIncremental {
             field: "sink.url".into(),
-            message: "the Parquet sink takes full migrations only: updates and deletes cannot be applied to files; remove \"incremental\" from migration.types or use a database sink".into(),
+            message: "a file sink (Parquet, Arrow) takes full migrations only: updates and deletes cannot be applied to files; remove \"incremental\" from migration.types or use a database sink".into(),
         }
         .into());
     }

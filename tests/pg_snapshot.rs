@@ -342,11 +342,14 @@ fn target_tables_with_rows_are_refused_unless_the_job_says_what_to_do() {
         .contains("does not exist; create it, or add \"schema\""));
 }
 
-#[test]
-fn parquet_sink_writes_one_directory_per_table() {
+/// Runs a full job into the file sink at `scheme://dir` and checks every file of
+/// `lake.orders` (read by `read`) holds exactly the rows the rule selects.
+fn file_sink_writes_one_directory_per_table(
+    scheme: &str,
+    read: impl Fn(&std::path::Path) -> Vec<arrow::record_batch::RecordBatch>,
+) {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::{Decimal128Type, Int64Type};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
     let server = servers();
     server
@@ -354,7 +357,7 @@ fn parquet_sink_writes_one_directory_per_table() {
         .unwrap();
     let out = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let url = format!("parquet://{}", out.path().display());
+    let url = format!("{scheme}://{}", out.path().display());
     let text = job(
         &server,
         &url,
@@ -368,15 +371,10 @@ fn parquet_sink_writes_one_directory_per_table() {
         let path = entry.unwrap().path();
         assert_eq!(
             path.extension().and_then(|e| e.to_str()),
-            Some("parquet"),
+            Some(scheme),
             "{path:?}"
         );
-        let reader = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(&path).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
+        for batch in read(&path) {
             assert_eq!(batch.schema().field(1).name(), "label");
             let ids = batch.column(0).as_primitive::<Int64Type>();
             let labels = batch.column(1).as_string::<i32>();
@@ -404,6 +402,34 @@ fn parquet_sink_writes_one_directory_per_table() {
     assert_success(&ferry("run", &text, dir.path()));
     let again = ferry("run", &format!("name = \"other\"\n{text}"), dir.path());
     assert_eq!(again.status.code(), Some(2));
+    // Files take no changes: an incremental job is refused before it starts.
+    let incremental = text.replace("\"schema\", \"full\"", "\"full\", \"incremental\"");
+    let refused = ferry("check", &incremental, dir.path());
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("full migrations only"));
+}
+
+#[test]
+fn parquet_sink_writes_one_directory_per_table() {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    file_sink_writes_one_directory_per_table("parquet", |path| {
+        ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    });
+}
+
+#[test]
+fn arrow_sink_writes_ipc_files_any_arrow_reader_opens() {
+    file_sink_writes_one_directory_per_table("arrow", |path| {
+        arrow_ipc::reader::FileReader::try_new(std::fs::File::open(path).unwrap(), None)
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    });
 }
 
 #[test]

@@ -1,12 +1,15 @@
-//! ferry-parquet: a columnar file sink. Each target table is a directory
-//! (`<root>/<schema>/<table>/`) of Parquet files, one per writer, whose row groups are built
-//! from the batches written.
+//! ferry-parquet: columnar file sinks. Each target table is a directory
+//! (`<root>/<schema>/<table>/`) of files, one per writer: Parquet (`parquet:///dir`, row
+//! groups built from the batches written, Snappy-compressed) or the Arrow IPC file format
+//! (`arrow:///dir`, `.arrow` files — Feather v2 — holding the batches as ferry carries them,
+//! readable without decoding by any Arrow implementation).
 //!
 //! A writer writes to a hidden temporary file and renames it into place only on commit, after
 //! syncing it to disk, so a reader never sees a partial file and an aborted part leaves none.
 #![warn(missing_docs)]
 
 use std::fs::{self, File};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -56,6 +59,15 @@ pub enum ParquetError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// Writing an Arrow IPC file failed.
+    #[error("writing {path}: {source}")]
+    WriteIpc {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: arrow::error::ArrowError,
+    },
     /// The target directory does not fit the migration.
     #[error("target {table}: {message}")]
     Target {
@@ -71,7 +83,7 @@ impl ClassifiedError for ParquetError {
         match self {
             ParquetError::Url { .. } | ParquetError::Target { .. } => ErrorClass::User,
             ParquetError::Io { .. } => ErrorClass::External,
-            ParquetError::Write { .. } => ErrorClass::Internal,
+            ParquetError::Write { .. } | ParquetError::WriteIpc { .. } => ErrorClass::Internal,
         }
     }
 }
@@ -89,42 +101,77 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ParquetError + '_ {
     }
 }
 
-/// Parquet files under a root directory.
+/// The file format a [`FileSink`] writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// The Arrow IPC file format (Feather v2).
+    ArrowIpc,
+}
+
+impl FileFormat {
+    /// The files' extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::ArrowIpc => "arrow",
+        }
+    }
+
+    /// The URL scheme that selects it.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::ArrowIpc => "arrow",
+        }
+    }
+}
+
+/// Columnar files under a root directory.
 #[derive(Debug)]
-pub struct ParquetSink {
+pub struct FileSink {
     root: PathBuf,
+    format: FileFormat,
     run: u64,
     next_file: AtomicU64,
     prepared: PreparedTables<PathBuf>,
 }
 
-impl ParquetSink {
-    /// A sink for `parquet:///absolute/dir` (or `parquet://relative/dir`); `field` names the
-    /// job field for errors.
-    pub fn from_url(url: &str, field: &str) -> Result<ParquetSink, ParquetError> {
-        let path = url
-            .strip_prefix("parquet://")
+impl FileSink {
+    /// A sink for `parquet:///absolute/dir` or `arrow:///absolute/dir` (or a relative dir
+    /// after `//`); `field` names the job field for errors.
+    pub fn from_url(url: &str, field: &str) -> Result<FileSink, ParquetError> {
+        let (format, path) = [FileFormat::Parquet, FileFormat::ArrowIpc]
+            .into_iter()
+            .find_map(|format| {
+                let path = url.strip_prefix(format.scheme())?.strip_prefix("://")?;
+                Some((format, path))
+            })
             .ok_or_else(|| ParquetError::Url {
                 field: field.to_string(),
-                message: format!("'{url}' is not a parquet URL; expected parquet:///path/to/dir"),
+                message: format!(
+                    "'{url}' is not a file URL; expected parquet:///path/to/dir or arrow:///path/to/dir"
+                ),
             })?;
         if path.is_empty() {
             return Err(ParquetError::Url {
                 field: field.to_string(),
-                message: "no directory after parquet://".into(),
+                message: format!("no directory after {}://", format.scheme()),
             });
         }
-        Ok(ParquetSink::new(PathBuf::from(path)))
+        Ok(FileSink::new(PathBuf::from(path), format))
     }
 
-    /// A sink writing under `root`.
-    pub fn new(root: PathBuf) -> ParquetSink {
+    /// A sink writing `format` files under `root`.
+    pub fn new(root: PathBuf, format: FileFormat) -> FileSink {
         let run = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        ParquetSink {
+        FileSink {
             root,
+            format,
             run,
             next_file: AtomicU64::new(0),
             prepared: PreparedTables::default(),
@@ -135,13 +182,48 @@ impl ParquetSink {
     pub fn table_dir(&self, table: &TableId) -> PathBuf {
         self.root.join(&table.schema).join(&table.name)
     }
+
+    /// Rows in the committed files of `table` (Parquet: from each file's footer; Arrow IPC:
+    /// by reading its batches).
+    pub fn rows_in(&self, table: &TableId) -> Result<u64, ParquetError> {
+        let dir = self.table_dir(table);
+        let mut rows = 0;
+        for path in data_files(&dir, self.format)? {
+            let file = File::open(&path).map_err(io(&path))?;
+            rows += match self.format {
+                FileFormat::Parquet => {
+                    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(
+                        |source| ParquetError::Write {
+                            path: path.display().to_string(),
+                            source,
+                        },
+                    )?;
+                    use parquet::file::reader::FileReader as _;
+                    reader.metadata().file_metadata().num_rows() as u64
+                }
+                FileFormat::ArrowIpc => {
+                    let ipc = |source| ParquetError::WriteIpc {
+                        path: path.display().to_string(),
+                        source,
+                    };
+                    let mut count = 0;
+                    for batch in arrow_ipc::reader::FileReader::try_new(file, None).map_err(ipc)? {
+                        count += batch.map_err(ipc)?.num_rows() as u64;
+                    }
+                    count
+                }
+            };
+        }
+        Ok(rows)
+    }
 }
 
-fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ParquetError> {
+/// The files of `format` in `dir`.
+fn data_files(dir: &Path, format: FileFormat) -> Result<Vec<PathBuf>, ParquetError> {
     let mut files = Vec::new();
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
-        if path.extension().is_some_and(|e| e == "parquet") {
+        if path.extension().is_some_and(|e| e == format.extension()) {
             files.push(path);
         }
     }
@@ -149,7 +231,7 @@ fn parquet_files(dir: &Path) -> Result<Vec<PathBuf>, ParquetError> {
 }
 
 #[async_trait]
-impl Sink for ParquetSink {
+impl Sink for FileSink {
     async fn prepare(
         &self,
         tables: &[TableSchema],
@@ -158,16 +240,17 @@ impl Sink for ParquetSink {
         for table in tables {
             let dir = self.table_dir(&table.id);
             if dir.exists() {
-                let files = parquet_files(&dir)?;
+                let files = data_files(&dir, self.format)?;
                 if !files.is_empty() {
                     match options.existing_rows {
                         ExistingRows::Fail => {
                             return Err(ParquetError::Target {
                                 table: table.id.to_string(),
                                 message: format!(
-                                    "{} already holds {} Parquet files; remove them, or set sink.existing_rows = \"truncate\" or \"append\"",
+                                    "{} already holds {} .{} files; remove them, or set sink.existing_rows = \"truncate\" or \"append\"",
                                     dir.display(),
-                                    files.len()
+                                    files.len(),
+                                    self.format.extension()
                                 ),
                             }
                             .into())
@@ -197,27 +280,40 @@ impl Sink for ParquetSink {
         // A part of a job has one file name, so a part written again after a crash replaces
         // its file (the rename is atomic): the file itself is the part's marker, and an
         // upsert is a replacement.
+        let extension = self.format.extension();
         let name = match &options.marker {
-            Some(marker) => part_file_name(&marker.job, marker.part),
+            Some(marker) => part_file_name(&marker.job, marker.part, extension),
             None => {
                 let number = self.next_file.fetch_add(1, Ordering::Relaxed);
-                format!("part-{}-{number:05}.parquet", self.run)
+                format!("part-{}-{number:05}.{extension}", self.run)
             }
         };
         let path = dir.join(&name);
         let temporary = dir.join(format!(".{name}.tmp"));
         let file = File::create(&temporary).map_err(io(&temporary))?;
-        let properties = WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-            .build();
-        let writer = ArrowWriter::try_new(file, table.columns.clone(), Some(properties)).map_err(
-            |source| ParquetError::Write {
-                path: temporary.display().to_string(),
-                source,
-            },
-        )?;
-        Ok(Box::new(ParquetWriter {
+        let writer = match self.format {
+            FileFormat::Parquet => {
+                let properties = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+                    .build();
+                let writer = ArrowWriter::try_new(file, table.columns.clone(), Some(properties))
+                    .map_err(|source| ParquetError::Write {
+                        path: temporary.display().to_string(),
+                        source,
+                    })?;
+                Format::Parquet(writer)
+            }
+            FileFormat::ArrowIpc => {
+                let writer = arrow_ipc::writer::FileWriter::try_new_buffered(file, &table.columns)
+                    .map_err(|source| ParquetError::WriteIpc {
+                        path: temporary.display().to_string(),
+                        source,
+                    })?;
+                Format::ArrowIpc(writer)
+            }
+        };
+        Ok(Box::new(FileWriter {
             table: table.id.clone(),
             rows: 0,
             writer: Some(writer),
@@ -232,18 +328,19 @@ impl Sink for ParquetSink {
         tables: &[TableSchema],
     ) -> ferry_engine::Result<Vec<(u32, TableId)>> {
         let prefix = format!("{job}-part-");
+        let suffix = format!(".{}", self.format.extension());
         let mut finished = Vec::new();
         for table in tables {
             let dir = self.table_dir(&table.id);
             if !dir.exists() {
                 continue;
             }
-            for file in parquet_files(&dir)? {
+            for file in data_files(&dir, self.format)? {
                 let part = file
                     .file_name()
                     .and_then(|n| n.to_str())
                     .and_then(|n| n.strip_prefix(&prefix))
-                    .and_then(|n| n.strip_suffix(".parquet"))
+                    .and_then(|n| n.strip_suffix(&suffix))
                     .and_then(|n| n.parse::<u32>().ok());
                 if let Some(part) = part {
                     finished.push((part, table.id.clone()));
@@ -256,7 +353,7 @@ impl Sink for ParquetSink {
     async fn applier(&self, _job: &str) -> ferry_engine::Result<Box<dyn ChangeApplier>> {
         Err(ParquetError::Target {
             table: self.root.display().to_string(),
-            message: "the Parquet sink takes full migrations only: updates and deletes cannot be applied to Parquet files; remove \"incremental\" from migration.types or use a database sink".into(),
+            message: "a file sink takes full migrations only: updates and deletes cannot be applied to Parquet or Arrow files; remove \"incremental\" from migration.types or use a database sink".into(),
         }
         .into())
     }
@@ -268,20 +365,42 @@ impl Sink for ParquetSink {
 }
 
 /// The file holding part `part` of job `job`.
-fn part_file_name(job: &str, part: u32) -> String {
-    format!("{job}-part-{part:05}.parquet")
+fn part_file_name(job: &str, part: u32, extension: &str) -> String {
+    format!("{job}-part-{part:05}.{extension}")
 }
 
-/// Writes one Parquet file.
-struct ParquetWriter {
+/// An open file of one format.
+enum Format {
+    Parquet(ArrowWriter<File>),
+    ArrowIpc(arrow_ipc::writer::FileWriter<BufWriter<File>>),
+}
+
+/// Writes one file.
+struct FileWriter {
     table: TableId,
     rows: usize,
-    writer: Option<ArrowWriter<File>>,
+    writer: Option<Format>,
     temporary: PathBuf,
     path: PathBuf,
 }
 
-impl Drop for ParquetWriter {
+impl FileWriter {
+    fn parquet_error(&self, source: parquet::errors::ParquetError) -> ParquetError {
+        ParquetError::Write {
+            path: self.temporary.display().to_string(),
+            source,
+        }
+    }
+
+    fn ipc_error(&self, source: arrow::error::ArrowError) -> ParquetError {
+        ParquetError::WriteIpc {
+            path: self.temporary.display().to_string(),
+            source,
+        }
+    }
+}
+
+impl Drop for FileWriter {
     fn drop(&mut self) {
         if self.writer.is_some() {
             // Not committed: the part will be read again, so its file must go.
@@ -291,29 +410,28 @@ impl Drop for ParquetWriter {
 }
 
 #[async_trait]
-impl SinkWriter for ParquetWriter {
+impl SinkWriter for FileWriter {
     async fn write(&mut self, batch: &ChangeBatch) -> ferry_engine::Result<()> {
         if let Ops::PerRow(_) = batch.ops {
             if (0..batch.num_rows()).any(|row| batch.ops.op(row) != Op::Insert) {
                 return Err(ParquetError::Target {
                     table: self.table.to_string(),
-                    message:
-                        "Parquet files take inserts only; updates and deletes need a database sink"
-                            .into(),
+                    message: "files take inserts only; updates and deletes need a database sink"
+                        .into(),
                 }
                 .into());
             }
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| ferry_engine::Error::Internal("write after commit".into()))?;
-        writer
-            .write(&batch.rows)
-            .map_err(|source| ParquetError::Write {
-                path: self.temporary.display().to_string(),
-                source,
-            })?;
+        let written = match self.writer.as_mut() {
+            Some(Format::Parquet(writer)) => writer
+                .write(&batch.rows)
+                .map_err(|source| self.parquet_error(source)),
+            Some(Format::ArrowIpc(writer)) => writer
+                .write(&batch.rows)
+                .map_err(|source| self.ipc_error(source)),
+            None => return Err(ferry_engine::Error::Internal("write after commit".into())),
+        };
+        written?;
         self.rows += batch.num_rows();
         Ok(())
     }
@@ -322,11 +440,22 @@ impl SinkWriter for ParquetWriter {
         let Some(writer) = self.writer.take() else {
             return Ok(());
         };
-        let write_error = |source| ParquetError::Write {
-            path: self.temporary.display().to_string(),
-            source,
+        let file = match writer {
+            Format::Parquet(writer) => writer
+                .into_inner()
+                .map_err(|source| self.parquet_error(source))?,
+            Format::ArrowIpc(mut writer) => {
+                writer.finish().map_err(|source| self.ipc_error(source))?;
+                writer
+                    .into_inner()
+                    .map_err(|source| self.ipc_error(source))?
+                    .into_inner()
+                    .map_err(|e| ParquetError::Io {
+                        path: self.temporary.display().to_string(),
+                        source: e.into_error(),
+                    })?
+            }
         };
-        let file = writer.into_inner().map_err(write_error)?;
         if self.rows == 0 {
             // A part whose rows were all filtered out leaves no file behind.
             drop(file);
@@ -339,7 +468,7 @@ impl SinkWriter for ParquetWriter {
                 .and_then(|d| d.sync_all())
                 .map_err(io(dir))?;
         }
-        info!(table = %self.table, file = %self.path.display(), "parquet file committed");
+        info!(table = %self.table, file = %self.path.display(), "file committed");
         Ok(())
     }
 }
