@@ -4,7 +4,7 @@
 //! [source]
 //! url = "postgres://user@127.0.0.1:5432/shop"
 //! [sink]
-//! url = "postgres://user@127.0.0.1:5433/warehouse"   # or "parquet:///path/to/dir"
+//! url = "postgres://user@127.0.0.1:5433/warehouse"   # or mysql://, redis://, parquet:///dir, arrow:///dir
 //! [migration]
 //! types = ["schema", "full"]
 //! batch_size = 8192
@@ -90,7 +90,8 @@ pub struct SourceConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SinkConfig {
-    /// `postgres://…` or `parquet:///absolute/dir`.
+    /// `postgres://…`, `mysql://…`, `redis://…` (from a Redis source), `parquet:///dir` or
+    /// `arrow:///dir`.
     pub url: String,
     /// What to do when a target table already has rows: `fail` (default), `append` or
     /// `truncate`.
