@@ -6,6 +6,7 @@
 //!
 //! A target without a primary key is a multiset of rows: it is compared by counting the
 //! copies of each distinct row on both sides, which holds one entry per distinct row in memory.
+//! Parquet and Arrow files are compared that way too: they have no key order to merge by.
 //!
 //! Run it when the source is quiet (writers stopped and the job caught up, or stopped): a
 //! source still taking writes differs from any copy of it.
@@ -58,13 +59,19 @@ impl TableReport {
 
 /// Compares every target of `plan`; returns one report per target, in plan order.
 pub async fn verify(plan: &Plan) -> ferry_engine::Result<Vec<TableReport>> {
-    let (sink_source, _) =
-        open_source(&plan.job.sink.url, 0).map_err(|_| JobError::NotIncremental {
-            field: "sink.url".into(),
-            message:
-                "ferry verify reads the target back, which it can do for PostgreSQL and MySQL sinks"
-                    .into(),
-        })?;
+    let url = &plan.job.sink.url;
+    let sink_source: Arc<dyn Source> = if url.starts_with("parquet://")
+        || url.starts_with("arrow://")
+    {
+        Arc::new(ferry_parquet::FileSink::from_url(url, "sink.url")?)
+    } else {
+        open_source(url, 0)
+            .map_err(|_| JobError::NotIncremental {
+                field: "sink.url".into(),
+                message: "ferry verify reads the target back, which it can do for PostgreSQL, MySQL, Parquet and Arrow sinks".into(),
+            })?
+            .0
+    };
     let sink_catalog = sink_source.catalog().await?;
     let mut reports = Vec::new();
     for (index, flow) in plan.flows.iter().enumerate() {
@@ -165,8 +172,10 @@ async fn verify_route(
     let schema: SchemaRef = route.target.columns.clone();
     let target_id = route.target.id.to_string();
     // Without a primary key the table is a multiset of rows: compared by counting copies of
-    // each distinct row, in memory, instead of merging in key order.
-    let multiset = route.target.primary_key.is_empty();
+    // each distinct row, in memory, instead of merging in key order. So are files, which
+    // cannot be read in key order.
+    let multiset =
+        route.target.primary_key.is_empty() || matches!(sink.engine(), "parquet" | "arrow");
     let key: Vec<usize> = if multiset {
         (0..schema.fields().len()).collect()
     } else {

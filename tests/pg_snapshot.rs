@@ -407,6 +407,28 @@ fn file_sink_writes_one_directory_per_table(
     let refused = ferry("check", &incremental, dir.path());
     assert_eq!(refused.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("full migrations only"));
+    // verify reads the files back; a file gone shows as rows missing.
+    let verified = ferry("verify", &text, dir.path());
+    assert_success(&verified);
+    assert!(
+        String::from_utf8_lossy(&verified.stdout).contains("equal"),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+    let first = std::fs::read_dir(&table_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let lost = read(&first).iter().map(|b| b.num_rows()).sum::<usize>();
+    std::fs::remove_file(&first).unwrap();
+    let verified = ferry("verify", &text, dir.path());
+    assert_eq!(verified.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&verified.stdout);
+    assert!(
+        stdout.contains("missing in target") && stdout.contains(&format!("{lost} missing")),
+        "{stdout}"
+    );
 }
 
 #[test]

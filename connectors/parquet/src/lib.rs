@@ -21,9 +21,13 @@ use parquet::file::properties::WriterProperties;
 use tracing::info;
 
 use ferry_engine::error::{ClassifiedError, ErrorClass};
+use std::sync::Arc;
+
+use arrow::record_batch::RecordBatch;
 use ferry_engine::{
-    ChangeApplier, ChangeBatch, ExistingRows, Op, Ops, PrepareOptions, PreparedTables, Sink,
-    SinkWriter, TableId, TableSchema, WriterOptions,
+    ChangeApplier, ChangeBatch, ChangeFeed, ChangeRequest, ExistingRows, Op, Ops, Position,
+    PrepareOptions, PreparedTables, Sink, SinkWriter, Snapshot, SnapshotPart, SnapshotRequest,
+    Source, TableId, TableSchema, WriterOptions,
 };
 
 /// Rows per row group at most: large groups compress and scan well; batches are appended to
@@ -469,6 +473,241 @@ impl SinkWriter for FileWriter {
                 .map_err(io(dir))?;
         }
         info!(table = %self.table, file = %self.path.display(), "file committed");
+        Ok(())
+    }
+}
+
+/// Reading the files back (for `ferry verify`): a [`Source`] whose tables are the directories
+/// under the root, whose columns are the files' schema, read file by file in no particular
+/// order (files have no key order: compare them as multisets) and that has no change log.
+#[async_trait]
+impl Source for FileSink {
+    fn engine(&self) -> &'static str {
+        self.format.scheme()
+    }
+
+    async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {
+        let mut tables = Vec::new();
+        if !self.root.exists() {
+            return Ok(tables);
+        }
+        for schema in sorted_dirs(&self.root)? {
+            for table in sorted_dirs(&schema)? {
+                let Some(first) = data_files(&table, self.format)?.into_iter().min() else {
+                    continue;
+                };
+                let name = |path: &Path| {
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                };
+                tables.push(TableSchema {
+                    id: TableId::new(name(&schema), name(&table)),
+                    columns: file_schema(&first, self.format)?,
+                    primary_key: Vec::new(),
+                    estimated_rows: None,
+                });
+            }
+        }
+        Ok(tables)
+    }
+
+    async fn snapshot(&self, request: SnapshotRequest) -> ferry_engine::Result<Arc<dyn Snapshot>> {
+        let parts = (0..request.tables.len())
+            .map(|table| SnapshotPart {
+                index: table as u32,
+                table,
+                description: request.tables[table].table.id.to_string(),
+                range: None,
+            })
+            .collect();
+        Ok(Arc::new(FileSnapshot {
+            dirs: request
+                .tables
+                .iter()
+                .map(|t| self.table_dir(&t.table.id))
+                .collect(),
+            format: self.format,
+            request,
+            parts,
+        }))
+    }
+
+    async fn check_changes(&self, _request: &ChangeRequest) -> ferry_engine::Result<()> {
+        Err(no_changes(&self.root))
+    }
+
+    async fn changes(&self, _request: ChangeRequest) -> ferry_engine::Result<Box<dyn ChangeFeed>> {
+        Err(no_changes(&self.root))
+    }
+
+    async fn drop_changes(&self, _name: &str) -> ferry_engine::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    async fn retained_log(&self, _name: &str) -> ferry_engine::Result<Option<u64>> {
+        Ok(None)
+    }
+
+    fn keeps_feeds(&self) -> bool {
+        false
+    }
+}
+
+fn no_changes(root: &Path) -> ferry_engine::Error {
+    ParquetError::Target {
+        table: root.display().to_string(),
+        message: "files have no change log to follow; read them with a full migration".into(),
+    }
+    .into()
+}
+
+/// The directories in `dir`, by name.
+fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, ParquetError> {
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// The Arrow schema a file holds.
+fn file_schema(
+    path: &Path,
+    format: FileFormat,
+) -> Result<arrow::datatypes::SchemaRef, ParquetError> {
+    let file = File::open(path).map_err(io(path))?;
+    Ok(match format {
+        FileFormat::Parquet => {
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|source| ParquetError::Write {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .schema()
+                .clone()
+        }
+        FileFormat::ArrowIpc => arrow_ipc::reader::FileReader::try_new(file, None)
+            .map_err(|source| ParquetError::WriteIpc {
+                path: path.display().to_string(),
+                source,
+            })?
+            .schema(),
+    })
+}
+
+/// The batches of one file, `batch_size` rows at a time (Parquet; IPC batches as written).
+fn file_batches(
+    path: &Path,
+    format: FileFormat,
+    batch_size: usize,
+) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, ParquetError>>>, ParquetError> {
+    let file = File::open(path).map_err(io(path))?;
+    let shown = path.display().to_string();
+    let ipc = move |source| ParquetError::WriteIpc {
+        path: shown.clone(),
+        source,
+    };
+    Ok(match format {
+        FileFormat::Parquet => {
+            let reader =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .and_then(|builder| builder.with_batch_size(batch_size).build())
+                    .map_err(|source| ParquetError::Write {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+            Box::new(reader.map(move |batch| batch.map_err(ipc.clone())))
+        }
+        FileFormat::ArrowIpc => {
+            let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(ipc.clone())?;
+            Box::new(reader.map(move |batch| batch.map_err(ipc.clone())))
+        }
+    })
+}
+
+/// The files of the requested tables, a part per table.
+struct FileSnapshot {
+    request: SnapshotRequest,
+    dirs: Vec<PathBuf>,
+    format: FileFormat,
+    parts: Vec<SnapshotPart>,
+}
+
+#[async_trait]
+impl Snapshot for FileSnapshot {
+    fn parts(&self) -> &[SnapshotPart] {
+        &self.parts
+    }
+
+    fn batch_schema(&self, table: usize) -> arrow::datatypes::SchemaRef {
+        self.request.tables[table].batch_schema()
+    }
+
+    async fn read(
+        &self,
+        part: &SnapshotPart,
+        out: tokio::sync::mpsc::Sender<ChangeBatch>,
+    ) -> ferry_engine::Result<u64> {
+        let table = self.request.tables[part.table].clone();
+        let dir = self.dirs[part.table].clone();
+        let (format, batch_size) = (self.format, self.request.batch_size.max(1));
+        let schema = self.batch_schema(part.table);
+        let read = tokio::task::spawn_blocking(move || -> ferry_engine::Result<u64> {
+            let id = Arc::new(table.table.id.clone());
+            // The requested columns, found by name in each file.
+            let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+            let mut files = data_files(&dir, format)?;
+            files.sort();
+            let mut rows = 0;
+            for path in files {
+                for batch in file_batches(&path, format, batch_size)? {
+                    let batch = batch?;
+                    let columns = names
+                        .iter()
+                        .map(|name| {
+                            batch.column_by_name(name).cloned().ok_or_else(|| {
+                                ParquetError::Target {
+                                    table: id.to_string(),
+                                    message: format!("{} has no column {name}", path.display()),
+                                }
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let options = arrow::record_batch::RecordBatchOptions::new()
+                        .with_row_count(Some(batch.num_rows()));
+                    let projected =
+                        RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)
+                            .map_err(|source| ParquetError::WriteIpc {
+                            path: path.display().to_string(),
+                            source,
+                        })?;
+                    rows += projected.num_rows() as u64;
+                    let change = ChangeBatch::snapshot(
+                        Arc::clone(&id),
+                        projected,
+                        Position::Snapshot {
+                            part: 0,
+                            offset: rows,
+                        },
+                        0,
+                    );
+                    if out.blocking_send(change).is_err() {
+                        return Ok(rows);
+                    }
+                }
+            }
+            Ok(rows)
+        });
+        read.await
+            .map_err(|e| ferry_engine::Error::Internal(format!("reading files: {e}")))?
+    }
+
+    async fn close(&self) -> ferry_engine::Result<()> {
         Ok(())
     }
 }
