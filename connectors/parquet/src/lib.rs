@@ -63,6 +63,14 @@ pub enum ParquetError {
         #[source]
         source: parquet::errors::ParquetError,
     },
+    /// Reading a file back failed.
+    #[error("reading {path}: {message}")]
+    Read {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// Writing an Arrow IPC file failed.
     #[error("writing {path}: {source}")]
     WriteIpc {
@@ -86,7 +94,7 @@ impl ClassifiedError for ParquetError {
     fn class(&self) -> ErrorClass {
         match self {
             ParquetError::Url { .. } | ParquetError::Target { .. } => ErrorClass::User,
-            ParquetError::Io { .. } => ErrorClass::External,
+            ParquetError::Io { .. } | ParquetError::Read { .. } => ErrorClass::External,
             ParquetError::Write { .. } | ParquetError::WriteIpc { .. } => ErrorClass::Internal,
         }
     }
@@ -196,23 +204,17 @@ impl FileSink {
             let file = File::open(&path).map_err(io(&path))?;
             rows += match self.format {
                 FileFormat::Parquet => {
-                    let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(
-                        |source| ParquetError::Write {
-                            path: path.display().to_string(),
-                            source,
-                        },
-                    )?;
+                    let reader = parquet::file::reader::SerializedFileReader::new(file)
+                        .map_err(read_error(&path))?;
                     use parquet::file::reader::FileReader as _;
                     reader.metadata().file_metadata().num_rows() as u64
                 }
                 FileFormat::ArrowIpc => {
-                    let ipc = |source| ParquetError::WriteIpc {
-                        path: path.display().to_string(),
-                        source,
-                    };
                     let mut count = 0;
-                    for batch in arrow_ipc::reader::FileReader::try_new(file, None).map_err(ipc)? {
-                        count += batch.map_err(ipc)?.num_rows() as u64;
+                    let reader = arrow_ipc::reader::FileReader::try_new(file, None)
+                        .map_err(read_error(&path))?;
+                    for batch in reader {
+                        count += batch.map_err(read_error(&path))?.num_rows() as u64;
                     }
                     count
                 }
@@ -562,6 +564,14 @@ fn no_changes(root: &Path) -> ferry_engine::Error {
     .into()
 }
 
+/// Names `path` in an error reading it.
+fn read_error<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> ParquetError + '_ {
+    move |e| ParquetError::Read {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
 /// The directories in `dir`, by name.
 fn sorted_dirs(dir: &Path) -> Result<Vec<PathBuf>, ParquetError> {
     let mut dirs = Vec::new();
@@ -584,18 +594,12 @@ fn file_schema(
     Ok(match format {
         FileFormat::Parquet => {
             parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|source| ParquetError::Write {
-                    path: path.display().to_string(),
-                    source,
-                })?
+                .map_err(read_error(path))?
                 .schema()
                 .clone()
         }
         FileFormat::ArrowIpc => arrow_ipc::reader::FileReader::try_new(file, None)
-            .map_err(|source| ParquetError::WriteIpc {
-                path: path.display().to_string(),
-                source,
-            })?
+            .map_err(read_error(path))?
             .schema(),
     })
 }
@@ -607,25 +611,20 @@ fn file_batches(
     batch_size: usize,
 ) -> Result<Box<dyn Iterator<Item = Result<RecordBatch, ParquetError>>>, ParquetError> {
     let file = File::open(path).map_err(io(path))?;
-    let shown = path.display().to_string();
-    let ipc = move |source| ParquetError::WriteIpc {
-        path: shown.clone(),
-        source,
-    };
+    let owned = path.to_path_buf();
+    let batch_error = move |e: arrow::error::ArrowError| read_error(&owned)(e);
     Ok(match format {
         FileFormat::Parquet => {
             let reader =
                 parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
                     .and_then(|builder| builder.with_batch_size(batch_size).build())
-                    .map_err(|source| ParquetError::Write {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-            Box::new(reader.map(move |batch| batch.map_err(ipc.clone())))
+                    .map_err(read_error(path))?;
+            Box::new(reader.map(move |batch| batch.map_err(&batch_error)))
         }
         FileFormat::ArrowIpc => {
-            let reader = arrow_ipc::reader::FileReader::try_new(file, None).map_err(ipc.clone())?;
-            Box::new(reader.map(move |batch| batch.map_err(ipc.clone())))
+            let reader =
+                arrow_ipc::reader::FileReader::try_new(file, None).map_err(read_error(path))?;
+            Box::new(reader.map(move |batch| batch.map_err(&batch_error)))
         }
     })
 }
@@ -682,10 +681,7 @@ impl Snapshot for FileSnapshot {
                         .with_row_count(Some(batch.num_rows()));
                     let projected =
                         RecordBatch::try_new_with_options(Arc::clone(&schema), columns, &options)
-                            .map_err(|source| ParquetError::WriteIpc {
-                            path: path.display().to_string(),
-                            source,
-                        })?;
+                            .map_err(read_error(&path))?;
                     rows += projected.num_rows() as u64;
                     let change = ChangeBatch::snapshot(
                         Arc::clone(&id),
