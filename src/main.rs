@@ -195,7 +195,8 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
             }
         });
         watch_stop_file(stop_file(path, &name), stop.clone());
-        return ferry::redis_job::run(&job, &name, limits_file(path, &name), stop).await;
+        let bars = std::io::stderr().is_terminal();
+        return ferry::redis_job::run(&job, &name, limits_file(path, &name), stop, bars).await;
     }
     let plan = ferry::plan(job, name).await?;
     info!(

@@ -158,12 +158,14 @@ pub async fn check(job: &JobFile) -> Result<(), Error> {
     Ok(())
 }
 
-/// `ferry run`: the migration, until done (`full` only) or stopped.
+/// `ferry run`: the migration, until done (`full` only) or stopped. With `bars` (a terminal),
+/// progress is a bar; otherwise a log line every two seconds.
 pub async fn run(
     job: &JobFile,
     name: &str,
     limits_file: std::path::PathBuf,
     stop: CancellationToken,
+    bars: bool,
 ) -> Result<(), Error> {
     let (source, target) = endpoints(job)?;
     for warning in ferry_redis::check::check(&source, &target).await? {
@@ -206,8 +208,8 @@ pub async fn run(
         stop.clone(),
     );
     let keys_total = keys_in(&source).await.unwrap_or(0);
-    let reporter = tokio::spawn(report_every(
-        Duration::from_secs(2),
+    let reporter = tokio::spawn(report(
+        bars,
         source.clone(),
         Arc::clone(&limits.status),
         keys_total,
@@ -294,35 +296,81 @@ async fn source_offset(source: &ReplicaConfig) -> Option<u64> {
         .ok()
 }
 
-/// Logs the state, keys done of total, MB/s and the lag in bytes every `period`.
-async fn report_every(
-    period: Duration,
-    source: ReplicaConfig,
-    status: Arc<MigrationStatus>,
-    keys_total: u64,
-) {
-    let mut last_bytes = status.bytes();
-    loop {
-        tokio::time::sleep(period).await;
-        let bytes = status.bytes();
-        let rate = bytes.saturating_sub(last_bytes) as f64 / period.as_secs_f64() / 1e6;
-        last_bytes = bytes;
-        let state = status.state();
-        let lag = match state {
-            MigrationState::IncrMigrating => source_offset(&source)
-                .await
-                .map(|end| end.saturating_sub(status.offset())),
-            _ => None,
-        };
-        info!(
-            state = state.name(),
-            keys = status.keys(),
-            keys_total,
-            commands = status.commands(),
-            mb_per_second = format!("{rate:.2}"),
-            lag_bytes = lag.map_or("-".to_string(), |l| l.to_string()),
-            "Redis migration"
+/// Reports the state, keys done of total, commands, MB/s and the lag in bytes: on a bar
+/// redrawn five times a second (`bars`), or in a log line every two seconds. The lag asks the
+/// source, at most every two seconds.
+async fn report(bars: bool, source: ReplicaConfig, status: Arc<MigrationStatus>, keys_total: u64) {
+    const EVERY: Duration = Duration::from_secs(2);
+    let tick = if bars {
+        Duration::from_millis(200)
+    } else {
+        EVERY
+    };
+    let bar = bars.then(|| {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(keys_total),
+            indicatif::ProgressDrawTarget::stderr(),
         );
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg} [{bar:25}] {pos}/{len} keys")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let (mut last_bytes, mut last_at) = (status.bytes(), std::time::Instant::now());
+    let mut rate = 0.0;
+    let mut lag: Option<u64> = None;
+    let mut lag_at: Option<std::time::Instant> = None;
+    let mut incremental = false;
+    loop {
+        tokio::time::sleep(tick).await;
+        let state = status.state();
+        if last_at.elapsed() >= EVERY {
+            let bytes = status.bytes();
+            rate = bytes.saturating_sub(last_bytes) as f64 / last_at.elapsed().as_secs_f64() / 1e6;
+            (last_bytes, last_at) = (bytes, std::time::Instant::now());
+        }
+        if state == MigrationState::IncrMigrating && lag_at.is_none_or(|at| at.elapsed() >= EVERY) {
+            lag = source_offset(&source)
+                .await
+                .map(|end| end.saturating_sub(status.offset()));
+            lag_at = Some(std::time::Instant::now());
+        }
+        let lag_text = lag.map_or("-".to_string(), |l| l.to_string());
+        match &bar {
+            Some(bar) => {
+                if state == MigrationState::IncrMigrating && !incremental {
+                    incremental = true;
+                    if let Ok(style) =
+                        indicatif::ProgressStyle::with_template("{spinner} {wide_msg}")
+                    {
+                        bar.set_style(style);
+                    }
+                }
+                bar.set_position(status.keys());
+                bar.set_message(if incremental {
+                    format!(
+                        "{} · {} commands · {rate:.2} MB/s · lag {lag_text} bytes · {} keys copied",
+                        state.name(),
+                        status.commands(),
+                        status.keys()
+                    )
+                } else {
+                    format!("{} {rate:>6.2} MB/s", state.name())
+                });
+                bar.tick();
+            }
+            None => info!(
+                state = state.name(),
+                keys = status.keys(),
+                keys_total,
+                commands = status.commands(),
+                mb_per_second = format!("{rate:.2}"),
+                lag_bytes = lag_text,
+                "Redis migration"
+            ),
+        }
     }
 }
 
