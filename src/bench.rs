@@ -303,32 +303,24 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
     }
 
     let ferry = std::env::current_exe().map_err(failed)?;
-    for &batch_size in &args.batch_sizes {
-        let job = format!(
-            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\nexisting_rows = \"truncate\"\n\
+    // ferry's full load of the table into `sink_url`, a job of its own at `batch_size`.
+    let run_ferry = |job: &str, sink_url: &str, batch_size: usize, name: &str| {
+        let text = format!(
+            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{sink_url}\"\nexisting_rows = \"truncate\"\n\
              [migration]\ntypes = [\"full\"]\nbatch_size = {batch_size}\nparallelism = {}\nchunk_rows = {}\n\
              [[rules]]\nsql = \"SELECT * FROM public.load\"\n",
             source.url("bench"),
-            sink.url("bench"),
             args.parallelism,
             args.chunk_rows
         );
-        let job_path = args.out.join(format!("job-{batch_size}.toml"));
-        fs::write(&job_path, job).map_err(failed)?;
-        // Each run is a new job: no checkpoint of an earlier bench may turn it into a resume.
-        let _ = fs::remove_file(args.out.join(format!("job_{batch_size}.state.json")));
-        eprintln!("ferry, batch size {batch_size} …");
-        let log =
-            fs::File::create(args.out.join(format!("ferry-{batch_size}.log"))).map_err(failed)?;
-        let child = Command::new(&ferry)
-            .arg("run")
-            .arg(&job_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(failed)?;
+        let job = BenchJob::create(&ferry, &args.out, job, &text)?;
+        eprintln!("{name} …");
+        measure(name, vec![job.start(&format!("{}.log", job.name))?])
+    };
+    for &batch_size in &args.batch_sizes {
         let name = format!("ferry batch {batch_size}");
-        results.push(measure(&name, vec![child])?);
+        let job = format!("job_{batch_size}");
+        results.push(run_ferry(&job, &sink.url("bench"), batch_size, &name)?);
         if count(&sink)? != args.rows {
             return Err(failed(format!("{name} did not copy every row")));
         }
@@ -336,51 +328,20 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
 
     // Into columnar files, at the largest batch size.
     let batch_size = args.batch_sizes.iter().copied().max().unwrap_or(8192);
-    for format in [FileFormat::Parquet, FileFormat::ArrowIpc] {
+    for (format, label) in [
+        (FileFormat::Parquet, "Parquet"),
+        (FileFormat::ArrowIpc, "Arrow IPC"),
+    ] {
         let dir = fs::canonicalize(&args.out)
             .map_err(failed)?
             .join(format!("files-{}", format.extension()));
         let _ = fs::remove_dir_all(&dir);
         let url = format!("{}://{}", format.scheme(), dir.display());
-        let job = format!(
-            "[source]\nurl = \"{}\"\n[sink]\nurl = \"{url}\"\n\
-             [migration]\ntypes = [\"full\"]\nbatch_size = {batch_size}\nparallelism = {}\nchunk_rows = {}\n\
-             [[rules]]\nsql = \"SELECT * FROM public.load\"\n",
-            source.url("bench"),
-            args.parallelism,
-            args.chunk_rows
-        );
-        let stem = format!("job-{}", format.extension());
-        let job_path = args.out.join(format!("{stem}.toml"));
-        fs::write(&job_path, job).map_err(failed)?;
-        let _ = fs::remove_file(
-            args.out
-                .join(format!("{}.state.json", stem.replace('-', "_"))),
-        );
-        eprintln!(
-            "ferry into {} files, batch size {batch_size} …",
-            format.extension()
-        );
-        let log = fs::File::create(args.out.join(format!("ferry-{}.log", format.extension())))
-            .map_err(failed)?;
-        let child = Command::new(&ferry)
-            .arg("run")
-            .arg(&job_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(failed)?;
-        let name = format!(
-            "ferry batch {batch_size} → {} files",
-            match format {
-                FileFormat::Parquet => "Parquet",
-                FileFormat::ArrowIpc => "Arrow IPC",
-            }
-        );
-        results.push(measure(&name, vec![child])?);
-        let sink = FileSink::from_url(&url, "sink.url").map_err(failed)?;
-        let rows = sink
-            .rows_in(&ferry_engine::TableId::new("public", "load"))
+        let name = format!("ferry batch {batch_size} → {label} files");
+        let job = format!("job_{}", format.extension());
+        results.push(run_ferry(&job, &url, batch_size, &name)?);
+        let rows = FileSink::from_url(&url, "sink.url")
+            .and_then(|sink| sink.rows_in(&ferry_engine::TableId::new("public", "load")))
             .map_err(failed)?;
         if rows != args.rows {
             return Err(failed(format!(

@@ -111,18 +111,22 @@ pub async fn rules(job: &JobFile, source: &ReplicaConfig) -> Result<Option<KeyRu
         return Ok(None);
     }
     let mut conn = RedisWriter::connect(source).await?;
-    Ok(Some(KeyRules::compile(
-        &job.rules,
-        databases(&mut conn).await,
-    )?))
+    compile_rules(job, &mut conn).await.map(Some)
+}
+
+/// The job's rules compiled for the source `conn` is connected to.
+async fn compile_rules(job: &JobFile, conn: &mut RedisWriter) -> Result<KeyRules, Error> {
+    KeyRules::compile(&job.rules, databases(conn).await)
 }
 
 /// The rules as a migration applies them: with the source's command table.
 async fn migration_rules(job: &JobFile, source: &ReplicaConfig) -> Result<Option<Rules>, Error> {
-    let Some(selector) = rules(job, source).await? else {
+    if job.rules.is_empty() {
         return Ok(None);
-    };
+    }
+    // One connection for both: the databases the rules may name, and the commands.
     let mut conn = RedisWriter::connect(source).await?;
+    let selector = compile_rules(job, &mut conn).await?;
     let commands = CommandTable::fetch(&mut conn).await?;
     if commands.is_empty() {
         return Err(SqlError::InvalidField {

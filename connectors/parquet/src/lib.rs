@@ -201,20 +201,18 @@ impl FileSink {
         let dir = self.table_dir(table);
         let mut rows = 0;
         for path in data_files(&dir, self.format)? {
-            let file = File::open(&path).map_err(io(&path))?;
             rows += match self.format {
                 FileFormat::Parquet => {
+                    use parquet::file::reader::FileReader as _;
+                    let file = File::open(&path).map_err(io(&path))?;
                     let reader = parquet::file::reader::SerializedFileReader::new(file)
                         .map_err(read_error(&path))?;
-                    use parquet::file::reader::FileReader as _;
                     reader.metadata().file_metadata().num_rows() as u64
                 }
                 FileFormat::ArrowIpc => {
                     let mut count = 0;
-                    let reader = arrow_ipc::reader::FileReader::try_new(file, None)
-                        .map_err(read_error(&path))?;
-                    for batch in reader {
-                        count += batch.map_err(read_error(&path))?.num_rows() as u64;
+                    for batch in file_batches(&path, self.format, ROW_GROUP_ROWS)? {
+                        count += batch?.num_rows() as u64;
                     }
                     count
                 }

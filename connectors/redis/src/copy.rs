@@ -575,9 +575,7 @@ pub async fn apply_stream(
                     sent
                 };
                 if let Some(reached) = reached.filter(|r| r != point) {
-                    *point = reached;
-                    limits.status.set_offset(point.offset);
-                    committed(point);
+                    reach(point, reached, limits, committed);
                 }
                 // Stop only between transactions: a MULTI left open on the target
                 // connection would swallow what comes next.
@@ -594,30 +592,28 @@ pub async fn apply_stream(
         limits.bytes.take(command.offset - queued.offset).await;
         limits.status.add_bytes(command.offset - queued.offset);
         queued.offset = command.offset;
-        let Some(name) = command.args.first() else {
-            continue;
-        };
-        if name.eq_ignore_ascii_case(b"PING") {
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"REPLCONF") {
-            if command
-                .args
-                .get(1)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
-            {
-                replica.ack().await?;
+        let boundary = match step(&command.args) {
+            Step::Ignore => continue,
+            Step::Replconf => {
+                if command
+                    .args
+                    .get(1)
+                    .is_some_and(|a| a.eq_ignore_ascii_case(b"GETACK"))
+                {
+                    replica.ack().await?;
+                }
+                continue;
             }
-            continue;
-        }
-        if name.eq_ignore_ascii_case(b"SELECT") {
-            queued.db = selected_db(&command.args);
-            continue;
-        }
-        let boundary = is_boundary(name);
-        if boundary {
-            in_multi = name.eq_ignore_ascii_case(b"MULTI");
-        }
+            Step::Select(db) => {
+                queued.db = db;
+                continue;
+            }
+            Step::Edge { multi } => {
+                in_multi = multi;
+                true
+            }
+            Step::Data => false,
+        };
         limits.rows.take(1).await;
         if checkpoint.is_some() {
             if !open {
@@ -637,16 +633,14 @@ pub async fn apply_stream(
                 }
                 for (db, args) in &planned {
                     writer.select(*db);
-                    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
-                    writer.command(&args);
+                    writer.command_owned(args);
                 }
             }
             // A transaction's edge under rules: the target's database is the plans' business.
-            (Some(_), true) => writer.command(&[name]),
+            (Some(_), true) => writer.command_owned(&command.args),
             (None, _) => {
                 writer.select(queued.db);
-                let args: Vec<&[u8]> = command.args.iter().map(Vec::as_slice).collect();
-                writer.command(&args);
+                writer.command_owned(&command.args);
                 replayed += 1;
             }
         }
@@ -660,9 +654,7 @@ pub async fn apply_stream(
             // The batch before is answered once this one is sent: the target holds its point.
             writer.send().await?;
             if let Some(sent) = sent_point.take() {
-                *point = sent;
-                limits.status.set_offset(point.offset);
-                committed(point);
+                reach(point, sent, limits, committed);
             }
             if !in_multi && !open {
                 sent_point = Some(queued.clone());
@@ -671,19 +663,57 @@ pub async fn apply_stream(
     }
 }
 
-/// The database a `SELECT` names (0 when it names none).
-fn selected_db(args: &[Vec<u8>]) -> u64 {
-    args.get(1)
-        .and_then(|d| std::str::from_utf8(d).ok())
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(0)
+/// The target now holds the source up to `reached`: the point moves there and is reported.
+fn reach(
+    point: &mut StreamPoint,
+    reached: StreamPoint,
+    limits: &Limits,
+    committed: &mut (dyn FnMut(&StreamPoint) + Send),
+) {
+    *point = reached;
+    limits.status.set_offset(point.offset);
+    committed(point);
 }
 
-/// `MULTI`, `EXEC` or `DISCARD`: a transaction's edge.
-fn is_boundary(name: &[u8]) -> bool {
-    [b"MULTI".as_slice(), b"EXEC", b"DISCARD"]
-        .iter()
-        .any(|b| name.eq_ignore_ascii_case(b))
+/// What a command of the stream is to the replay.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Nothing to do (`PING`, an empty command).
+    Ignore,
+    /// `REPLCONF` (a `GETACK` is answered).
+    Replconf,
+    /// `SELECT`: the database the commands after it go to (0 when it names none).
+    Select(u64),
+    /// `MULTI` (`multi`), `EXEC` or `DISCARD`: a transaction's edge.
+    Edge { multi: bool },
+    /// A command that changes data: replayed (under rules, as planned).
+    Data,
+}
+
+/// Sorts one command of the stream; the replay and the rules' planning agree through it.
+fn step(args: &[Vec<u8>]) -> Step {
+    let Some(name) = args.first() else {
+        return Step::Ignore;
+    };
+    let is = |word: &[u8]| name.eq_ignore_ascii_case(word);
+    if is(b"PING") {
+        Step::Ignore
+    } else if is(b"REPLCONF") {
+        Step::Replconf
+    } else if is(b"SELECT") {
+        Step::Select(
+            args.get(1)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(0),
+        )
+    } else if is(b"MULTI") {
+        Step::Edge { multi: true }
+    } else if is(b"EXEC") || is(b"DISCARD") {
+        Step::Edge { multi: false }
+    } else {
+        Step::Data
+    }
 }
 
 /// What the target runs for each data command of `pending` (every command but `PING`,
@@ -695,16 +725,10 @@ fn plan_pending(
 ) -> Result<Vec<Vec<Planned>>, CopyError> {
     let mut commands = Vec::with_capacity(pending.len());
     for command in pending {
-        let Some(name) = command.args.first() else {
-            continue;
-        };
-        if name.eq_ignore_ascii_case(b"SELECT") {
-            db = selected_db(&command.args);
-        } else if !(name.eq_ignore_ascii_case(b"PING")
-            || name.eq_ignore_ascii_case(b"REPLCONF")
-            || is_boundary(name))
-        {
-            commands.push((db, command.args.as_slice()));
+        match step(&command.args) {
+            Step::Select(selected) => db = selected,
+            Step::Data => commands.push((db, command.args.as_slice())),
+            Step::Ignore | Step::Replconf | Step::Edge { .. } => {}
         }
     }
     plan(rules.selector.as_ref(), &rules.commands, &commands).map_err(CopyError::Rules)

@@ -180,11 +180,10 @@ impl CommandTable {
         }
     }
 
-    /// The spec of `args`' command: its subcommand's when it has them (`None` for a
-    /// subcommand the table does not list).
-    fn spec(&self, args: &[Vec<u8>]) -> Option<&KeySpec> {
-        let name = String::from_utf8_lossy(args.first()?).to_lowercase();
-        let spec = self.specs.get(&name)?;
+    /// The spec of `args`' command, `name` in lower case: its subcommand's when it has them
+    /// (`None` for a subcommand the table does not list).
+    fn spec(&self, name: &str, args: &[Vec<u8>]) -> Option<&KeySpec> {
+        let spec = self.specs.get(name)?;
         if !spec.container {
             return Some(spec);
         }
@@ -239,11 +238,11 @@ fn number(arg: Option<&Vec<u8>>) -> Option<u64> {
 }
 
 impl CommandTable {
-    /// The shape of one command: where its keys are and how they decide.
-    fn shape(&self, args: &[Vec<u8>]) -> Result<Shape, String> {
-        let name = String::from_utf8_lossy(&args[0]).to_lowercase();
+    /// The shape of one command (`name` in lower case): where its keys are and how they
+    /// decide.
+    fn shape(&self, name: &str, args: &[Vec<u8>]) -> Result<Shape, String> {
         let from = |first: usize, step: usize| (first..args.len()).step_by(step).collect();
-        Ok(match name.as_str() {
+        Ok(match name {
             "flushdb" => Shape::FlushDb,
             "flushall" => Shape::FlushAll,
             "swapdb" => {
@@ -304,7 +303,7 @@ impl CommandTable {
             }
             // A channel, not a key: not bound to a database either.
             "publish" | "spublish" => Shape::Keyless,
-            _ => match self.spec(args) {
+            _ => match self.spec(name, args) {
                 Some(spec) if spec.movable => {
                     return Err(refused(
                         args,
@@ -336,12 +335,12 @@ impl CommandTable {
         })
     }
 
-    fn kind(&self, args: &[Vec<u8>]) -> Option<&'static str> {
-        let name = String::from_utf8_lossy(&args[0]).to_lowercase();
-        match name.as_str() {
+    /// The type a command (`name` in lower case) works on, when one.
+    fn kind(&self, name: &str, args: &[Vec<u8>]) -> Option<&'static str> {
+        match name {
             "zunionstore" | "zinterstore" | "zdiffstore" => Some("zset"),
             "mset" | "msetnx" => Some("string"),
-            _ => self.spec(args).and_then(|spec| spec.kind),
+            _ => self.spec(name, args).and_then(|spec| spec.kind),
         }
     }
 }
@@ -355,22 +354,28 @@ pub fn plan(
     commands: &[(u64, &[Vec<u8>])],
 ) -> Result<Vec<Vec<Planned>>, String> {
     let mut shapes = Vec::with_capacity(commands.len());
+    // Each command's name as the rules see it (upper case) and as the table files it (lower),
+    // and the type it works on.
     let mut names = Vec::with_capacity(commands.len());
+    let mut kinds = Vec::with_capacity(commands.len());
     // Rows of every command, and where each command's rows start.
     let mut starts = Vec::with_capacity(commands.len() + 1);
     let mut rows: Vec<KeyRow<'_>> = Vec::new();
     for &(_, args) in commands {
-        if args.is_empty() {
-            return Err("an empty command in the stream".into());
-        }
-        names.push(String::from_utf8_lossy(&args[0]).to_uppercase());
+        let name = args
+            .first()
+            .ok_or_else(|| "an empty command in the stream".to_string())?;
+        let name = String::from_utf8_lossy(name);
+        names.push((name.to_uppercase(), name.to_lowercase()));
     }
     let source_dbs = selector.source_dbs();
     for (i, &(db, args)) in commands.iter().enumerate() {
-        let shape = table.shape(args)?;
+        let (upper, lower) = &names[i];
+        let shape = table.shape(lower, args)?;
         starts.push(rows.len());
-        let command = Some(names[i].as_str());
-        let kind = table.kind(args);
+        let command = Some(upper.as_str());
+        let kind = table.kind(lower, args);
+        kinds.push(kind);
         let key_row = |at: usize, db: u64| KeyRow {
             db,
             key: Some(args[at].as_slice()),
@@ -407,12 +412,13 @@ pub fn plan(
     // such key once more as of no type, to find where the rules held the key it replaces.
     let mut replaced = Vec::new();
     for (i, &(db, args)) in commands.iter().enumerate() {
-        let Some(kind) = table.kind(args) else {
+        let Some(kind) = kinds[i] else {
             continue;
         };
-        for at in overwritten(&shapes[i], args) {
+        let (upper, lower) = &names[i];
+        for at in overwritten(lower, &shapes[i], args) {
             let key = Some(args[at].as_slice());
-            let command = Some(names[i].as_str());
+            let command = Some(upper.as_str());
             replaced.push((i, at, rows.len()));
             rows.push(KeyRow {
                 db,
@@ -460,10 +466,10 @@ pub fn plan(
     Ok(plans)
 }
 
-/// The keys a command may replace whatever type they held, by argument index.
-fn overwritten(shape: &Shape, args: &[Vec<u8>]) -> Vec<usize> {
-    let name = String::from_utf8_lossy(&args[0]).to_lowercase();
-    match (name.as_str(), shape) {
+/// The keys a command (`name` in lower case) may replace whatever type they held, by
+/// argument index.
+fn overwritten(name: &str, shape: &Shape, args: &[Vec<u8>]) -> Vec<usize> {
+    match (name, shape) {
         ("set" | "setex" | "psetex", _) => vec![1],
         ("mset" | "msetnx", Shape::Independent { keys, .. }) => keys.clone(),
         (

@@ -65,11 +65,22 @@ impl RedisWriter {
 
     /// Queues one command.
     pub fn command(&mut self, args: &[&[u8]]) {
+        self.queue(args);
+    }
+
+    /// Queues one command whose arguments are owned (as the replication stream gives them),
+    /// without gathering references to them first.
+    pub fn command_owned(&mut self, args: &[Vec<u8>]) {
+        self.queue(args);
+    }
+
+    fn queue<A: AsRef<[u8]>>(&mut self, args: &[A]) {
         use std::io::Write;
         self.pending.push(self.out.len());
         // Writing into a Vec cannot fail.
         let _ = write!(self.out, "*{}\r\n", args.len());
         for arg in args {
+            let arg = arg.as_ref();
             let _ = write!(self.out, "${}\r\n", arg.len());
             self.out.extend_from_slice(arg);
             self.out.extend_from_slice(b"\r\n");

@@ -275,6 +275,22 @@ impl Side<'_> {
         Ok(digest)
     }
 
+    /// The types of `keys` in database `db` (`none` for a key it lacks), asked together.
+    async fn types(&mut self, db: u64, keys: &[Vec<u8>]) -> Result<Vec<String>, ReplicaError> {
+        self.select(db).await?;
+        let asks: Vec<Vec<&[u8]>> = keys
+            .iter()
+            .map(|key| vec![b"TYPE".as_slice(), key])
+            .collect();
+        Ok(self
+            .conn
+            .request_many(&asks)
+            .await?
+            .into_iter()
+            .map(|reply| String::from_utf8_lossy(&bytes_of(reply).unwrap_or_default()).into_owned())
+            .collect())
+    }
+
     async fn describe(&mut self, db: u64, key: &[u8]) -> Result<Option<Described>, ReplicaError> {
         self.select(db).await?;
         let kind = bytes_of(self.ask(&[b"TYPE", key]).await?).unwrap_or_default();
@@ -376,29 +392,30 @@ fn kind_name(kind: &str) -> Option<&'static str> {
         .find(|k| *k == kind)
 }
 
-/// Where `key` of source database `db`, of type `kind`, belongs in the target.
-fn targets(
-    rules: Option<&dyn Selector>,
+/// Where each of `keys` of source database `db`, of the types `kinds`, belongs in the
+/// target under `rules`, routed together.
+fn routes(
+    rules: &dyn Selector,
     db: u64,
-    key: &[u8],
-    kind: &str,
-) -> Result<Vec<u64>, ReplicaError> {
-    let Some(rules) = rules else {
-        return Ok(vec![db]);
-    };
-    let row = KeyRow {
-        db,
-        key: Some(key),
-        kind: kind_name(kind),
-        command: None,
-    };
-    let mut routes = rules
-        .route(&[row])
+    keys: &[Vec<u8>],
+    kinds: &[String],
+) -> Result<Vec<Vec<u64>>, ReplicaError> {
+    let rows: Vec<KeyRow<'_>> = keys
+        .iter()
+        .zip(kinds)
+        .map(|(key, kind)| KeyRow {
+            db,
+            key: Some(key),
+            kind: kind_name(kind),
+            command: None,
+        })
+        .collect();
+    rules
+        .route(&rows)
         .map_err(|message| ReplicaError::Protocol {
             address: "the job's rules".into(),
             message,
-        })?;
-    Ok(routes.pop().unwrap_or_default())
+        })
 }
 
 /// [`verify`] under rules: each source key the rules select is compared with its copy in
@@ -430,28 +447,41 @@ pub async fn verify_selected(
         loop {
             from.select(db).await?;
             let (next, keys) = from.scan(&cursor).await?;
-            for key in keys {
-                if key.starts_with(FERRY_KEY_PREFIX) {
+            let keys: Vec<Vec<u8>> = keys
+                .into_iter()
+                .filter(|key| !key.starts_with(FERRY_KEY_PREFIX))
+                .filter(|_| {
+                    seen += 1;
+                    seen % every == 0
+                })
+                .collect();
+            // Under rules, where each key goes is settled for the whole step before any
+            // value is read: keys the rules leave behind are not read at all.
+            let targets = match rules {
+                Some(rules) => {
+                    let kinds = from.types(db, &keys).await?;
+                    routes(rules, db, &keys, &kinds)?
+                }
+                None => vec![vec![db]; keys.len()],
+            };
+            for (key, targets) in keys.iter().zip(targets) {
+                if targets.is_empty() {
                     continue;
                 }
-                seen += 1;
-                if seen % every != 0 {
-                    continue;
-                }
-                let name = String::from_utf8_lossy(&key).into_owned();
-                let Some(want) = from.describe(db, &key).await? else {
+                let name = String::from_utf8_lossy(key).into_owned();
+                let Some(want) = from.describe(db, key).await? else {
                     report.vanished += 1;
                     continue;
                 };
-                for to_db in targets(rules, db, &key, &want.kind)? {
+                for to_db in targets {
                     report.compared += 1;
                     let place = if to_db == db {
                         format!("db {db}")
                     } else {
                         format!("db {db} (target db {to_db})")
                     };
-                    match to.describe(to_db, &key).await? {
-                        None if from.describe(db, &key).await?.is_none() => report.vanished += 1,
+                    match to.describe(to_db, key).await? {
+                        None if from.describe(db, key).await?.is_none() => report.vanished += 1,
                         None => {
                             report.missing += 1;
                             report.note(format!("{place} key {name:?}: missing in the target"));
@@ -484,7 +514,6 @@ pub async fn verify_selected(
         }
     }
     if every == 1 {
-        let source_dbs = rules.map(|rules| rules.source_dbs());
         for db in to.databases().await? {
             if rules.is_some_and(|r| !r.target_dbs().contains(&db)) {
                 continue;
@@ -493,25 +522,30 @@ pub async fn verify_selected(
             loop {
                 to.select(db).await?;
                 let (next, keys) = to.scan(&cursor).await?;
-                for key in keys {
-                    if key.starts_with(FERRY_KEY_PREFIX) {
-                        continue;
+                let keys: Vec<Vec<u8>> = keys
+                    .into_iter()
+                    .filter(|key| !key.starts_with(FERRY_KEY_PREFIX))
+                    .collect();
+                // A target key is expected when a source database the rules send here holds
+                // it and the rules send it here.
+                let mut expected = vec![false; keys.len()];
+                let sources = rules.map_or_else(|| vec![db], |rules| rules.sources_into(db));
+                for from_db in sources {
+                    let kinds = from.types(from_db, &keys).await?;
+                    let routes = match rules {
+                        Some(rules) => routes(rules, from_db, &keys, &kinds)?,
+                        None => vec![vec![from_db]; keys.len()],
+                    };
+                    for ((expected, kind), route) in expected.iter_mut().zip(&kinds).zip(routes) {
+                        *expected |= kind != "none" && route.contains(&db);
                     }
-                    let mut expected = false;
-                    for from_db in source_dbs.clone().unwrap_or_else(|| vec![db]) {
-                        from.select(from_db).await?;
-                        let kind = bytes_of(from.ask(&[b"TYPE", &key]).await?).unwrap_or_default();
-                        let kind = String::from_utf8_lossy(&kind);
-                        if kind != "none" && targets(rules, from_db, &key, &kind)?.contains(&db) {
-                            expected = true;
-                            break;
-                        }
-                    }
+                }
+                for (key, expected) in keys.iter().zip(expected) {
                     if !expected {
                         report.extra += 1;
                         report.note(format!(
                             "db {db} key {:?}: in the target only",
-                            String::from_utf8_lossy(&key)
+                            String::from_utf8_lossy(key)
                         ));
                     }
                 }
