@@ -57,6 +57,19 @@ pub enum JobError {
         /// What is wrong and how to fix it.
         message: String,
     },
+    /// A target table is one of the job's source tables: the sink reaches the source's own
+    /// server and database.
+    #[error("rules[{rule}].sql: the target {table} is the source table itself: sink.url reaches the same {place} as source.url (as the servers report themselves, whatever the URLs say), so writing it would destroy or double the rows ferry reads; give the rule another target (INSERT INTO other_schema.{name} …) or point sink.url at another database")]
+    TargetIsSource {
+        /// The rule.
+        rule: usize,
+        /// The table.
+        table: TableId,
+        /// Its bare name, for the suggestion.
+        name: String,
+        /// The server (and database) both URLs reach.
+        place: String,
+    },
     /// Two rules write the same target table with different columns.
     #[error("rules[{first}] and rules[{second}] both write {target} but with different columns; give one of them another target")]
     TargetConflict {
@@ -129,6 +142,10 @@ pub struct Plan {
     pub targets: Vec<TableSchema>,
     /// The plan in words.
     pub tables: Vec<TableDescription>,
+    /// The server and database the source reads.
+    pub source_identity: ferry_engine::ServerIdentity,
+    /// The server and database the sink writes.
+    pub sink_identity: ferry_engine::ServerIdentity,
 }
 
 impl Plan {
@@ -261,6 +278,24 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
         .collect::<Result<Vec<_>, _>>()?;
     let catalog = source.catalog().await?;
     let resolved = resolve_rules(&rules, &catalog)?;
+    let source_identity = source.identity().await?;
+    let sink_identity = sink.identity().await?;
+    if source_identity == sink_identity {
+        let read: std::collections::BTreeSet<&TableId> =
+            resolved.iter().map(|rule| &rule.source.id).collect();
+        if let Some(rule) = resolved.iter().find(|rule| read.contains(&rule.target)) {
+            return Err(JobError::TargetIsSource {
+                rule: rule.rule,
+                table: rule.target.clone(),
+                name: rule.target.name.clone(),
+                place: match source_identity.database {
+                    Some(_) => format!("{} server and database", source_identity.engine),
+                    None => format!("{} server", source_identity.engine),
+                },
+            }
+            .into());
+        }
+    }
 
     // Group the resolved rules by source table, in order of first appearance.
     let mut by_table: Vec<(TableSchema, Vec<ResolvedRule>)> = Vec::new();
@@ -419,6 +454,8 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
         flows,
         targets: targets.into_values().map(|(_, target)| target).collect(),
         tables: descriptions,
+        source_identity,
+        sink_identity,
     })
 }
 

@@ -90,6 +90,22 @@ fn endpoints(job: &JobFile) -> Result<(ReplicaConfig, ReplicaConfig), Error> {
     Ok((source, target))
 }
 
+/// Refuses a target that is the source server itself under another address: the job would
+/// replay its own writes into the source forever.
+async fn refuse_same_server(source: &ReplicaConfig, target: &ReplicaConfig) -> Result<(), Error> {
+    match ferry_redis::check::same_server(source, target).await? {
+        Some(run_id) => Err(SqlError::InvalidField {
+            field: "sink.url".into(),
+            message: format!(
+                "{} is the source server itself (both answer with run id {run_id}); a Redis job moves one server into another: point sink.url at the target server",
+                target.address
+            ),
+        }
+        .into()),
+        None => Ok(()),
+    }
+}
+
 /// The databases `source` has (`CONFIG GET databases`; 16, Redis's default, when the
 /// command is not allowed).
 async fn databases(conn: &mut RedisWriter) -> u64 {
@@ -148,6 +164,7 @@ async fn migration_rules(job: &JobFile, source: &ReplicaConfig) -> Result<Option
 /// spoil the migration.
 pub async fn check(job: &JobFile) -> Result<(), Error> {
     let (source, target) = endpoints(job)?;
+    refuse_same_server(&source, &target).await?;
     migration_rules(job, &source).await?;
     let warnings = ferry_redis::check::check(&source, &target).await?;
     for warning in &warnings {
@@ -172,6 +189,7 @@ pub async fn run(
     bars: bool,
 ) -> Result<(), Error> {
     let (source, target) = endpoints(job)?;
+    refuse_same_server(&source, &target).await?;
     for warning in ferry_redis::check::check(&source, &target).await? {
         warn!("{warning}");
     }
@@ -381,6 +399,7 @@ async fn report(bars: bool, source: ReplicaConfig, status: Arc<MigrationStatus>,
 /// `ferry verify`: every key compared; `Ok(true)` when equal.
 pub async fn verify(job: &JobFile) -> Result<bool, Error> {
     let (source, target) = endpoints(job)?;
+    refuse_same_server(&source, &target).await?;
     let rules = rules(job, &source).await?;
     let report = ferry_redis::verify::verify_selected(
         &source,

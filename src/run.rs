@@ -328,6 +328,23 @@ async fn attempt(
         options.existing_rows = ferry_engine::ExistingRows::Append;
         info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
     }
+    // Every check of the source runs before the first write to the sink.
+    if incremental {
+        let had_feed = state.feed.is_some();
+        if had_feed
+            && plan.source.keeps_feeds()
+            && plan.source.retained_log(&plan.feed_name()).await?.is_none()
+        {
+            return Err(Error::Checkpoint {
+                path: store.path().display().to_string(),
+                message: format!(
+                    "the job followed replication slot {} but the slot is gone from the source, and with it the changes since; run `ferry drop` on the job and start it over",
+                    plan.feed_name()
+                ),
+            });
+        }
+        plan.source.check_changes(&plan.change_request()).await?;
+    }
     plan.sink.prepare(&plan.targets, &options).await?;
     info!(targets = plan.targets.len(), "targets prepared");
     if !full && !incremental {
@@ -348,19 +365,6 @@ async fn attempt(
     if incremental {
         let request = plan.change_request();
         let had_feed = state.lock().map(|s| s.feed.is_some()).unwrap_or(false);
-        if had_feed
-            && plan.source.keeps_feeds()
-            && plan.source.retained_log(&request.name).await?.is_none()
-        {
-            return Err(Error::Checkpoint {
-                path: store.path().display().to_string(),
-                message: format!(
-                    "the job followed replication slot {} but the slot is gone from the source, and with it the changes since; run `ferry drop` on the job and start it over",
-                    request.name
-                ),
-            });
-        }
-        plan.source.check_changes(&request).await?;
         let opened = plan.source.changes(request).await?;
         // A source that keeps no feed (MySQL) opens a new one on every run; the point
         // recorded by the run that began it stays the feed's start.

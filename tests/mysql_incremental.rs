@@ -511,6 +511,22 @@ fn precheck_names_each_binlog_setting_and_grant_with_its_fix() {
             "missing {expected:?} in {stderr}"
         );
     }
+    // `run` checks the source as `check` does before it writes anything to the sink: no
+    // target table, no bookkeeping schema.
+    let output = ferry("run", &job);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("binlog_row_metadata is MINIMAL"));
+    let written = sink
+        .psql(
+            "sink",
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+        )
+        .unwrap();
+    assert_eq!(
+        written.trim(),
+        "0",
+        "run wrote to the sink before checking the source"
+    );
 }
 
 /// Waits until the MariaDB sink answers `query` with 1: ferry streams, or a marker arrived.

@@ -570,3 +570,51 @@ fn tables_without_an_integer_key_are_split_by_block_ranges() {
         "SELECT * FROM copy.logs ORDER BY line",
     );
 }
+
+#[test]
+fn quotes_in_rules_keep_their_meaning_in_the_source_query_and_in_ferry() {
+    let server = servers();
+    server
+        .psql(
+            "source",
+            r#"CREATE SCHEMA shop;
+            CREATE TABLE shop.people (id int PRIMARY KEY, name text, "co""l" int);
+            INSERT INTO shop.people VALUES (1, 'O''Brien', 10), (2, 'plain', 20),
+                (3, 'x', 30), (4, E'back\\slash', 40), (5, 'tab	ü''"', 50);"#,
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // One rule per target: each filter is pushed down exactly (the source evaluates it); the
+    // rules over `shop.people` also go through ferry's own evaluation of each rule.
+    let rules = [
+        // The doubled quote is part of the literal: no row is named that, so none is copied.
+        r#"INSERT INTO copy.injected SELECT * FROM shop.people WHERE name = 'x'' OR 1=1 --'"#,
+        r#"INSERT INTO copy.irish SELECT id, "co""l" AS "v""al" FROM shop.people WHERE name = 'O''Brien' OR name = E'back\\slash'"#,
+        r#"INSERT INTO copy.mixed SELECT id FROM shop.people WHERE name IN ('tab	ü''"', $$x$$) AND "co""l" > 0"#,
+    ];
+    let text = job(
+        &server,
+        &server.url("sink"),
+        "types = [\"schema\", \"full\"]",
+        &rules,
+    );
+    assert_success(&ferry("check", &text, dir.path()));
+    assert_success(&ferry("run", &text, dir.path()));
+    assert_eq!(
+        server
+            .psql("sink", "SELECT count(*) FROM copy.injected")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    assert_same(
+        &server,
+        r#"SELECT id, "co""l" FROM shop.people WHERE id IN (1, 4) ORDER BY id"#,
+        r#"SELECT id, "v""al" FROM copy.irish ORDER BY id"#,
+    );
+    assert_same(
+        &server,
+        "SELECT id FROM shop.people WHERE id IN (3, 5) ORDER BY id",
+        "SELECT id FROM copy.mixed ORDER BY id",
+    );
+}

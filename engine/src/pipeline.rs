@@ -348,6 +348,14 @@ mod tests {
 
     #[async_trait]
     impl Sink for MemorySink {
+        async fn identity(&self) -> crate::Result<crate::ServerIdentity> {
+            Ok(crate::ServerIdentity {
+                engine: "memory".into(),
+                server: String::new(),
+                database: None,
+            })
+        }
+
         async fn prepare(&self, _tables: &[TableSchema], _options: &PrepareOptions) -> Result<()> {
             Ok(())
         }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use crate::batch::ChangeBatch;
 use crate::coalesce::TableChanges;
 use crate::error::Result;
+use crate::identity::ServerIdentity;
 use crate::position::Position;
 use crate::schema::{TableId, TableSchema};
 
@@ -36,6 +37,11 @@ pub struct PrepareOptions {
 /// The sink side of a migration.
 #[async_trait]
 pub trait Sink: Send + Sync {
+    /// The server and database this sink writes, as the server reports it (see
+    /// [`ServerIdentity`]): a job whose sink has its source's identity must not write the
+    /// tables it reads. Connects; changes nothing.
+    async fn identity(&self) -> Result<ServerIdentity>;
+
     /// Checks every target table against `tables` (columns present with types the batches
     /// can be written as) and, per `options`, creates missing ones and empties full ones.
     /// Runs before any row is written; fails with a user error naming the table and column.

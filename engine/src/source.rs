@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use crate::batch::ChangeBatch;
 use crate::changes::{ChangeFeed, ChangeRequest};
 use crate::error::Result;
+use crate::identity::ServerIdentity;
 use crate::schema::TableSchema;
 
 /// One table a snapshot reads.
@@ -75,6 +76,10 @@ pub struct SnapshotPart {
 pub trait Source: Send + Sync {
     /// The engine's name (`postgres`), used to pick SQL push-down and same-engine type mapping.
     fn engine(&self) -> &'static str;
+
+    /// The server and database this source reads, as the server reports it (see
+    /// [`ServerIdentity`]). Connects; changes nothing.
+    async fn identity(&self) -> Result<ServerIdentity>;
 
     /// Every user table visible to the source with columns, primary key and size estimate.
     /// Fails with a user error when a column's type cannot be carried only once that column

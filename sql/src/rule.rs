@@ -1,8 +1,9 @@
 //! Parsing one rule: `[INSERT INTO target] SELECT items FROM source [WHERE condition]`.
 //!
 //! The table names may be patterns (see [`crate::table_spec`]), which plain SQL cannot parse,
-//! so they are cut out of the token stream first and the rest is parsed by sqlparser with
-//! the PostgreSQL dialect.
+//! so they are found in the token stream and cut out of the rule's *text* by the tokens'
+//! spans; the rest is parsed by sqlparser with the PostgreSQL dialect exactly as written
+//! (literals, escaped quotes and comments untouched — never rebuilt from tokens).
 
 use sqlparser::ast::{
     Expr, GroupByExpr, Ident, ObjectNamePart, Query, SelectItem, SetExpr, Statement, TableFactor,
@@ -10,7 +11,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Token, Tokenizer, Whitespace, Word};
+use sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
 
 use crate::error::SqlError;
 use crate::table_spec::{parse_source, parse_target, SourceSpec, TargetSpec};
@@ -62,10 +63,18 @@ impl Rule {
             message,
         };
         let dialect = PostgreSqlDialect {};
-        let mut tokens = Tokenizer::new(&dialect, sql)
-            .tokenize()
+        let spanned = Tokenizer::new(&dialect, sql)
+            .tokenize_with_location()
             .map_err(|e| syntax(e.to_string()))?;
+        let offsets = ByteOffsets::new(sql);
+        let ranges: Vec<(usize, usize)> = spanned
+            .iter()
+            .map(|t| (offsets.of(t.span.start), offsets.of(t.span.end)))
+            .collect();
+        let tokens: Vec<Token> = spanned.into_iter().map(|t| t.token).collect();
 
+        // The statement sqlparser sees starts after `INSERT INTO target`.
+        let mut body = 0;
         let mut target = TargetSpec::Same;
         let first = next_significant(&tokens, 0);
         if let Some((at, Token::Word(word))) = first {
@@ -83,12 +92,13 @@ impl Rule {
                         "a column list after the target table is not supported; name the columns in the SELECT list with AS".into(),
                     ));
                 }
-                tokens.drain(..end);
+                body = end;
             }
         }
 
-        let from =
-            find_from(&tokens).ok_or_else(|| syntax("expected SELECT … FROM table".into()))?;
+        let from = find_from(&tokens[body..])
+            .map(|i| i + body)
+            .ok_or_else(|| syntax("expected SELECT … FROM table".into()))?;
         let start = next_significant(&tokens, from + 1)
             .map(|(i, _)| i)
             .ok_or_else(|| syntax("expected a table name after FROM".into()))?;
@@ -97,15 +107,13 @@ impl Rule {
             return Err(syntax("expected a table name after FROM".into()));
         }
         let source = parse_source(&tokens[start..end]).map_err(&syntax)?;
-        tokens.splice(
-            start..end,
-            [Token::Word(Word {
-                value: SOURCE_PLACEHOLDER.into(),
-                quote_style: None,
-                keyword: Keyword::NoKeyword,
-            })],
+        // The rule's own text with only the source name replaced.
+        let body_start = ranges.get(body).map_or(sql.len(), |r| r.0);
+        let text = format!(
+            "{}{SOURCE_PLACEHOLDER}{}",
+            &sql[body_start..ranges[start].0],
+            &sql[ranges[end - 1].1..]
         );
-        let text: String = tokens.iter().map(|t| t.to_string()).collect();
         let mut statements =
             Parser::parse_sql(&dialect, &text).map_err(|e| syntax(e.to_string()))?;
         if statements.len() != 1 {
@@ -219,6 +227,36 @@ fn reject_subqueries(expr: &Expr) -> Result<(), String> {
     }
 }
 
+/// Byte offsets in a text of the tokenizer's locations (1-based lines and character columns).
+struct ByteOffsets<'a> {
+    text: &'a str,
+    line_starts: Vec<usize>,
+}
+
+impl<'a> ByteOffsets<'a> {
+    fn new(text: &'a str) -> ByteOffsets<'a> {
+        let mut line_starts = vec![0];
+        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
+        ByteOffsets { text, line_starts }
+    }
+
+    /// The byte offset of `location`; the text's end for a location past it (EOF).
+    fn of(&self, location: Location) -> usize {
+        let Some(&start) = usize::try_from(location.line)
+            .ok()
+            .and_then(|line| line.checked_sub(1))
+            .and_then(|line| self.line_starts.get(line))
+        else {
+            return self.text.len();
+        };
+        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
+        self.text[start..]
+            .char_indices()
+            .nth(column)
+            .map_or(self.text.len(), |(i, _)| start + i)
+    }
+}
+
 fn is_space(token: &Token) -> bool {
     matches!(token, Token::Whitespace(_))
 }
@@ -314,5 +352,46 @@ mod tests {
         let syntax = error("SELEC * FROM t");
         assert!(syntax.starts_with("rules[3].sql: "), "{syntax}");
         assert!(error("SELECT * FROM t WHERE").contains("does not parse"));
+    }
+
+    #[test]
+    fn quoted_text_reaches_the_parser_exactly_as_written() {
+        let filter = |sql: &str| Rule::parse(4, sql).unwrap().filter.unwrap();
+        // An escaped quote keeps the literal whole: no OR, no comment.
+        let injected = filter("SELECT * FROM t WHERE name = 'x'' OR 1=1 --'");
+        let Expr::BinaryOp { right, .. } = &injected else {
+            panic!("{injected:?}")
+        };
+        assert_eq!(right.to_string(), "'x'' OR 1=1 --'");
+        assert_eq!(
+            filter("SELECT * FROM t WHERE name = 'O''Brien'").to_string(),
+            "name = 'O''Brien'"
+        );
+        let quoted = filter(r#"SELECT * FROM t WHERE "co""l" = 1"#);
+        let Expr::BinaryOp { left, .. } = &quoted else {
+            panic!("{quoted:?}")
+        };
+        assert!(matches!(&**left, Expr::Identifier(ident) if ident.value == "co\"l"));
+        // Escape strings, dollar quotes, comments and line breaks around the names.
+        let escaped = filter(r"SELECT * FROM t WHERE a = E'it\'s'");
+        assert!(escaped.to_string().contains("E'it"), "{escaped}");
+        let dollar = filter("SELECT * FROM t WHERE a = $$it's$$");
+        assert!(dollar.to_string().contains("it's"), "{dollar}");
+        let rule = Rule::parse(
+            5,
+            "INSERT INTO\n  \"Sales\".\"O\"\"rders\" /* it's */ SELECT *\nFROM shop.\"a\"\"b\" -- x'\nWHERE a = 'y'''",
+        )
+        .unwrap();
+        assert_eq!(rule.filter.unwrap().to_string(), "a = 'y'''");
+        assert!(rule.source.matches(&TableId::new("shop", "a\"b")));
+        let target = rule
+            .target
+            .target_for(&rule.source, &TableId::new("shop", "a\"b"))
+            .unwrap();
+        assert_eq!(target, TableId::new("Sales", "O\"rders"));
+        // A quoted regex with a doubled quote inside, and text after it that is not ASCII.
+        let rule = Rule::parse(6, r"SELECT * FROM 'shop\.o''s' WHERE x = 'é''ü'").unwrap();
+        assert!(rule.source.matches(&TableId::new("shop", "o's")));
+        assert_eq!(rule.filter.unwrap().to_string(), "x = 'é''ü'");
     }
 }

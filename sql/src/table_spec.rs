@@ -165,16 +165,36 @@ impl TargetSpec {
                 let captures = regex
                     .captures(&full)
                     .ok_or_else(|| format!("{full} does not match the regex"))?;
-                let mut expanded = String::new();
-                captures.expand(template, &mut expanded);
-                match expanded.split_once('.') {
-                    Some((schema, table)) if !schema.is_empty() && !table.is_empty() => {
+                // The template's own dot splits schema from table, never a dot that a group
+                // brings in from the source's name: a bare template keeps the source schema.
+                let expand = |part: &str| {
+                    let mut expanded = String::new();
+                    captures.expand(part, &mut expanded);
+                    expanded
+                };
+                let not_a_name = |expanded: &str| {
+                    format!(
+                        "the target template '{template}' gives '{expanded}' for {full}, which is not a table name"
+                    )
+                };
+                match template.split_once('.') {
+                    Some((_, table)) if table.contains('.') => Err(format!(
+                        "the target template '{template}' has more than one dot; write it as 'schema.table'"
+                    )),
+                    Some((schema, table)) => {
+                        let (schema, table) = (expand(schema), expand(table));
+                        if schema.is_empty() || table.is_empty() {
+                            return Err(not_a_name(&format!("{schema}.{table}")));
+                        }
                         Ok(TableId::new(schema, table))
                     }
-                    None if !expanded.is_empty() => Ok(TableId::new(source.schema.clone(), expanded)),
-                    _ => Err(format!(
-                        "the target template '{template}' gives '{expanded}' for {full}, which is not a table name"
-                    )),
+                    None => {
+                        let table = expand(template);
+                        if table.is_empty() {
+                            return Err(not_a_name(&table));
+                        }
+                        Ok(TableId::new(source.schema.clone(), table))
+                    }
                 }
             }
         }
@@ -321,6 +341,34 @@ mod tests {
         assert!(parse_source(&tokens("'(unclosed'"))
             .unwrap_err()
             .contains("not valid"));
+    }
+
+    #[test]
+    fn a_dot_from_the_source_name_never_moves_the_target_to_another_schema() {
+        let spec = parse_source(&tokens(r"'shop\.(.*)'")).unwrap();
+        let dotted = id("shop", "eu.orders");
+        let bare = parse_target(&tokens("'${1}_old'")).unwrap();
+        assert_eq!(
+            bare.target_for(&spec, &dotted).unwrap(),
+            id("shop", "eu.orders_old")
+        );
+        let qualified = parse_target(&tokens("'archive.${1}'")).unwrap();
+        assert_eq!(
+            qualified.target_for(&spec, &dotted).unwrap(),
+            id("archive", "eu.orders")
+        );
+        let whole = parse_target(&tokens("'${0}'")).unwrap();
+        assert_eq!(
+            whole.target_for(&spec, &id("shop", "orders")).unwrap(),
+            id("shop", "shop.orders")
+        );
+        let twice = parse_target(&tokens("'a.b.${1}'")).unwrap();
+        assert!(twice
+            .target_for(&spec, &dotted)
+            .unwrap_err()
+            .contains("more than one dot"));
+        let empty = parse_target(&tokens("'.${1}'")).unwrap();
+        assert!(empty.target_for(&spec, &dotted).is_err());
     }
 
     #[test]

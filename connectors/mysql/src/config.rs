@@ -60,6 +60,24 @@ impl MyEndpoint {
         self.opts.db_name()
     }
 
+    /// The server this endpoint reaches, as the server says: its host name, port, data
+    /// directory and server id together (MariaDB has no server UUID). A MySQL server's
+    /// databases are the schemas of its table names, so the identity has no database.
+    pub async fn identity(&self) -> Result<ferry_engine::ServerIdentity, MyError> {
+        let mut conn = self.connect().await?;
+        let row: Option<(String, u32, String, u64)> = conn
+            .query_first("SELECT @@hostname, @@port, @@datadir, @@server_id")
+            .await
+            .map_err(self.error("asking the server who it is"))?;
+        let _ = conn.disconnect().await;
+        let (host, port, datadir, server_id) = row.unwrap_or_default();
+        Ok(ferry_engine::ServerIdentity {
+            engine: crate::types::ENGINE.into(),
+            server: format!("{host}:{port} {datadir} id {server_id}"),
+            database: None,
+        })
+    }
+
     /// A new connection with the session set up.
     pub async fn connect(&self) -> Result<Conn, MyError> {
         Conn::new(self.opts.clone())

@@ -167,7 +167,7 @@ impl MysqlSink {
                         .map_err(self.endpoint.error(format!("reading {}", table.id)))?;
                     if any.is_some() {
                         return Err(target(
-                            "already holds rows; set sink.existing_rows = \"truncate\" to empty it first or \"append\" to add to them".into(),
+                            "already holds rows this job did not write; check that it is the table you mean to fill, then empty it, or set sink.existing_rows = \"append\" to keep them beside the new rows or \"truncate\" to delete them first".into(),
                         ));
                     }
                 }
@@ -211,6 +211,10 @@ impl MysqlSink {
 
 #[async_trait]
 impl Sink for MysqlSink {
+    async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
+        Ok(self.endpoint.identity().await?)
+    }
+
     async fn prepare(
         &self,
         tables: &[TableSchema],

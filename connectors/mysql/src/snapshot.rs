@@ -116,6 +116,10 @@ impl Source for MysqlSource {
         ENGINE
     }
 
+    async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
+        Ok(self.endpoint.identity().await?)
+    }
+
     async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {
         let mut conn = self.endpoint.connect().await?;
         let columns = self.columns(&mut conn).await?;

@@ -151,6 +151,34 @@ pub struct FileSink {
 }
 
 impl FileSink {
+    /// The directory as the file system resolves it (its nearest existing ancestor
+    /// canonicalised), so two spellings of one directory are one place.
+    fn identity(&self) -> ferry_engine::ServerIdentity {
+        let mut existing = self.root.as_path();
+        let mut rest = Vec::new();
+        let canonical = loop {
+            match existing.canonicalize() {
+                Ok(path) => break path,
+                Err(_) => match (existing.parent(), existing.file_name()) {
+                    (Some(parent), Some(name)) => {
+                        rest.push(name.to_owned());
+                        existing = parent;
+                    }
+                    _ => break self.root.clone(),
+                },
+            }
+        };
+        let path = rest
+            .iter()
+            .rev()
+            .fold(canonical, |path, name| path.join(name));
+        ferry_engine::ServerIdentity {
+            engine: "file".into(),
+            server: path.display().to_string(),
+            database: None,
+        }
+    }
+
     /// A sink for `parquet:///absolute/dir` or `arrow:///absolute/dir` (or a relative dir
     /// after `//`); `field` names the job field for errors.
     pub fn from_url(url: &str, field: &str) -> Result<FileSink, ParquetError> {
@@ -236,6 +264,10 @@ fn data_files(dir: &Path, format: FileFormat) -> Result<Vec<PathBuf>, ParquetErr
 
 #[async_trait]
 impl Sink for FileSink {
+    async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
+        Ok(self.identity())
+    }
+
     async fn prepare(
         &self,
         tables: &[TableSchema],
@@ -251,7 +283,7 @@ impl Sink for FileSink {
                             return Err(ParquetError::Target {
                                 table: table.id.to_string(),
                                 message: format!(
-                                    "{} already holds {} .{} files; remove them, or set sink.existing_rows = \"truncate\" or \"append\"",
+                                    "{} already holds {} .{} files this job did not write; check that it is the directory you mean to fill, then remove them, or set sink.existing_rows = \"append\" to keep them or \"truncate\" to delete them first",
                                     dir.display(),
                                     files.len(),
                                     self.format.extension()
@@ -484,6 +516,10 @@ impl SinkWriter for FileWriter {
 impl Source for FileSink {
     fn engine(&self) -> &'static str {
         self.format.scheme()
+    }
+
+    async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
+        Ok(self.identity())
     }
 
     async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {

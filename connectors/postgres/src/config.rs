@@ -68,6 +68,25 @@ impl PgEndpoint {
         &self.display
     }
 
+    /// The server and database this endpoint reaches, as the server says: the postmaster's
+    /// start time (to the microsecond; a clone made from a base backup has its own, unlike
+    /// its `system_identifier`) and the database's oid. Readable by any role.
+    pub async fn identity(&self) -> Result<ferry_engine::ServerIdentity, PgError> {
+        let client = self.connect().await?;
+        let row = client
+            .query_one(
+                "SELECT pg_postmaster_start_time()::text, oid::text FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .map_err(self.query_error("asking the server who it is"))?;
+        Ok(ferry_engine::ServerIdentity {
+            engine: crate::types::ENGINE.into(),
+            server: row.get(0),
+            database: Some(row.get(1)),
+        })
+    }
+
     /// Opens a new connection; its I/O runs on a spawned task until the client is dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
         let (client, connection) =

@@ -14,7 +14,7 @@ pub enum PgError {
         message: String,
     },
     /// Connecting failed.
-    #[error("cannot connect to PostgreSQL at {endpoint}: {source}")]
+    #[error("cannot connect to PostgreSQL at {endpoint}: {}", describe(.source))]
     Connect {
         /// `host:port/database`, never the password.
         endpoint: String,

@@ -161,7 +161,7 @@ impl PostgresSink {
             match options.existing_rows {
                 ExistingRows::Fail => {
                     return Err(target_error(
-                        "already has rows; empty it, or set sink.existing_rows = \"truncate\" or \"append\"".into(),
+                        "already has rows this job did not write; check that it is the table you mean to fill, then empty it, or set sink.existing_rows = \"append\" to keep them beside the new rows or \"truncate\" to delete them first".into(),
                     ))
                 }
                 ExistingRows::Truncate if !options.dry_run => {
@@ -180,6 +180,10 @@ impl PostgresSink {
 
 #[async_trait]
 impl Sink for PostgresSink {
+    async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
+        Ok(self.endpoint.identity().await?)
+    }
+
     async fn prepare(
         &self,
         tables: &[TableSchema],

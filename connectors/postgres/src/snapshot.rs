@@ -57,6 +57,10 @@ impl Source for PostgresSource {
         ENGINE
     }
 
+    async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
+        Ok(self.endpoint.identity().await?)
+    }
+
     async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {
         let client = self.endpoint.connect().await?;
         Ok(load_catalog(&client, &self.endpoint).await?)
