@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use ferry::report::{describe_plan, stream_summary, summary, ProgressDisplay};
 use ferry::run::{limits_file, progress_for, stop_file, watch_stop_file};
-use ferry_engine::{CheckpointStore, Error, ErrorClass, StreamProgress};
+use ferry_engine::{CheckpointStore, Error, ErrorClass, Holder, JobLock, StreamProgress};
 use ferry_sql::{JobFile, MigrationType};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -185,6 +185,8 @@ const RETAINED_WAL_WARNING: u64 = 1 << 30;
 /// prints the summary.
 pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
+    // One runner per job file: held until this process ends, however it ends.
+    let _lock = lock_job(path, &name)?;
     if job.is_redis() {
         let stop = CancellationToken::new();
         let on_signal = stop.clone();
@@ -254,6 +256,28 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
     Ok(())
 }
 
+/// The exclusive lock of job `name` (file `path`), or the error naming who holds it.
+fn lock_job(path: &Path, name: &str) -> Result<JobLock, Error> {
+    let store = CheckpointStore::beside(path, name);
+    JobLock::acquire(
+        &JobLock::path_for(store.path()),
+        name,
+        &Holder::this_process(),
+    )
+}
+
+/// Fails unless job `name` (file `path`) is running now: there is nothing to `action`.
+fn require_running(path: &Path, name: &str, action: &'static str) -> Result<(), Error> {
+    let store = CheckpointStore::beside(path, name);
+    match JobLock::holder(&JobLock::path_for(store.path())) {
+        Some(_) => Ok(()),
+        None => Err(Error::NotRunning {
+            job: name.to_string(),
+            action,
+        }),
+    }
+}
+
 /// Verifies the job at `path`; true when every target equals the source.
 async fn verify(path: &Path) -> Result<bool, Error> {
     let (job, name) = read_job(path)?;
@@ -295,6 +319,7 @@ async fn verify(path: &Path) -> Result<bool, Error> {
 /// Asks the run of the job at `path` to stop.
 fn stop(path: &Path) -> Result<(), Error> {
     let (_, name) = read_job(path)?;
+    require_running(path, &name, "stop")?;
     let file = stop_file(path, &name);
     std::fs::write(&file, b"stop\n").map_err(|e| Error::Checkpoint {
         path: file.display().to_string(),
@@ -314,6 +339,7 @@ fn limit(
     rows_per_second: Option<u64>,
 ) -> Result<(), Error> {
     let (_, name) = read_job(path)?;
+    require_running(path, &name, "limit")?;
     let file = limits_file(path, &name);
     // Keep what an earlier `ferry limit` set and this one does not change.
     let (old_rows, old_bandwidth) =
@@ -336,10 +362,13 @@ fn limit(
 /// Removes the job's feed, sink records and checkpoint.
 async fn drop_job(path: &Path) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
+    // Never under a running job: it would write again the records dropped here.
+    let _lock = lock_job(path, &name)?;
     if job.is_redis() {
         return ferry::redis_job::drop_job(&job, &name).await;
     }
     let plan = ferry::plan(job, name).await?;
+    let _sink_lock = plan.sink.lock(&plan.name, &Holder::this_process()).await?;
     let mut removed = plan.source.drop_changes(&plan.feed_name()).await?;
     plan.sink.forget(&plan.name).await?;
     removed.push(format!("ferry's records of job {} in the sink", plan.name));

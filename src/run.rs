@@ -305,6 +305,11 @@ async fn attempt(
 ) -> ferry_engine::Result<RunSummary> {
     let full = plan.job.runs(MigrationType::Full);
     let incremental = plan.job.runs(MigrationType::Incremental);
+    // One runner per job name in this sink, whichever directory or host it runs from.
+    let _sink_lock = plan
+        .sink
+        .lock(&plan.name, &ferry_engine::Holder::this_process())
+        .await?;
     let mut state = load_state(plan, store)?;
     let mut options = plan.prepare_options(false);
     let restart = if full && incremental {

@@ -61,7 +61,7 @@ fn start_writer(source: &RedisServer, stop: Arc<AtomicBool>) -> std::thread::Joi
                     format!("list:{k}").as_bytes(),
                     n.to_string().as_bytes(),
                 ]);
-                if n % 7 == 0 {
+                if n.is_multiple_of(7) {
                     client.command(&[b"MULTI"]);
                     client.command(&[b"HINCRBY", b"totals", k.as_bytes(), b"2"]);
                     client.command(&[b"PEXPIRE", format!("list:{k}").as_bytes(), b"100000000"]);

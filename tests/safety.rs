@@ -210,3 +210,131 @@ fn a_redis_target_that_is_the_source_under_another_address_is_refused() {
     }
     assert_eq!(server.cli(&["DBSIZE"]).unwrap().trim(), "1");
 }
+
+#[test]
+fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
+    let server = PgServer::start().expect("start PostgreSQL");
+    server.create_database("source").unwrap();
+    server.create_database("sink").unwrap();
+    server.psql("source", PG_SHOP).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\", \"incremental\"]",
+        &["SELECT * FROM shop.orders"],
+    );
+    let text = format!("name = \"shop_sync\"\n{text}");
+    let job = write(dir.path(), "shop.toml", &text);
+    // Not running yet: nothing to stop or limit.
+    assert_refused(&ferry("stop", &job), "is not running", "stop before run");
+    assert_refused(
+        &cli::run_with(FERRY, "limit", &job, &["--rows-per-second", "5"]),
+        "is not running",
+        "limit before run",
+    );
+    let first = cli::spawn(FERRY, "run", &job);
+    cli::wait_for(
+        "the first run to stream",
+        std::time::Duration::from_secs(60),
+        || {
+            server
+                .psql("sink", "SELECT count(*) FROM _ferry.applied")
+                .is_ok_and(|n| n.trim() == "1")
+        },
+    );
+    // The same file again; the same job name from another directory (the sink's lock).
+    let again = ferry("run", &job);
+    assert_refused(
+        &again,
+        "job shop_sync is already running (pid",
+        "second run",
+    );
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains(&format!("pid {}", first.id())),
+        "{}",
+        describe(&again)
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let copy = write(elsewhere.path(), "shop.toml", &text);
+    assert_refused(
+        &ferry("run", &copy),
+        "job shop_sync is already running",
+        "run elsewhere",
+    );
+    assert_refused(
+        &ferry("drop", &job),
+        "is already running",
+        "drop while running",
+    );
+    server
+        .psql("source", "INSERT INTO shop.orders VALUES (1000, 'late')")
+        .unwrap();
+    cli::wait_for("the late row", std::time::Duration::from_secs(60), || {
+        server
+            .psql("sink", "SELECT count(*) FROM shop.orders WHERE id = 1000")
+            .is_ok_and(|n| n.trim() == "1")
+    });
+    let output = cli::stop(FERRY, &job, first);
+    assert!(output.status.success(), "{}", describe(&output));
+    let digest =
+        "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id)) FROM shop.orders";
+    assert_eq!(
+        server.psql("sink", digest).unwrap(),
+        server.psql("source", digest).unwrap()
+    );
+    assert_refused(&ferry("stop", &job), "is not running", "stop after the run");
+    let output = ferry("drop", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+}
+
+#[test]
+fn drop_is_refused_while_a_full_migration_runs() {
+    let server = PgServer::start().expect("start PostgreSQL");
+    server.create_database("source").unwrap();
+    server.create_database("sink").unwrap();
+    server
+        .psql(
+            "source",
+            "CREATE SCHEMA shop; CREATE TABLE shop.notes (body text);
+             INSERT INTO shop.notes SELECT 'n' || g FROM generate_series(1, 6000) g; ANALYZE;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &["SELECT * FROM shop.notes"],
+    )
+    .replace(
+        "[migration]\n",
+        "[migration]\nmax_rows_per_second = 1500\nchunk_rows = 1000\nparallelism = 1\nbatch_size = 100\n",
+    );
+    let job = write(dir.path(), "notes.toml", &text);
+    let run = cli::spawn(FERRY, "run", &job);
+    cli::wait_for(
+        "a first committed part",
+        std::time::Duration::from_secs(60),
+        || {
+            server
+                .psql("sink", "SELECT count(*) > 0 FROM _ferry.parts")
+                .is_ok_and(|n| n.trim() == "t")
+        },
+    );
+    assert_refused(
+        &ferry("drop", &job),
+        "is already running",
+        "drop during the copy",
+    );
+    let output = run.wait_with_output().unwrap();
+    assert!(output.status.success(), "{}", describe(&output));
+    let digest =
+        "SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY body)) FROM shop.notes";
+    assert_eq!(
+        server.psql("sink", digest).unwrap(),
+        server.psql("source", digest).unwrap()
+    );
+}

@@ -54,6 +54,24 @@ pub enum Error {
         /// What is wrong and what to do.
         message: String,
     },
+    /// Another process runs the job (or drops it) now.
+    #[error(
+        "job {job} is already running ({holder}); wait for it to end, or stop it with `ferry stop`"
+    )]
+    Running {
+        /// The job.
+        job: String,
+        /// Who runs it (host, pid, since when), as far as known.
+        holder: String,
+    },
+    /// A command for a running job (`ferry stop`, `ferry limit`) found it not running.
+    #[error("job {job} is not running, so there is nothing to {action}; `ferry run` starts it")]
+    NotRunning {
+        /// The job.
+        job: String,
+        /// What was asked.
+        action: &'static str,
+    },
     /// The run was stopped (Ctrl-C or `ferry stop`) before it finished.
     #[error("the run was stopped before it finished")]
     Stopped,
@@ -69,7 +87,9 @@ impl Error {
             Error::Connector(inner) => inner.class(),
             Error::Transform { .. } => ErrorClass::User,
             Error::Stopped => ErrorClass::User,
-            Error::Checkpoint { .. } => ErrorClass::User,
+            Error::Checkpoint { .. } | Error::Running { .. } | Error::NotRunning { .. } => {
+                ErrorClass::User
+            }
             Error::Internal(_) => ErrorClass::Internal,
         }
     }

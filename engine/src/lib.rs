@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod coalesce;
 pub mod error;
 pub mod identity;
+pub mod lock;
 pub mod pipeline;
 pub mod position;
 pub mod progress;
@@ -31,14 +32,15 @@ pub use checkpoint::{CheckpointStore, JobState};
 pub use coalesce::{Coalescer, Patches, TableChanges};
 pub use error::{Error, ErrorClass, Result};
 pub use identity::ServerIdentity;
+pub use lock::{Holder, JobLock};
 pub use pipeline::{run_snapshot, Route, RunOptions, SnapshotProgress, TableFlow};
 pub use position::{binlog_file_number, Position};
 pub use progress::{Lag, Progress, StreamProgress, TableProgress};
 pub use rate::RateLimit;
 pub use schema::{TableId, TableSchema};
 pub use sink::{
-    ChangeApplier, ExistingRows, PartMarker, PrepareOptions, PreparedTables, Sink, SinkWriter,
-    WriterOptions,
+    ChangeApplier, ExistingRows, PartMarker, PrepareOptions, PreparedTables, Sink, SinkLock,
+    SinkWriter, WriterOptions,
 };
 pub use source::{Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source};
 pub use streaming::{run_changes, ChangeRouting, StreamOptions};

@@ -356,6 +356,10 @@ mod tests {
             })
         }
 
+        async fn lock(&self, _job: &str, _holder: &crate::Holder) -> Result<crate::SinkLock> {
+            Ok(crate::SinkLock::new(()))
+        }
+
         async fn prepare(&self, _tables: &[TableSchema], _options: &PrepareOptions) -> Result<()> {
             Ok(())
         }

@@ -7,6 +7,7 @@ use crate::batch::ChangeBatch;
 use crate::coalesce::TableChanges;
 use crate::error::Result;
 use crate::identity::ServerIdentity;
+use crate::lock::Holder;
 use crate::position::Position;
 use crate::schema::{TableId, TableSchema};
 
@@ -42,6 +43,12 @@ pub trait Sink: Send + Sync {
     /// tables it reads. Connects; changes nothing.
     async fn identity(&self) -> Result<ServerIdentity>;
 
+    /// Takes job `job`'s exclusive lock in the sink for `holder`, kept until the guard is
+    /// dropped (or the process or its connection ends): a second runner of a job of the same
+    /// name — from another directory or host — fails with [`crate::Error::Running`] naming
+    /// the first as far as the sink knows it. Writes nothing.
+    async fn lock(&self, job: &str, holder: &Holder) -> Result<SinkLock>;
+
     /// Checks every target table against `tables` (columns present with types the batches
     /// can be written as) and, per `options`, creates missing ones and empties full ones.
     /// Runs before any row is written; fails with a user error naming the table and column.
@@ -70,6 +77,23 @@ pub trait Sink: Send + Sync {
     /// Removes what the sink recorded for job `job` (part markers, applied position); the
     /// migrated rows stay.
     async fn forget(&self, job: &str) -> Result<()>;
+}
+
+/// A job's lock in a sink (see [`Sink::lock`]): whatever holds it (a connection, a file),
+/// released when dropped.
+pub struct SinkLock(#[allow(dead_code)] Box<dyn std::any::Any + Send>);
+
+impl SinkLock {
+    /// A lock held by `guard`.
+    pub fn new(guard: impl std::any::Any + Send) -> SinkLock {
+        SinkLock(Box::new(guard))
+    }
+}
+
+impl std::fmt::Debug for SinkLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SinkLock")
+    }
 }
 
 /// How a [`SinkWriter`] writes.

@@ -215,6 +215,44 @@ impl Sink for MysqlSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn lock(
+        &self,
+        job: &str,
+        _holder: &ferry_engine::Holder,
+    ) -> ferry_engine::Result<ferry_engine::SinkLock> {
+        let mut conn = self.endpoint.connect().await?;
+        let name = format!("ferry:{job}");
+        let context = || self.endpoint.error(format!("locking job {job}"));
+        // The lock lives as long as its connection: keep an idle one from timing out.
+        conn.query_drop("SET SESSION wait_timeout = 31536000")
+            .await
+            .map_err(context())?;
+        let taken: Option<Option<i64>> = conn
+            .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+            .await
+            .map_err(context())?;
+        if taken.flatten() == Some(1) {
+            return Ok(ferry_engine::SinkLock::new(conn));
+        }
+        let holder: Option<(String, u64)> = conn
+            .exec_first(
+                "SELECT p.HOST, p.TIME FROM information_schema.PROCESSLIST p WHERE p.ID = IS_USED_LOCK(?)",
+                (&name,),
+            )
+            .await
+            .map_err(context())?;
+        let _ = conn.disconnect().await;
+        Err(ferry_engine::Error::Running {
+            job: job.to_string(),
+            holder: match holder {
+                Some((host, seconds)) => {
+                    format!("a connection to the sink from {host}, idle {seconds} s")
+                }
+                None => "another connection to the sink".into(),
+            },
+        })
+    }
+
     async fn prepare(
         &self,
         tables: &[TableSchema],

@@ -94,10 +94,48 @@ impl ClassifiedError for ParquetError {
     fn class(&self) -> ErrorClass {
         match self {
             ParquetError::Url { .. } | ParquetError::Target { .. } => ErrorClass::User,
-            ParquetError::Io { .. } | ParquetError::Read { .. } => ErrorClass::External,
-            ParquetError::Write { .. } | ParquetError::WriteIpc { .. } => ErrorClass::Internal,
+            ParquetError::Io { source, .. } => io_class(source),
+            ParquetError::Read { .. } => ErrorClass::External,
+            // The writers wrap the file system's errors; anything else is ours.
+            ParquetError::Write { source, .. } => {
+                io_cause(source).map_or(ErrorClass::Internal, io_class)
+            }
+            ParquetError::WriteIpc { source, .. } => match source {
+                arrow::error::ArrowError::IoError(_, cause) => io_class(cause),
+                other => io_cause(other).map_or(ErrorClass::Internal, io_class),
+            },
         }
     }
+}
+
+/// Who acts on a file-system error: a path that is not a directory, is read-only or not
+/// ours to write is the user's to fix (exit 2 at once); a full disk, a quota or a failing
+/// device may pass (retried, then exit 3).
+fn io_class(error: &std::io::Error) -> ErrorClass {
+    use std::io::ErrorKind;
+    match error.kind() {
+        ErrorKind::PermissionDenied
+        | ErrorKind::NotADirectory
+        | ErrorKind::IsADirectory
+        | ErrorKind::ReadOnlyFilesystem
+        | ErrorKind::AlreadyExists
+        | ErrorKind::InvalidFilename
+        | ErrorKind::NotFound
+        | ErrorKind::InvalidInput => ErrorClass::User,
+        _ => ErrorClass::External,
+    }
+}
+
+/// The file-system error somewhere in `error`'s causes.
+fn io_cause<'a>(error: &'a (dyn std::error::Error + 'static)) -> Option<&'a std::io::Error> {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(io) = error.downcast_ref::<std::io::Error>() {
+            return Some(io);
+        }
+        cause = error.source();
+    }
+    None
 }
 
 impl From<ParquetError> for ferry_engine::Error {
@@ -266,6 +304,20 @@ fn data_files(dir: &Path, format: FileFormat) -> Result<Vec<PathBuf>, ParquetErr
 impl Sink for FileSink {
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
         Ok(self.identity())
+    }
+
+    async fn lock(
+        &self,
+        job: &str,
+        holder: &ferry_engine::Holder,
+    ) -> ferry_engine::Result<ferry_engine::SinkLock> {
+        std::fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        let lock = ferry_engine::JobLock::acquire(
+            &self.root.join(format!(".ferry-{job}.lock")),
+            job,
+            holder,
+        )?;
+        Ok(ferry_engine::SinkLock::new(lock))
     }
 
     async fn prepare(
@@ -438,10 +490,10 @@ impl FileWriter {
 
 impl Drop for FileWriter {
     fn drop(&mut self) {
-        if self.writer.is_some() {
-            // Not committed: the part will be read again, so its file must go.
-            let _ = fs::remove_file(&self.temporary);
-        }
+        // Not committed (never, or a failed commit: a full disk, a lost device): the part
+        // will be read again, so its temporary file must go. After a commit it is renamed
+        // away, and removing it finds nothing.
+        let _ = fs::remove_file(&self.temporary);
     }
 }
 

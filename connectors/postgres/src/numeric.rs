@@ -207,7 +207,10 @@ impl Scaled for i128 {
         ))
     }
     fn is_multiple_of_pow10(self, exponent: u32) -> Option<bool> {
-        Some(self.unsigned_abs() % 10u128.checked_pow(exponent)? == 0)
+        Some(
+            self.unsigned_abs()
+                .is_multiple_of(10u128.checked_pow(exponent)?),
+        )
     }
     fn base10000_digits(self, out: &mut Vec<i16>) {
         let mut magnitude = self.unsigned_abs();

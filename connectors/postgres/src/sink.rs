@@ -40,6 +40,10 @@ impl PostgresSink {
     }
 }
 
+/// The first key of the advisory locks that keep one runner per job (`ferr` in ASCII); the
+/// second is the hash of the job's name.
+const JOB_LOCK_CLASS: i32 = 0x6665_7272;
+
 /// The target's columns: name, type oid and typmod (domains resolved to their base type).
 const TARGET_COLUMNS: &str = "
 SELECT a.attname::text,
@@ -182,6 +186,59 @@ impl PostgresSink {
 impl Sink for PostgresSink {
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
         Ok(self.endpoint.identity().await?)
+    }
+
+    async fn lock(
+        &self,
+        job: &str,
+        holder: &ferry_engine::Holder,
+    ) -> ferry_engine::Result<ferry_engine::SinkLock> {
+        let client = self.endpoint.connect().await?;
+        let context = || self.endpoint.query_error(format!("locking job {job}"));
+        client
+            .execute(
+                "SELECT set_config('application_name', $1, false)",
+                &[&format!(
+                    "ferry {job} pid {} on {}",
+                    holder.pid, holder.host
+                )],
+            )
+            .await
+            .map_err(context())?;
+        let taken: bool = client
+            .query_one(
+                "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                &[&JOB_LOCK_CLASS, &job],
+            )
+            .await
+            .map_err(context())?
+            .get(0);
+        if taken {
+            return Ok(ferry_engine::SinkLock::new(client));
+        }
+        let row = client
+            .query_opt(
+                "SELECT a.application_name, coalesce(host(a.client_addr), 'a local socket'), a.backend_start::text
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE l.locktype = 'advisory' AND l.granted AND l.classid = $1::int4::oid
+                   AND l.objid = (hashtext($2)::int8 & 4294967295)::oid AND l.objsubid = 2",
+                &[&JOB_LOCK_CLASS, &job],
+            )
+            .await
+            .map_err(context())?;
+        let holder = match row {
+            Some(row) => format!(
+                "{} from {}, connected to the sink since {}",
+                row.get::<_, String>(0),
+                row.get::<_, String>(1),
+                row.get::<_, String>(2)
+            ),
+            None => "another session of the sink".into(),
+        };
+        Err(ferry_engine::Error::Running {
+            job: job.to_string(),
+            holder,
+        })
     }
 
     async fn prepare(

@@ -980,7 +980,7 @@ pub fn intset(blob: &[u8]) -> Result<Vec<Vec<u8>>> {
 }
 
 fn pairs(entries: Vec<Vec<u8>>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    if entries.len() % 2 != 0 {
+    if !entries.len().is_multiple_of(2) {
         return Err(malformed("a hash with a field but no value"));
     }
     let mut out = Vec::with_capacity(entries.len() / 2);

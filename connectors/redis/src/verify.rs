@@ -452,7 +452,7 @@ pub async fn verify_selected(
                 .filter(|key| !key.starts_with(FERRY_KEY_PREFIX))
                 .filter(|_| {
                     seen += 1;
-                    seen % every == 0
+                    seen.is_multiple_of(every)
                 })
                 .collect();
             // Under rules, where each key goes is settled for the whole step before any

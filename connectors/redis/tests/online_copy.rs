@@ -57,12 +57,12 @@ async fn write_until(source: ReplicaConfig, stop: Arc<AtomicBool>, count: Arc<At
                 // Another database, flushed now and then.
                 client.select(1);
                 client.command(&[b"SET", s.as_bytes(), n_text.as_bytes()]);
-                if n % 97 == 0 {
+                if n.is_multiple_of(97) {
                     client.command(&[b"FLUSHDB"]);
                 }
             }
         }
-        if n % 50 == 0 {
+        if n.is_multiple_of(50) {
             client.command(&[b"RENAME", b"counter:1", b"renamed"]);
         }
         // RENAME of a missing key and LPOP of an empty list are refusals, not failures.

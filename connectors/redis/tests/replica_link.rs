@@ -182,7 +182,11 @@ async fn full_then_partial_resync_with_exact_offsets() {
 async fn a_password_is_asked_for_and_settings_that_spoil_a_migration_are_named() {
     let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
     let target = RedisServer::start().unwrap();
-    // About 2 MB of data, a replica buffer limit of 1 MB, a target that evicts.
+    // About 2 MB of data, a replica buffer limit of 1 MB, a target that evicts; a backlog
+    // that holds a minute of these writes.
+    source
+        .cli(&["CONFIG", "SET", "repl-backlog-size", "512mb"])
+        .unwrap();
     let mut data = String::new();
     for i in 0..2000 {
         data.push_str(&format!("SET key:{i} {}\n", "v".repeat(1000)));
@@ -220,6 +224,20 @@ async fn a_password_is_asked_for_and_settings_that_spoil_a_migration_are_named()
         .await
         .unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
+    // The smallest backlog under the same writes: a restart of ferry would copy again.
+    source
+        .cli(&["CONFIG", "SET", "repl-backlog-size", "16384"])
+        .unwrap();
+    source.commands(0, &data).unwrap();
+    let warnings = ferry_redis::check::check(&config(&source), &config(&target))
+        .await
+        .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("0.0 MB replication backlog")
+            && warnings[0].contains("CONFIG SET repl-backlog-size"),
+        "{warnings:?}"
+    );
 
     // A source with a password: without it the link says what to give; with it, it syncs.
     source

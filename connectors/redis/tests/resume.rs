@@ -44,7 +44,7 @@ async fn write_until(source: ferry_redis::replica::ReplicaConfig, stop: Arc<Atom
         client.select(n % 2);
         client.command(&[b"INCR", format!("count:{k}").as_bytes()]);
         client.command(&[b"HSET", b"hash", k.as_bytes(), n.to_string().as_bytes()]);
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             client.command(&[b"MULTI"]);
             client.command(&[b"SET", b"in-multi", n.to_string().as_bytes()]);
             client.command(&[b"DEL", format!("key:{k}").as_bytes()]);

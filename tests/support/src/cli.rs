@@ -16,6 +16,16 @@ pub fn run(ferry: &str, command: &str, job: &Path) -> Output {
         .expect("run ferry")
 }
 
+/// Runs `ferry <command> <job> <args…>` to its end.
+pub fn run_with(ferry: &str, command: &str, job: &Path, args: &[&str]) -> Output {
+    Command::new(ferry)
+        .arg(command)
+        .arg(job)
+        .args(args)
+        .output()
+        .expect("run ferry")
+}
+
 /// Starts `ferry <command> <job>` with its output captured.
 pub fn spawn(ferry: &str, command: &str, job: &Path) -> Child {
     Command::new(ferry)
