@@ -70,6 +70,18 @@ pub enum JobError {
         /// The server (and database) both URLs reach.
         place: String,
     },
+    /// A target name is longer than the sink keeps.
+    #[error("rules[{rule}].sql: the target {what} name '{name}' is longer than the {limit} the sink keeps whole (it would cut it, and two cut names could become one); choose a shorter one in the rule (INSERT INTO … or AS)")]
+    NameTooLong {
+        /// The rule.
+        rule: usize,
+        /// `schema`, `table` or `column`.
+        what: &'static str,
+        /// The name.
+        name: String,
+        /// The sink's limit.
+        limit: ferry_engine::NameLimit,
+    },
     /// Two rules write the same target table with different columns.
     #[error("rules[{first}] and rules[{second}] both write {target} but with different columns; give one of them another target")]
     TargetConflict {
@@ -434,6 +446,24 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
         });
         request_tables.push(snapshot_table);
         flows.push(TableFlow { routes });
+    }
+
+    let limit = sink.name_limit();
+    for (rule, target) in targets.values() {
+        let names = [("schema", &target.id.schema), ("table", &target.id.name)]
+            .into_iter()
+            .chain(target.columns.fields().iter().map(|f| ("column", f.name())));
+        for (what, name) in names {
+            if !limit.fits(name) {
+                return Err(JobError::NameTooLong {
+                    rule: *rule,
+                    what,
+                    name: name.clone(),
+                    limit,
+                }
+                .into());
+            }
+        }
     }
 
     let request = SnapshotRequest {

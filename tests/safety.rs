@@ -338,3 +338,168 @@ fn drop_is_refused_while_a_full_migration_runs() {
         server.psql("source", digest).unwrap()
     );
 }
+
+/// A server with `source` (the shop) and `sink` databases.
+fn pg_servers() -> PgServer {
+    let server = PgServer::start().expect("start PostgreSQL");
+    server.create_database("source").unwrap();
+    server.create_database("sink").unwrap();
+    server.psql("source", PG_SHOP).unwrap();
+    server
+}
+
+/// Asserts the sink has no tables at all: a refused job wrote nothing.
+fn assert_sink_untouched(server: &PgServer, what: &str) {
+    let tables = server
+        .psql(
+            "sink",
+            "SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema', 'public', 'pg_toast')",
+        )
+        .unwrap();
+    assert_eq!(tables.trim(), "0", "{what} wrote to the sink");
+}
+
+#[test]
+fn rules_too_deep_names_too_long_and_volatile_functions_are_refused_before_any_write() {
+    let server = pg_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let or_chain = |terms: usize| {
+        let terms: Vec<String> = (1..=terms).map(|i| format!("id = {i}")).collect();
+        terms.join(" OR ")
+    };
+    let long = "t".repeat(64);
+    let cases = [
+        (
+            format!("SELECT * FROM shop.orders WHERE {}", or_chain(2_000)),
+            "operators; a rule holds at most 512".to_string(),
+        ),
+        (
+            format!(
+                "SELECT id, {} AS total FROM shop.orders",
+                vec!["id"; 20_000].join(" + ")
+            ),
+            "operators; a rule holds at most 512".to_string(),
+        ),
+        (
+            "SELECT id, now() AS at FROM shop.orders".to_string(),
+            "now() is not deterministic".to_string(),
+        ),
+        (
+            "SELECT * FROM shop.orders WHERE random() < 0.5".to_string(),
+            "random() is not deterministic".to_string(),
+        ),
+        (
+            "SELECT id, no_such_function(name) AS x FROM shop.orders".to_string(),
+            "no_such_function".to_string(),
+        ),
+        (
+            format!("INSERT INTO copy.{long} SELECT * FROM shop.orders"),
+            format!("the target table name '{long}' is longer than the 63 bytes"),
+        ),
+        (
+            format!("INSERT INTO {long}.orders SELECT * FROM shop.orders"),
+            "the target schema name".to_string(),
+        ),
+        (
+            format!("SELECT id, name AS {long} FROM shop.orders"),
+            "the target column name".to_string(),
+        ),
+        (
+            // 21 characters of 3 bytes: 63 bytes fit, 22 do not.
+            format!(
+                "INSERT INTO copy.{} SELECT * FROM shop.orders",
+                "漢".repeat(22)
+            ),
+            "is longer than the 63 bytes".to_string(),
+        ),
+    ];
+    for (rule, expected) in &cases {
+        let text = job_text(
+            &server.url("source"),
+            &server.url("sink"),
+            "",
+            "[\"schema\", \"full\"]",
+            &[rule],
+        );
+        let job = write(dir.path(), "bad.toml", &text);
+        for command in ["check", "run"] {
+            assert_refused(
+                &ferry(command, &job),
+                expected,
+                &format!("{command} {expected}"),
+            );
+        }
+        assert_sink_untouched(&server, expected);
+    }
+
+    // At the limit a chain runs, evaluated both by the source and by ferry (two rules over
+    // one table), and copies exactly what it selects.
+    let chain = or_chain(256);
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &[
+            &format!("INSERT INTO copy.few SELECT * FROM shop.orders WHERE {chain}"),
+            "INSERT INTO copy.none SELECT * FROM shop.orders WHERE id < 0",
+        ],
+    );
+    let job = write(dir.path(), "deep.toml", &text);
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let digest = "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+    assert_eq!(
+        server
+            .psql("sink", &format!("{digest} FROM copy.few"))
+            .unwrap(),
+        server
+            .psql(
+                "source",
+                &format!("{digest} FROM shop.orders WHERE id <= 256")
+            )
+            .unwrap()
+    );
+}
+
+#[test]
+fn sql_written_into_a_checkpoint_is_never_run() {
+    let server = pg_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &["INSERT INTO copy.orders SELECT * FROM shop.orders"],
+    )
+    .replace("[migration]\n", "[migration]\nchunk_rows = 100\n");
+    let job = write(dir.path(), "parts.toml", &text);
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let state_path = dir.path().join("parts.state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    assert!(state.contains("\"key\""), "{state}");
+    // Bounds kept as numbers: an edit that puts SQL where a bound is, or a range as text
+    // (as older checkpoints held), is not a checkpoint; nothing of it reaches the source.
+    let value: serde_json::Value = serde_json::from_str(&state).unwrap();
+    for forged in [
+        serde_json::json!("id >= 0) OR (1=1"),
+        serde_json::json!({"key": {"from": "1; DROP TABLE shop.orders", "to": null}}),
+        serde_json::json!({"key": {"from": 0, "to": 10, "sql": "1=1"}}),
+    ] {
+        let mut edited = value.clone();
+        edited["snapshot"]["parts"][0]["range"] = forged;
+        edited["snapshot"]["complete"] = serde_json::json!(false);
+        std::fs::write(&state_path, edited.to_string()).unwrap();
+        let output = ferry("run", &job);
+        assert_refused(&output, "is not a ferry checkpoint", "a forged range");
+    }
+    assert_eq!(
+        server
+            .psql("source", "SELECT count(*) FROM shop.orders")
+            .unwrap()
+            .trim(),
+        "500"
+    );
+}

@@ -182,7 +182,10 @@ mod tests {
                 index: 0,
                 table: 0,
                 description: "id < 10".into(),
-                range: Some("id < 10".into()),
+                range: Some(crate::source::PartRange::Key {
+                    from: None,
+                    to: Some(10),
+                }),
             }],
             finished: BTreeSet::from([(0, TableId::new("sales", "orders"))]),
             complete: false,

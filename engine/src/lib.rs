@@ -39,9 +39,11 @@ pub use progress::{Lag, Progress, StreamProgress, TableProgress};
 pub use rate::RateLimit;
 pub use schema::{TableId, TableSchema};
 pub use sink::{
-    ChangeApplier, ExistingRows, PartMarker, PrepareOptions, PreparedTables, Sink, SinkLock,
-    SinkWriter, WriterOptions,
+    ChangeApplier, ExistingRows, NameLimit, PartMarker, PrepareOptions, PreparedTables, Sink,
+    SinkLock, SinkWriter, WriterOptions,
 };
-pub use source::{Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source};
+pub use source::{
+    split_range, PartRange, Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source,
+};
 pub use streaming::{run_changes, ChangeRouting, StreamOptions};
 pub use transform::Transform;

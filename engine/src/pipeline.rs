@@ -356,6 +356,10 @@ mod tests {
             })
         }
 
+        fn name_limit(&self) -> crate::NameLimit {
+            crate::NameLimit::Bytes(usize::MAX)
+        }
+
         async fn lock(&self, _job: &str, _holder: &crate::Holder) -> Result<crate::SinkLock> {
             Ok(crate::SinkLock::new(()))
         }

@@ -43,6 +43,11 @@ pub trait Sink: Send + Sync {
     /// tables it reads. Connects; changes nothing.
     async fn identity(&self) -> Result<ServerIdentity>;
 
+    /// The longest schema, table and column name the sink keeps whole. Longer names are
+    /// refused before anything is written: a sink that cut them (PostgreSQL keeps 63
+    /// bytes) could make two targets one table.
+    fn name_limit(&self) -> NameLimit;
+
     /// Takes job `job`'s exclusive lock in the sink for `holder`, kept until the guard is
     /// dropped (or the process or its connection ends): a second runner of a job of the same
     /// name — from another directory or host — fails with [`crate::Error::Running`] naming
@@ -77,6 +82,34 @@ pub trait Sink: Send + Sync {
     /// Removes what the sink recorded for job `job` (part markers, applied position); the
     /// migrated rows stay.
     async fn forget(&self, job: &str) -> Result<()>;
+}
+
+/// How long a name a sink keeps whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NameLimit {
+    /// At most this many bytes of UTF-8.
+    Bytes(usize),
+    /// At most this many characters.
+    Chars(usize),
+}
+
+impl NameLimit {
+    /// Whether `name` is kept whole.
+    pub fn fits(self, name: &str) -> bool {
+        match self {
+            NameLimit::Bytes(limit) => name.len() <= limit,
+            NameLimit::Chars(limit) => name.chars().count() <= limit,
+        }
+    }
+}
+
+impl std::fmt::Display for NameLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NameLimit::Bytes(limit) => write!(f, "{limit} bytes"),
+            NameLimit::Chars(limit) => write!(f, "{limit} characters"),
+        }
+    }
 }
 
 /// A job's lock in a sink (see [`Sink::lock`]): whatever holds it (a connection, a file),

@@ -64,11 +64,90 @@ pub struct SnapshotPart {
     pub index: u32,
     /// Index into [`SnapshotRequest::tables`].
     pub table: usize,
-    /// What the part covers, for logs (`id >= 0 AND id < 250000`).
+    /// What the part covers, for logs (`id >= 0 AND id < 250000`); never executed.
     pub description: String,
-    /// The source's own condition selecting the part's rows (`None`: the whole table). Kept
-    /// in the checkpoint, so a resumed run reads exactly the parts first planned.
-    pub range: Option<String>,
+    /// Which rows of the table the part holds (`None`: all of them), as typed bounds that
+    /// the source renders into its own SQL when it reads the part. Kept in the checkpoint,
+    /// so a resumed run reads exactly the parts first planned — and nothing read from a
+    /// checkpoint is ever run as SQL.
+    pub range: Option<PartRange>,
+}
+
+/// The rows of a table one snapshot part holds, between typed bounds; an absent bound is
+/// open, so values beyond what planning saw are still read by exactly one part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum PartRange {
+    /// Rows whose primary key (one integer column) is at least `from` and below `to`.
+    Key {
+        /// The lowest key of the part, included.
+        from: Option<i128>,
+        /// The first key past the part, excluded.
+        to: Option<i128>,
+    },
+    /// Rows stored in the table's physical blocks from `from` to before `to` (PostgreSQL
+    /// `ctid`: within one snapshot each visible row version is in exactly one block).
+    Blocks {
+        /// The first block, included.
+        from: Option<u32>,
+        /// The first block past the part, excluded.
+        to: Option<u32>,
+    },
+}
+
+impl PartRange {
+    /// The bounds as `(from, to)` over one number line.
+    pub fn bounds(&self) -> (Option<i128>, Option<i128>) {
+        match *self {
+            PartRange::Key { from, to } => (from, to),
+            PartRange::Blocks { from, to } => (from.map(i128::from), to.map(i128::from)),
+        }
+    }
+
+    /// The part's rows as a condition on `column` (already quoted for the source), each
+    /// bound rendered by `bound` (a number, or a literal of the source's type for it).
+    pub fn condition(&self, column: &str, bound: impl Fn(i128) -> String) -> String {
+        let (from, to) = self.bounds();
+        let mut conditions = Vec::with_capacity(2);
+        if let Some(from) = from {
+            conditions.push(format!("{column} >= {}", bound(from)));
+        }
+        if let Some(to) = to {
+            conditions.push(format!("{column} < {}", bound(to)));
+        }
+        if conditions.is_empty() {
+            "TRUE".to_string()
+        } else {
+            conditions.join(" AND ")
+        }
+    }
+
+    /// The range in words, for logs.
+    pub fn describe(&self, column: &str) -> String {
+        self.condition(column, |bound| bound.to_string())
+    }
+}
+
+/// Splits `[start, start + span)` into `parts` contiguous ranges of equal width: the first
+/// open below, the last open above. `None` for a single part (the whole table).
+pub fn split_range(
+    start: i128,
+    span: i128,
+    parts: i128,
+) -> Vec<Option<(Option<i128>, Option<i128>)>> {
+    if parts <= 1 || span <= 0 {
+        return vec![None];
+    }
+    let step = (span + parts - 1) / parts;
+    (0..parts)
+        .map(|i| {
+            let low = start + i * step;
+            Some((
+                (i > 0).then_some(low),
+                (i < parts - 1).then_some(low + step),
+            ))
+        })
+        .collect()
 }
 
 /// The source side of a migration.

@@ -19,6 +19,17 @@ use crate::table_spec::{parse_source, parse_target, SourceSpec, TargetSpec};
 /// The identifier that stands in for the source name while sqlparser parses the rest.
 const SOURCE_PLACEHOLDER: &str = "__ferry_source";
 
+/// Longest rule text accepted: room for an IN list of thousands of values, and a bound on
+/// what parsing one rule may cost.
+pub const MAX_RULE_BYTES: usize = 256 * 1024;
+
+/// Most operators in one rule. Every walk over a rule — resolving names, pushing a filter
+/// down, DataFusion's planning and evaluation, even dropping it — goes one call deeper per
+/// operator of a chain such as `a OR b OR …`, on thread stacks of 2 MB: this bound keeps the
+/// deepest chain far from overflowing one. Long lists of alternatives are IN lists, which
+/// add no depth. (Nesting by parentheses and calls is bounded by sqlparser's own limit.)
+pub const MAX_RULE_OPERATORS: usize = 512;
+
 /// One item of a rule's SELECT list.
 #[derive(Clone, Debug)]
 pub enum RuleItem {
@@ -62,10 +73,23 @@ impl Rule {
             rule: index,
             message,
         };
+        if sql.len() > MAX_RULE_BYTES {
+            return Err(unsupported(format!(
+                "the rule is {} KiB long; a rule holds at most {} KiB: split it into several rules",
+                sql.len() / 1024,
+                MAX_RULE_BYTES / 1024
+            )));
+        }
         let dialect = PostgreSqlDialect {};
         let spanned = Tokenizer::new(&dialect, sql)
             .tokenize_with_location()
             .map_err(|e| syntax(e.to_string()))?;
+        let operators = spanned.iter().filter(|t| is_operator(&t.token)).count();
+        if operators > MAX_RULE_OPERATORS {
+            return Err(unsupported(format!(
+                "the rule has {operators} operators; a rule holds at most {MAX_RULE_OPERATORS} (each one nests every walk over the rule one level deeper): write a long list of alternatives as `column IN (…)`, or split the rule"
+            )));
+        }
         let offsets = ByteOffsets::new(sql);
         let ranges: Vec<(usize, usize)> = spanned
             .iter()
@@ -257,6 +281,59 @@ impl<'a> ByteOffsets<'a> {
     }
 }
 
+/// Whether `token` joins or modifies expressions (each one can nest a rule one level deeper).
+fn is_operator(token: &Token) -> bool {
+    match token {
+        Token::Word(word) if word.quote_style.is_none() => matches!(
+            word.keyword,
+            Keyword::AND
+                | Keyword::OR
+                | Keyword::NOT
+                | Keyword::IS
+                | Keyword::LIKE
+                | Keyword::ILIKE
+                | Keyword::SIMILAR
+                | Keyword::BETWEEN
+                | Keyword::IN
+                | Keyword::COLLATE
+                | Keyword::AT
+        ),
+        Token::Plus
+        | Token::Minus
+        | Token::Mul
+        | Token::Div
+        | Token::DuckIntDiv
+        | Token::Mod
+        | Token::StringConcat
+        | Token::Eq
+        | Token::DoubleEq
+        | Token::Neq
+        | Token::Lt
+        | Token::Gt
+        | Token::LtEq
+        | Token::GtEq
+        | Token::Spaceship
+        | Token::Caret
+        | Token::Ampersand
+        | Token::Pipe
+        | Token::Tilde
+        | Token::TildeAsterisk
+        | Token::ExclamationMarkTilde
+        | Token::ExclamationMarkTildeAsterisk
+        | Token::ShiftLeft
+        | Token::ShiftRight
+        | Token::ExclamationMark
+        | Token::DoubleColon
+        | Token::Arrow
+        | Token::LongArrow
+        | Token::HashArrow
+        | Token::HashLongArrow
+        | Token::AtSign
+        | Token::Sharp => true,
+        _ => false,
+    }
+}
+
 fn is_space(token: &Token) -> bool {
     matches!(token, Token::Whitespace(_))
 }
@@ -352,6 +429,46 @@ mod tests {
         let syntax = error("SELEC * FROM t");
         assert!(syntax.starts_with("rules[3].sql: "), "{syntax}");
         assert!(error("SELECT * FROM t WHERE").contains("does not parse"));
+    }
+
+    #[test]
+    fn rules_too_deep_or_too_long_are_refused_before_parsing() {
+        let chain = |terms: usize, join: &str| {
+            let terms: Vec<String> = (0..terms).map(|i| format!("id = {i}")).collect();
+            format!("SELECT * FROM t WHERE {}", terms.join(join))
+        };
+        // At the limit a chain parses and its walks (display, visits, drop) hold.
+        let at_limit = chain(MAX_RULE_OPERATORS / 2, " OR ");
+        let rule = Rule::parse(0, &at_limit).unwrap();
+        assert!(rule.filter.unwrap().to_string().starts_with("id = 0 OR"));
+        for sql in [
+            chain(2_000, " OR "),
+            format!("SELECT a + {} AS s FROM t", vec!["1"; 20_000].join(" + ")),
+            format!("SELECT * FROM t WHERE {}a", "NOT ".repeat(5_000)),
+            format!("SELECT a{} AS c FROM t", "::text".repeat(5_000)),
+        ] {
+            let error = Rule::parse(1, &sql).unwrap_err().to_string();
+            assert!(error.contains("operators; a rule holds at most"), "{error}");
+        }
+        let long = format!(
+            "SELECT * FROM t WHERE id IN ({})",
+            vec!["12345678"; 40_000].join(",")
+        );
+        let error = Rule::parse(2, &long).unwrap_err().to_string();
+        assert!(error.contains("KiB long"), "{error}");
+        // Nesting is bounded by the parser.
+        let nested = format!(
+            "SELECT * FROM t WHERE {}1{}",
+            "(".repeat(5_000),
+            ")".repeat(5_000)
+        );
+        assert!(Rule::parse(3, &nested).is_err());
+        // A long IN list is fine.
+        let list = format!(
+            "SELECT * FROM t WHERE id IN ({})",
+            vec!["7"; 10_000].join(",")
+        );
+        Rule::parse(4, &list).unwrap();
     }
 
     #[test]

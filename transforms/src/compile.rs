@@ -77,6 +77,14 @@ impl Compiler {
                     df_schema,
                 )
                 .map_err(error)?;
+            if let Some(function) = not_deterministic(&logical) {
+                return Err(TransformError::NotDeterministic {
+                    rule: rule.rule,
+                    table: table.clone(),
+                    expr: expr.to_string(),
+                    function,
+                });
+            }
             self.state
                 .create_physical_expr(logical, df_schema)
                 .map_err(error)
@@ -155,6 +163,25 @@ impl Compiler {
             output: Arc::new(Schema::new(fields)),
         })
     }
+}
+
+/// The first function in `expr` whose result is not a function of its arguments alone
+/// (`now()`, `random()`, `uuid()`): a rule must give a row the same value every time it is
+/// read — on resume, in verify, for each change.
+fn not_deterministic(expr: &datafusion::logical_expr::Expr) -> Option<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::{Expr, Volatility};
+    let mut found = None;
+    let _ = expr.apply(|node| {
+        if let Expr::ScalarFunction(call) = node {
+            if call.func.signature().volatility != Volatility::Immutable {
+                found = Some(call.func.name().to_string());
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    found
 }
 
 /// The input columns an expression reads, by index, in order.
@@ -426,6 +453,26 @@ mod tests {
             .to_string();
         assert!(error.starts_with("rules[0].sql: "), "{error}");
         assert!(error.contains("no_such_function"), "{error}");
+    }
+
+    #[test]
+    fn functions_whose_value_changes_between_runs_are_refused() {
+        for (sql, function) in [
+            ("SELECT id, now() AS at FROM shop.orders", "now"),
+            ("SELECT * FROM shop.orders WHERE random() < 0.5", "random"),
+            ("SELECT id, uuid() AS u FROM shop.orders", "uuid"),
+            (
+                "SELECT id, upper(name) || current_date AS d FROM shop.orders",
+                "current_date",
+            ),
+        ] {
+            let error = compile(sql).unwrap_err().to_string();
+            assert!(
+                error.contains(&format!("{function}() is not deterministic")),
+                "{sql}: {error}"
+            );
+        }
+        compile("SELECT id, upper(name) AS n FROM shop.orders WHERE abs(amount) > 1").unwrap();
     }
 
     /// The batch of `batch()` as changes: insert 1, update 2 (old image, new image), delete 4.

@@ -17,6 +17,18 @@ pub enum TransformError {
         /// What DataFusion said.
         message: String,
     },
+    /// An expression calls a function whose result changes between calls or runs.
+    #[error("rules[{rule}].sql: `{expr}` on {table}: {function}() is not deterministic (its value changes from one call or run to the next), so a resumed run, verify and each change would disagree on the row; give the target column a DEFAULT instead, or leave it out")]
+    NotDeterministic {
+        /// Index of the rule.
+        rule: usize,
+        /// The source table.
+        table: String,
+        /// The expression.
+        expr: String,
+        /// The function.
+        function: String,
+    },
     /// The WHERE condition is not boolean.
     #[error("rules[{rule}].sql: the WHERE condition `{expr}` on {table} is of type {data_type}, not a boolean condition")]
     NotBoolean {

@@ -215,6 +215,11 @@ impl Sink for MysqlSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    fn name_limit(&self) -> ferry_engine::NameLimit {
+        // MySQL and MariaDB refuse longer schema, table and column names.
+        ferry_engine::NameLimit::Chars(64)
+    }
+
     async fn lock(
         &self,
         job: &str,

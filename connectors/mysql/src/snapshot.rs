@@ -21,8 +21,8 @@ use tracing::{debug, info, warn};
 
 use ferry_engine::schema::UNSUPPORTED_KEY;
 use ferry_engine::{
-    ChangeBatch, ChangeFeed, ChangeRequest, Position, Snapshot, SnapshotPart, SnapshotRequest,
-    SnapshotTable, Source, TableId, TableSchema,
+    ChangeBatch, ChangeFeed, ChangeRequest, PartRange, Position, Snapshot, SnapshotPart,
+    SnapshotRequest, SnapshotTable, Source, TableId, TableSchema,
 };
 
 use crate::config::{execute, quote_ident, quote_table, MyEndpoint};
@@ -205,6 +205,8 @@ struct PartTable {
     order_by: Option<String>,
     /// Indexes into `types` of the primary key (for naming a bad row).
     key: Vec<usize>,
+    /// The primary key when it is one integer column, quoted: what key ranges bound.
+    integer_key: Option<String>,
 }
 
 /// An open consistent snapshot: its reading connections, each inside the same snapshot.
@@ -270,6 +272,7 @@ impl MysqlSnapshot {
                 filter: table.filter.clone(),
                 order_by: order_by.filter(|o| !o.is_empty()),
                 key,
+                integer_key: integer_key(&table.table).map(|f| quote_ident(f.name())),
             });
         }
 
@@ -363,10 +366,34 @@ impl MysqlSnapshot {
         part: &SnapshotPart,
         out: &mpsc::Sender<ChangeBatch>,
     ) -> Result<u64, ferry_engine::Error> {
-        let table = &self.tables[part.table];
+        let table = self
+            .tables
+            .get(part.table)
+            .ok_or_else(|| ferry_engine::Error::Checkpoint {
+                path: "the job's checkpoint".into(),
+                message: format!(
+                    "part {} names table {} of {}; `ferry drop` the job and run it again",
+                    part.index,
+                    part.table,
+                    self.tables.len()
+                ),
+            })?;
         let mut conditions: Vec<String> = Vec::new();
-        if let Some(range) = &part.range {
-            conditions.push(format!("({range})"));
+        // The range is rendered from typed bounds: nothing from a checkpoint runs as SQL.
+        match (&part.range, &table.integer_key) {
+            (None, _) => {}
+            (Some(range @ PartRange::Key { .. }), Some(key)) => {
+                conditions.push(range.condition(key, |bound| bound.to_string()));
+            }
+            (Some(range), _) => {
+                return Err(ferry_engine::Error::Checkpoint {
+                    path: "the job's checkpoint".into(),
+                    message: format!(
+                        "part {} is {range:?}, which {} cannot be split by; `ferry drop` the job and run it again",
+                        part.index, table.id
+                    ),
+                })
+            }
         }
         if let Some(filter) = &table.filter {
             conditions.push(format!("({filter})"));
@@ -576,6 +603,26 @@ pub(crate) async fn binlog_position(
     })
 }
 
+/// The primary key of `table` when it is one integer column (what key ranges split).
+fn integer_key(table: &TableSchema) -> Option<&arrow::datatypes::Field> {
+    match table.primary_key.as_slice() {
+        [key] => Some(table.columns.field(*key)).filter(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Int8
+                    | DataType::Int16
+                    | DataType::Int32
+                    | DataType::Int64
+                    | DataType::UInt8
+                    | DataType::UInt16
+                    | DataType::UInt32
+                    | DataType::UInt64
+            )
+        }),
+        _ => None,
+    }
+}
+
 /// Splits tables with a single integer primary key into ranges of about `chunk_rows` rows.
 async fn plan_parts(
     conn: &mut Conn,
@@ -593,27 +640,8 @@ async fn plan_parts(
             })
         };
         let estimated = table.table.estimated_rows.unwrap_or(0);
-        let key = match table.table.primary_key.as_slice() {
-            [k] => Some(table.table.columns.field(*k)),
-            _ => None,
-        };
-        let integer = key.is_some_and(|f| {
-            matches!(
-                f.data_type(),
-                DataType::Int8
-                    | DataType::Int16
-                    | DataType::Int32
-                    | DataType::Int64
-                    | DataType::UInt8
-                    | DataType::UInt16
-                    | DataType::UInt32
-                    | DataType::UInt64
-            )
-        });
-        let (Some(key), true) = (
-            key,
-            integer && !request.ordered && estimated > request.chunk_rows,
-        ) else {
+        let key = integer_key(&table.table);
+        let (Some(key), true) = (key, !request.ordered && estimated > request.chunk_rows) else {
             whole(&mut parts);
             continue;
         };
@@ -640,21 +668,14 @@ async fn plan_parts(
         let mut from = min;
         while from <= max {
             let to = from + step;
-            let (range, description) = if to > max {
-                (
-                    format!("{column} >= {from}"),
-                    format!("{} >= {from}", key.name()),
-                )
-            } else {
-                (
-                    format!("{column} >= {from} AND {column} < {to}"),
-                    format!("{} >= {from} AND {} < {to}", key.name(), key.name()),
-                )
+            let range = PartRange::Key {
+                from: Some(from),
+                to: (to <= max).then_some(to),
             };
             parts.push(SnapshotPart {
                 index: parts.len() as u32,
                 table: index,
-                description,
+                description: range.describe(key.name()),
                 range: Some(range),
             });
             from = to;

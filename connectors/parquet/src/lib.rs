@@ -306,6 +306,11 @@ impl Sink for FileSink {
         Ok(self.identity())
     }
 
+    fn name_limit(&self) -> ferry_engine::NameLimit {
+        // a directory per schema and table, a column per field: file systems hold 255 bytes a name, and a table directory holds files named after it.
+        ferry_engine::NameLimit::Bytes(200)
+    }
+
     async fn lock(
         &self,
         job: &str,

@@ -188,6 +188,11 @@ impl Sink for PostgresSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    fn name_limit(&self) -> ferry_engine::NameLimit {
+        // NAMEDATALEN - 1: PostgreSQL cuts longer names (with a notice).
+        ferry_engine::NameLimit::Bytes(63)
+    }
+
     async fn lock(
         &self,
         job: &str,

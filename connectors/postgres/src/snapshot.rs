@@ -17,8 +17,8 @@ use tracing::{debug, info};
 
 use ferry_engine::schema::UNSUPPORTED_KEY;
 use ferry_engine::{
-    ChangeBatch, ChangeFeed, ChangeRequest, Error, Position, Snapshot, SnapshotPart,
-    SnapshotRequest, SnapshotTable, Source, TableId, TableSchema,
+    split_range, ChangeBatch, ChangeFeed, ChangeRequest, Error, PartRange, Position, Snapshot,
+    SnapshotPart, SnapshotRequest, SnapshotTable, Source, TableId, TableSchema,
 };
 
 use crate::config::{quote_ident, quote_table, PgEndpoint};
@@ -49,6 +49,21 @@ struct PartTable {
     filter: Option<String>,
     /// `ORDER BY …` for an ordered read.
     order_by: Option<String>,
+    /// The primary key when it is one integer column, quoted: what key ranges bound.
+    integer_key: Option<String>,
+}
+
+/// The primary key of `table` when it is one integer column (what key ranges split).
+fn integer_key(table: &TableSchema) -> Option<&arrow::datatypes::Field> {
+    match table.primary_key.as_slice() {
+        [key] => Some(table.columns.field(*key)).filter(|f| {
+            matches!(
+                f.data_type(),
+                DataType::Int16 | DataType::Int32 | DataType::Int64
+            )
+        }),
+        _ => None,
+    }
 }
 
 #[async_trait]
@@ -133,6 +148,7 @@ impl PostgresSource {
                 select_list,
                 filter: table.filter.clone(),
                 order_by: order_by.filter(|o| !o.is_empty()),
+                integer_key: integer_key(&table.table).map(|f| quote_ident(f.name())),
             });
         }
 
@@ -180,10 +196,19 @@ impl PostgresSource {
                     for range in
                         plan_ranges(&coordinator, &self.endpoint, &table.table, &request).await?
                     {
+                        let key = integer_key(&table.table).map_or("key", |f| f.name().as_str());
                         parts.push(SnapshotPart {
                             index: parts.len() as u32,
                             table: index,
-                            description: range.clone().unwrap_or_else(|| "whole table".into()),
+                            description: match range {
+                                Some(PartRange::Key { .. }) => {
+                                    range.map(|r| r.describe(key)).unwrap_or_default()
+                                }
+                                Some(PartRange::Blocks { .. }) => {
+                                    range.map(|r| r.describe("block")).unwrap_or_default()
+                                }
+                                None => "whole table".into(),
+                            },
                             range,
                         });
                     }
@@ -191,7 +216,6 @@ impl PostgresSource {
                 parts
             }
         };
-        let ranges: Vec<Option<String>> = parts.iter().map(|p| p.range.clone()).collect();
         info!(snapshot = %snapshot_name, parts = parts.len(), tables = tables.len(), "snapshot opened");
         Ok(Arc::new(PgSnapshot {
             endpoint: self.endpoint.clone(),
@@ -199,7 +223,6 @@ impl PostgresSource {
             coordinator: tokio::sync::Mutex::new(Some(coordinator)),
             idle: Mutex::new(Vec::new()),
             parts,
-            ranges,
             tables,
             batch_size: request.batch_size,
         }))
@@ -243,7 +266,7 @@ async fn plan_ranges(
     endpoint: &PgEndpoint,
     table: &TableSchema,
     request: &SnapshotRequest,
-) -> Result<Vec<Option<String>>, PgError> {
+) -> Result<Vec<Option<PartRange>>, PgError> {
     let whole = vec![None];
     if table
         .estimated_rows
@@ -251,15 +274,7 @@ async fn plan_ranges(
     {
         return Ok(whole);
     }
-    let integer_key = match table.primary_key.as_slice() {
-        [key] => Some(table.columns.field(*key)).filter(|f| {
-            matches!(
-                f.data_type(),
-                DataType::Int16 | DataType::Int32 | DataType::Int64
-            )
-        }),
-        _ => None,
-    };
+    let integer_key = integer_key(table);
     let parts_for = |rows: i128, units: i128| {
         // Never more parts than keys or blocks: stale statistics can claim more rows.
         ((rows + request.chunk_rows as i128 - 1) / request.chunk_rows as i128)
@@ -287,9 +302,10 @@ async fn plan_ranges(
         let rows = table.estimated_rows.map_or(span, |rows| rows as i128);
         let parts = parts_for(rows, span);
         debug!(table = %table.id, parts, "split by primary key");
-        return Ok(split(min as i128, span, parts, |bound| {
-            format!("{column} {bound}")
-        }));
+        return Ok(split_range(min as i128, span, parts)
+            .into_iter()
+            .map(|range| range.map(|(from, to)| PartRange::Key { from, to }))
+            .collect());
     }
     let Some(rows) = table.estimated_rows else {
         return Ok(whole);
@@ -304,38 +320,16 @@ async fn plan_ranges(
     let blocks: i64 = row.get(0);
     let parts = parts_for(rows as i128, blocks as i128);
     debug!(table = %table.id, parts, blocks, "split by block ranges");
-    Ok(split(0, blocks as i128, parts, |bound| {
-        let (operator, block) = bound.split_once(' ').unwrap_or((">=", "0"));
-        format!("ctid {operator} '({block},0)'::tid")
-    }))
-}
-
-/// Splits `[start, start + span)` into `parts` contiguous ranges; the first is open below and
-/// the last open above, so values outside what was seen at planning time are still read once.
-/// `condition` renders one bound (`>= 10` or `< 20`) as SQL.
-fn split(
-    start: i128,
-    span: i128,
-    parts: i128,
-    condition: impl Fn(String) -> String,
-) -> Vec<Option<String>> {
-    if parts <= 1 {
-        return vec![None];
-    }
-    let step = (span + parts - 1) / parts;
-    (0..parts)
-        .map(|i| {
-            let low = start + i * step;
-            let mut bounds = Vec::new();
-            if i > 0 {
-                bounds.push(condition(format!(">= {low}")));
-            }
-            if i < parts - 1 {
-                bounds.push(condition(format!("< {}", low + step)));
-            }
-            Some(bounds.join(" AND "))
+    let block = |bound: Option<i128>| bound.map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+    Ok(split_range(0, blocks as i128, parts)
+        .into_iter()
+        .map(|range| {
+            range.map(|(from, to)| PartRange::Blocks {
+                from: block(from),
+                to: block(to),
+            })
         })
-        .collect()
+        .collect())
 }
 
 /// An open snapshot: the coordinator holding it, plus a pool of worker connections.
@@ -345,7 +339,6 @@ struct PgSnapshot {
     coordinator: tokio::sync::Mutex<Option<Client>>,
     idle: Mutex<Vec<Client>>,
     parts: Vec<SnapshotPart>,
-    ranges: Vec<Option<String>>,
     tables: Vec<PartTable>,
     batch_size: usize,
 }
@@ -359,11 +352,44 @@ impl PgSnapshot {
         }
     }
 
-    fn part_query(&self, part: &SnapshotPart) -> String {
-        let table = &self.tables[part.table];
+    /// The table a part reads; a part of a table the snapshot does not have (a damaged
+    /// checkpoint) is refused, never guessed at.
+    fn part_table(&self, part: &SnapshotPart) -> ferry_engine::Result<&PartTable> {
+        self.tables
+            .get(part.table)
+            .ok_or_else(|| Error::Checkpoint {
+                path: "the job's checkpoint".into(),
+                message: format!(
+                    "part {} names table {} of {}; `ferry drop` the job and run it again",
+                    part.index,
+                    part.table,
+                    self.tables.len()
+                ),
+            })
+    }
+
+    /// The COPY reading `part`: its range rendered from typed bounds, never SQL text from a
+    /// checkpoint.
+    fn part_query(&self, part: &SnapshotPart) -> ferry_engine::Result<String> {
+        let table = self.part_table(part)?;
         let mut conditions = Vec::new();
-        if let Some(range) = &self.ranges[part.index as usize] {
-            conditions.push(range.clone());
+        match (&part.range, &table.integer_key) {
+            (None, _) => {}
+            (Some(range @ PartRange::Key { .. }), Some(key)) => {
+                conditions.push(range.condition(key, |bound| bound.to_string()));
+            }
+            (Some(range @ PartRange::Blocks { .. }), _) => {
+                conditions.push(range.condition("ctid", |block| format!("'({block},0)'::tid")));
+            }
+            (Some(PartRange::Key { .. }), None) => {
+                return Err(Error::Checkpoint {
+                    path: "the job's checkpoint".into(),
+                    message: format!(
+                        "part {} is a key range, but {} has no single integer primary key any more; `ferry drop` the job and run it again",
+                        part.index, table.id
+                    ),
+                })
+            }
         }
         if let Some(filter) = &table.filter {
             conditions.push(format!("({filter})"));
@@ -381,7 +407,7 @@ impl PgSnapshot {
             query.push_str(" ORDER BY ");
             query.push_str(order_by);
         }
-        format!("COPY ({query}) TO STDOUT (FORMAT binary)")
+        Ok(format!("COPY ({query}) TO STDOUT (FORMAT binary)"))
     }
 }
 
@@ -400,7 +426,7 @@ impl Snapshot for PgSnapshot {
         part: &SnapshotPart,
         out: mpsc::Sender<ChangeBatch>,
     ) -> ferry_engine::Result<u64> {
-        let table = &self.tables[part.table];
+        let table = self.part_table(part)?;
         let client = self.worker().await?;
         let endpoint = &self.endpoint;
         client
@@ -410,7 +436,7 @@ impl Snapshot for PgSnapshot {
             ))
             .await
             .map_err(endpoint.query_error(format!("joining the snapshot to read {}", table.id)))?;
-        let query = self.part_query(part);
+        let query = self.part_query(part)?;
         debug!(table = %table.id, part = part.index, %query, "reading part");
         let stream = client
             .copy_out(&query)
@@ -480,19 +506,29 @@ impl Snapshot for PgSnapshot {
 
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use ferry_engine::{split_range, PartRange};
 
     #[test]
     fn ranges_cover_every_value_once_with_open_ends() {
-        let parts = split(-5, 11, 3, |bound| format!("k {bound}"));
+        let parts: Vec<String> = split_range(-5, 11, 3)
+            .into_iter()
+            .map(|range| {
+                let (from, to) = range.unwrap();
+                PartRange::Key { from, to }.condition("\"k\"", |b| b.to_string())
+            })
+            .collect();
         assert_eq!(
             parts,
-            [
-                Some("k < -1".to_string()),
-                Some("k >= -1 AND k < 3".to_string()),
-                Some("k >= 3".to_string())
-            ]
+            ["\"k\" < -1", "\"k\" >= -1 AND \"k\" < 3", "\"k\" >= 3"]
         );
-        assert_eq!(split(0, 100, 1, |b| b), [None]);
+        assert_eq!(split_range(0, 100, 1), [None]);
+        let blocks = PartRange::Blocks {
+            from: Some(4),
+            to: None,
+        };
+        assert_eq!(
+            blocks.condition("ctid", |b| format!("'({b},0)'::tid")),
+            "ctid >= '(4,0)'::tid"
+        );
     }
 }
