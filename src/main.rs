@@ -144,6 +144,9 @@ async fn check(path: &Path) -> Result<(), Error> {
     }
     let plan = ferry::plan(job, name).await?;
     plan.sink
+        .claim(&plan.name, &plan.definition(), true)
+        .await?;
+    plan.sink
         .prepare(&plan.targets, &plan.prepare_options(true))
         .await?;
     if plan.job.runs(MigrationType::Incremental) {
@@ -369,7 +372,23 @@ async fn drop_job(path: &Path) -> Result<(), Error> {
     }
     let plan = ferry::plan(job, name).await?;
     let _sink_lock = plan.sink.lock(&plan.name, &Holder::this_process()).await?;
-    let mut removed = plan.source.drop_changes(&plan.feed_name()).await?;
+    // Only this job's records go: another job of the same name keeps its own.
+    let definition = plan.definition();
+    plan.sink.claim(&plan.name, &definition, true).await?;
+    if let Some(state) = CheckpointStore::beside(path, &plan.name).load()? {
+        if let Some(theirs) = state.definition.filter(|d| *d != definition) {
+            return Err(Error::NameTaken {
+                job: plan.name.clone(),
+                place: "the checkpoint beside this job file".into(),
+                theirs,
+                ours: definition,
+            });
+        }
+    }
+    let mut removed = plan
+        .source
+        .drop_changes(&plan.feed_name(), &definition)
+        .await?;
     plan.sink.forget(&plan.name).await?;
     removed.push(format!("ferry's records of job {} in the sink", plan.name));
     let store = CheckpointStore::beside(path, &plan.name);

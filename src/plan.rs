@@ -70,6 +70,14 @@ pub enum JobError {
         /// The server (and database) both URLs reach.
         place: String,
     },
+    /// A target is in a schema of the server's or ferry's own.
+    #[error("rules[{rule}].sql: the target {table} is in a schema the sink keeps for itself (its system catalog, or ferry's bookkeeping in _ferry); write the rows to a schema of your own")]
+    ReservedTarget {
+        /// The rule.
+        rule: usize,
+        /// The target.
+        table: TableId,
+    },
     /// A target name is longer than the sink keeps.
     #[error("rules[{rule}].sql: the target {what} name '{name}' is longer than the {limit} the sink keeps whole (it would cut it, and two cut names could become one); choose a shorter one in the rule (INSERT INTO … or AS)")]
     NameTooLong {
@@ -161,6 +169,39 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What the job is, beside its name, as a short digest: the source and sink (as their
+    /// URLs name them, without credentials), the migration types and every route from a
+    /// source table to a target table. Recorded beside the job's checkpoint, feed and sink
+    /// records: a job file that takes another's name is refused, never handed its slot,
+    /// parts or position.
+    pub fn definition(&self) -> String {
+        let mut types = self.job.migration.types.clone();
+        types.sort();
+        let mut routes: Vec<String> = self
+            .request
+            .tables
+            .iter()
+            .zip(&self.flows)
+            .flat_map(|(table, flow)| {
+                flow.routes
+                    .iter()
+                    .map(move |route| format!("{}>{}", table.table.id, route.target.id))
+            })
+            .collect();
+        routes.sort();
+        let text = format!(
+            "source={}\nsink={}\ntypes={types:?}\nroutes={}",
+            place(&self.job.source.url),
+            place(&self.job.sink.url),
+            routes.join(",")
+        );
+        // FNV-1a over the text: stable across releases and platforms.
+        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+        format!("{hash:016x}")
+    }
+
     /// The name of the job's change feed at the source (replication slot and publication).
     pub fn feed_name(&self) -> String {
         format!("ferry_{}", self.name)
@@ -170,6 +211,7 @@ impl Plan {
     pub fn change_request(&self) -> ChangeRequest {
         ChangeRequest {
             name: self.feed_name(),
+            definition: self.definition(),
             tables: self.request.tables.clone(),
             batch_size: self.job.migration.batch_size,
             filtered: self
@@ -216,6 +258,23 @@ fn replica_id(name: &str) -> u32 {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
     (1 << 30) | (hash & ((1 << 30) - 1))
+}
+
+/// A URL without its credentials and parameters, its scheme's aliases folded:
+/// `postgres://host:port/db`.
+fn place(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let scheme = match scheme {
+        "postgresql" => "postgres",
+        "mariadb" => "mysql",
+        other => other,
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}/{}", path.trim_end_matches('/'))
 }
 
 fn scheme(url: &str) -> &str {
@@ -450,6 +509,13 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
 
     let limit = sink.name_limit();
     for (rule, target) in targets.values() {
+        if sink.reserved_schema(&target.id.schema) {
+            return Err(JobError::ReservedTarget {
+                rule: *rule,
+                table: target.id.clone(),
+            }
+            .into());
+        }
         let names = [("schema", &target.id.schema), ("table", &target.id.name)]
             .into_iter()
             .chain(target.columns.fields().iter().map(|f| ("column", f.name())));

@@ -186,6 +186,15 @@ fn load_state(plan: &Plan, store: &CheckpointStore) -> ferry_engine::Result<JobS
             names(&tables)
         )));
     }
+    let definition = plan.definition();
+    if let Some(recorded) = state.definition.as_ref().filter(|d| **d != definition) {
+        return Err(Error::NameTaken {
+            job: plan.name.clone(),
+            place: format!("the checkpoint {}", store.path().display()),
+            theirs: recorded.clone(),
+            ours: definition,
+        });
+    }
     Ok(state)
 }
 
@@ -207,8 +216,13 @@ async fn unfinished_without_key(
     let Some(snapshot) = &state.snapshot else {
         return Ok(keyless.into_iter().map(id).collect());
     };
-    let mut finished = snapshot.finished.clone();
-    finished.extend(plan.sink.finished_parts(&plan.name, &plan.targets).await?);
+    // Only what the sink holds counts (see reconcile_snapshot).
+    let finished: HashSet<(u32, ferry_engine::TableId)> = plan
+        .sink
+        .finished_parts(&plan.name, &plan.targets)
+        .await?
+        .into_iter()
+        .collect();
     Ok(keyless
         .into_iter()
         .filter(|&t| {
@@ -221,6 +235,56 @@ async fn unfinished_without_key(
         })
         .map(id)
         .collect())
+}
+
+/// Checks the checkpoint's snapshot against the plan and the sink, whose part records are
+/// committed in the same transactions as the rows (a file sink: the part files themselves):
+/// the parts must still cover every table exactly once, only parts the sink holds count as
+/// finished, and the snapshot is complete only when the sink holds every part of every
+/// route. A checkpoint that claims more (damaged, edited, or a target emptied or made anew
+/// since) never makes a run skip rows.
+async fn reconcile_snapshot(
+    plan: &Plan,
+    state: &mut JobState,
+    store: &CheckpointStore,
+) -> ferry_engine::Result<()> {
+    let Some(snapshot) = state.snapshot.as_mut() else {
+        return Ok(());
+    };
+    ferry_engine::check_tiling(&snapshot.parts, plan.request.tables.len()).map_err(|message| {
+        Error::Checkpoint {
+            path: store.path().display().to_string(),
+            message: format!(
+                "{message}: the file was damaged or edited; run `ferry drop` on the job to start it over"
+            ),
+        }
+    })?;
+    let held: std::collections::BTreeSet<(u32, ferry_engine::TableId)> = plan
+        .sink
+        .finished_parts(&plan.name, &plan.targets)
+        .await?
+        .into_iter()
+        .collect();
+    let missing = snapshot
+        .parts
+        .iter()
+        .flat_map(|part| {
+            plan.flows[part.table]
+                .routes
+                .iter()
+                .map(move |route| (part.index, route.target.id.clone()))
+        })
+        .filter(|part| !held.contains(part))
+        .count();
+    if snapshot.complete && missing > 0 {
+        warn!(
+            parts = missing,
+            "the checkpoint says the full migration is complete, but the sink holds no record of some parts (a target emptied or made anew, or the checkpoint edited): they are copied again"
+        );
+        snapshot.complete = false;
+    }
+    snapshot.finished = held;
+    Ok(())
 }
 
 /// Saves `state` under its lock.
@@ -311,6 +375,7 @@ async fn attempt(
         .lock(&plan.name, &ferry_engine::Holder::this_process())
         .await?;
     let mut state = load_state(plan, store)?;
+    state.definition = Some(plan.definition());
     let mut options = plan.prepare_options(false);
     let restart = if full && incremental {
         unfinished_without_key(plan, &state).await?
@@ -323,10 +388,13 @@ async fn attempt(
             tables = %names.join(", "),
             "the full migration was interrupted, and a table without a primary key cannot resume part by part (a change applied twice would add a row twice): the job starts over, its targets emptied"
         );
-        plan.source.drop_changes(&plan.feed_name()).await?;
+        plan.source
+            .drop_changes(&plan.feed_name(), &plan.definition())
+            .await?;
         plan.sink.forget(&plan.name).await?;
         store.remove()?;
         state = JobState::new(&plan.name, &plan.source_display, plan.source_tables());
+        state.definition = Some(plan.definition());
         options.existing_rows = ferry_engine::ExistingRows::Truncate;
     } else if state.snapshot.is_some() || state.applied.is_some() {
         // The rows in the targets are this job's own: resume, never empty or refuse them.
@@ -350,8 +418,17 @@ async fn attempt(
         }
         plan.source.check_changes(&plan.change_request()).await?;
     }
+    if full || incremental {
+        // The name is this job's in the sink, before anything else is written there.
+        plan.sink
+            .claim(&plan.name, &plan.definition(), false)
+            .await?;
+    }
     plan.sink.prepare(&plan.targets, &options).await?;
     info!(targets = plan.targets.len(), "targets prepared");
+    if full {
+        reconcile_snapshot(plan, &mut state, store).await?;
+    }
     if !full && !incremental {
         return Ok(RunSummary {
             copied_rows: false,
@@ -388,14 +465,14 @@ async fn attempt(
 
     let mut copied_rows = false;
     if full && !snapshot_done(&state) {
-        let (saved_parts, mut finished) = match state.lock() {
+        // `finished` is what the sink holds (see reconcile_snapshot).
+        let (saved_parts, finished) = match state.lock() {
             Ok(s) => match &s.snapshot {
                 Some(snapshot) => (Some(snapshot.parts.clone()), snapshot.finished.clone()),
                 None => (None, Default::default()),
             },
             Err(_) => return Err(Error::Internal("the job state lock is poisoned".into())),
         };
-        finished.extend(plan.sink.finished_parts(&plan.name, &plan.targets).await?);
         let mut request = plan.request.clone();
         request.parts = saved_parts.clone();
         // The feed's own snapshot exists only when this run created the feed; a resumed
@@ -503,9 +580,19 @@ async fn stream_changes(
     let mut applier = plan.sink.applier(&plan.name).await?;
     let recorded = applier.applied_position().await?;
     let saved = state.lock().ok().and_then(|s| s.applied.clone());
+    // The sink records each group's position in the group's own transaction, so its record
+    // is the truth; the checkpoint file only trails it. A file that claims more (edited,
+    // or from another sink) would skip changes.
     let applied = match (recorded, saved) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, b) => a.or(b),
+        (Some(recorded), Some(saved)) if saved > recorded => {
+            warn!(
+                checkpoint = %saved,
+                sink = %recorded,
+                "the checkpoint file is ahead of the position the sink records; streaming resumes from the sink's"
+            );
+            Some(recorded)
+        }
+        (recorded, saved) => recorded.or(saved),
     };
     ferry_engine::streaming::log_resume(applied.as_ref());
     let began = state

@@ -503,3 +503,261 @@ fn sql_written_into_a_checkpoint_is_never_run() {
         "500"
     );
 }
+
+#[test]
+fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
+    let server = pg_servers();
+    server.create_database("elsewhere").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let types = "[\"schema\", \"full\", \"incremental\"]";
+    let first = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        types,
+        &["INSERT INTO a.orders SELECT * FROM shop.orders"],
+    );
+    let second = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        types,
+        &["INSERT INTO b.orders SELECT * FROM shop.orders"],
+    );
+    // Both default to the name shop_sync.
+    let first_job = write(dir.path(), "shop-sync.toml", &first);
+    let second_job = write(dir.path(), "shop_sync.toml", &second);
+    let run = cli::spawn(FERRY, "run", &first_job);
+    cli::wait_for(
+        "the first job to stream",
+        std::time::Duration::from_secs(60),
+        || {
+            server
+                .psql(
+                    "sink",
+                    "SELECT count(*) FROM _ferry.applied WHERE job = 'shop_sync'",
+                )
+                .is_ok_and(|n| n.trim() == "1")
+        },
+    );
+    let output = cli::stop(FERRY, &first_job, run);
+    assert!(output.status.success(), "{}", describe(&output));
+    // A change the first job must still get, whatever the second tries.
+    server
+        .psql(
+            "source",
+            "INSERT INTO shop.orders VALUES (1001, 'while stopped')",
+        )
+        .unwrap();
+    for command in ["check", "run", "drop"] {
+        assert_refused(
+            &ferry(command, &second_job),
+            "belongs to another job of that name",
+            &format!("{command} of the second job"),
+        );
+    }
+    // The same name in another directory, into another database: only the source's slot
+    // and publication are shared, and they say whose they are.
+    let other_dir = tempfile::tempdir().unwrap();
+    let third = second.replace(&server.url("sink"), &server.url("elsewhere"));
+    let third_job = write(other_dir.path(), "shop_sync.toml", &third);
+    for command in ["run", "drop"] {
+        assert_refused(
+            &ferry(command, &third_job),
+            "the replication slot and publication ferry_shop_sync at the source belongs to another job",
+            &format!("{command} elsewhere"),
+        );
+    }
+    let schemas = server
+        .psql(
+            "sink",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'b'",
+        )
+        .unwrap();
+    assert_eq!(schemas.trim(), "0", "the second job wrote to the sink");
+    let tables = server
+        .psql(
+            "elsewhere",
+            "SELECT count(*) FROM pg_namespace WHERE nspname IN ('b', '_ferry')",
+        )
+        .unwrap();
+    assert_eq!(tables.trim(), "0", "the third job wrote to its sink");
+    // The first job goes on from where it stopped: nothing lost, nothing doubled.
+    let run = cli::spawn(FERRY, "run", &first_job);
+    cli::wait_for(
+        "the change made while stopped",
+        std::time::Duration::from_secs(60),
+        || {
+            server
+                .psql("sink", "SELECT count(*) FROM a.orders WHERE id = 1001")
+                .is_ok_and(|n| n.trim() == "1")
+        },
+    );
+    let output = cli::stop(FERRY, &first_job, run);
+    assert!(output.status.success(), "{}", describe(&output));
+    let digest = "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+    assert_eq!(
+        server
+            .psql("sink", &format!("{digest} FROM a.orders"))
+            .unwrap(),
+        server
+            .psql("source", &format!("{digest} FROM shop.orders"))
+            .unwrap()
+    );
+}
+
+#[test]
+fn bookkeeping_and_system_schemas_are_never_targets() {
+    let server = pg_servers();
+    let dir = tempfile::tempdir().unwrap();
+    for (rule, table) in [
+        (
+            "INSERT INTO _ferry.parts SELECT * FROM shop.orders",
+            "_ferry.parts",
+        ),
+        ("INSERT INTO _ferry.* SELECT * FROM shop.*", "_ferry."),
+        (
+            "INSERT INTO pg_catalog.orders SELECT * FROM shop.orders",
+            "pg_catalog.orders",
+        ),
+        (
+            "INSERT INTO pg_toast.orders SELECT * FROM shop.orders",
+            "pg_toast.orders",
+        ),
+        (
+            "INSERT INTO information_schema.orders SELECT * FROM shop.orders",
+            "information_schema.orders",
+        ),
+    ] {
+        let text = job_text(
+            &server.url("source"),
+            &server.url("sink"),
+            "existing_rows = \"append\"",
+            "[\"schema\", \"full\"]",
+            &[rule],
+        );
+        let job = write(dir.path(), "forge.toml", &text);
+        for command in ["check", "run"] {
+            let output = ferry(command, &job);
+            assert_refused(&output, "in a schema the sink keeps for itself", rule);
+            assert!(
+                String::from_utf8_lossy(&output.stderr).contains(table),
+                "{rule}"
+            );
+        }
+        assert_sink_untouched(&server, rule);
+    }
+
+    let maria = MariaServer::start().expect("start MariaDB");
+    maria.create_database("shop").unwrap();
+    maria
+        .sql(
+            "shop",
+            "CREATE TABLE orders (id int PRIMARY KEY); INSERT INTO orders VALUES (1);",
+        )
+        .unwrap();
+    let sink = MariaServer::start().expect("start MariaDB");
+    for rule in [
+        "INSERT INTO mysql.orders SELECT * FROM shop.orders",
+        "INSERT INTO Performance_Schema.orders SELECT * FROM shop.orders",
+        "INSERT INTO sys.orders SELECT * FROM shop.orders",
+        "INSERT INTO _ferry.jobs SELECT * FROM shop.orders",
+    ] {
+        let text = job_text(
+            &maria.url("shop"),
+            &sink.url(""),
+            "existing_rows = \"append\"",
+            "[\"schema\", \"full\"]",
+            &[rule],
+        );
+        let job = write(dir.path(), "forge.toml", &text);
+        assert_refused(
+            &ferry("run", &job),
+            "in a schema the sink keeps for itself",
+            rule,
+        );
+    }
+    let databases = sink
+        .sql(
+            "",
+            "SELECT count(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '_ferry'",
+        )
+        .unwrap();
+    assert_eq!(databases.trim(), "0");
+}
+
+#[test]
+fn parts_count_only_for_the_target_the_sink_holds_them_for() {
+    let server = pg_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &[
+            "INSERT INTO copy.orders SELECT * FROM shop.orders",
+            "INSERT INTO copy.notes SELECT * FROM shop.notes",
+        ],
+    )
+    .replace("[migration]\n", "[migration]\nchunk_rows = 100\n");
+    let job = write(dir.path(), "parts.toml", &text);
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let digest = "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+    let expected = server
+        .psql("source", &format!("{digest} FROM shop.orders"))
+        .unwrap();
+    let landed = || {
+        server
+            .psql("sink", &format!("{digest} FROM copy.orders"))
+            .unwrap()
+    };
+    assert_eq!(landed(), expected);
+
+    // The target dropped and made anew: the old table's part records are not its own.
+    server
+        .psql(
+            "sink",
+            "DROP TABLE copy.orders; CREATE TABLE copy.orders (id int PRIMARY KEY, name text);",
+        )
+        .unwrap();
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(landed(), expected, "a table made anew was left empty");
+
+    // A checkpoint that says more than the sink holds (here: an old copy put back after
+    // `ferry drop` and emptied targets): the sink's records decide, every part is copied.
+    let state_path = dir.path().join("parts.state.json");
+    let saved = std::fs::read_to_string(&state_path).unwrap();
+    assert!(saved.contains("\"complete\": true"), "{saved}");
+    let output = ferry("drop", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    server
+        .psql("sink", "TRUNCATE copy.orders, copy.notes")
+        .unwrap();
+    std::fs::write(&state_path, &saved).unwrap();
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(landed(), expected, "a checkpoint's word skipped rows");
+    let notes = "SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY body))";
+    assert_eq!(
+        server
+            .psql("sink", &format!("{notes} FROM copy.notes"))
+            .unwrap(),
+        server
+            .psql("source", &format!("{notes} FROM shop.notes"))
+            .unwrap()
+    );
+    // An edited part list that no longer covers a table is refused.
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
+    state["snapshot"]["complete"] = serde_json::json!(false);
+    state["snapshot"]["parts"].as_array_mut().unwrap().pop();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    assert_refused(
+        &ferry("run", &job),
+        "do not cover it exactly once",
+        "a part list cut short",
+    );
+}

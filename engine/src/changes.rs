@@ -18,6 +18,9 @@ pub struct ChangeRequest {
     /// The feed's name at the source, unique per job (a PostgreSQL replication slot and
     /// publication are named after it).
     pub name: String,
+    /// What the job is (see `Plan::definition` in the binary): a source that keeps feeds
+    /// records it beside the feed and refuses to hand the feed to another definition.
+    pub definition: String,
     /// The tables to follow and the columns to decode, as the snapshot reads them.
     pub tables: Vec<SnapshotTable>,
     /// Rows per batch at most; a batch never spans two tables or two transactions.

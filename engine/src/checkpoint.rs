@@ -34,6 +34,11 @@ pub struct JobState {
     pub job: String,
     /// The source as `host:port/database`: a state file is never applied to another source.
     pub source: String,
+    /// What the job is (its source, sink, tables and migration types, as a digest): a state
+    /// file is never applied to another job that took the same name. Absent in files
+    /// written before ferry recorded it.
+    #[serde(default)]
+    pub definition: Option<String>,
     /// The source tables the rules selected when the job began, in plan order (snapshot
     /// parts refer to them by index).
     pub tables: Vec<TableId>,
@@ -74,6 +79,7 @@ impl JobState {
             version: STATE_VERSION,
             job: job.to_string(),
             source: source.to_string(),
+            definition: None,
             tables,
             feed: None,
             snapshot: None,

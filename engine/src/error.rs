@@ -64,6 +64,18 @@ pub enum Error {
         /// Who runs it (host, pid, since when), as far as known.
         holder: String,
     },
+    /// The job's name is taken at the source or in the sink by another job definition.
+    #[error("job {job}: {place} belongs to another job of that name (another source, sink, set of tables or migration types, recorded as {theirs}; this job is {ours}); give this job file its own name = \"…\", or `ferry drop` the other job first")]
+    NameTaken {
+        /// The job's name.
+        job: String,
+        /// What holds the other job's records (`the sink's records`, `replication slot …`).
+        place: String,
+        /// The definition recorded there.
+        theirs: String,
+        /// This job's definition.
+        ours: String,
+    },
     /// A command for a running job (`ferry stop`, `ferry limit`) found it not running.
     #[error("job {job} is not running, so there is nothing to {action}; `ferry run` starts it")]
     NotRunning {
@@ -87,9 +99,10 @@ impl Error {
             Error::Connector(inner) => inner.class(),
             Error::Transform { .. } => ErrorClass::User,
             Error::Stopped => ErrorClass::User,
-            Error::Checkpoint { .. } | Error::Running { .. } | Error::NotRunning { .. } => {
-                ErrorClass::User
-            }
+            Error::Checkpoint { .. }
+            | Error::Running { .. }
+            | Error::NotRunning { .. }
+            | Error::NameTaken { .. } => ErrorClass::User,
             Error::Internal(_) => ErrorClass::Internal,
         }
     }

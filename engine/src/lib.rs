@@ -43,7 +43,8 @@ pub use sink::{
     SinkLock, SinkWriter, WriterOptions,
 };
 pub use source::{
-    split_range, PartRange, Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable, Source,
+    check_tiling, split_range, PartRange, Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable,
+    Source,
 };
 pub use streaming::{run_changes, ChangeRouting, StreamOptions};
 pub use transform::Transform;

@@ -356,6 +356,14 @@ mod tests {
             })
         }
 
+        async fn claim(&self, _job: &str, _definition: &str, _dry_run: bool) -> Result<()> {
+            Ok(())
+        }
+
+        fn reserved_schema(&self, schema: &str) -> bool {
+            schema == "_ferry"
+        }
+
         fn name_limit(&self) -> crate::NameLimit {
             crate::NameLimit::Bytes(usize::MAX)
         }

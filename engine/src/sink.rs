@@ -48,11 +48,21 @@ pub trait Sink: Send + Sync {
     /// bytes) could make two targets one table.
     fn name_limit(&self) -> NameLimit;
 
+    /// Whether `schema` is the server's own or ferry's bookkeeping (`_ferry`), which no rule
+    /// may write: a target there could forge ferry's records or break the server.
+    fn reserved_schema(&self, schema: &str) -> bool;
+
     /// Takes job `job`'s exclusive lock in the sink for `holder`, kept until the guard is
     /// dropped (or the process or its connection ends): a second runner of a job of the same
     /// name — from another directory or host — fails with [`crate::Error::Running`] naming
     /// the first as far as the sink knows it. Writes nothing.
     async fn lock(&self, job: &str, holder: &Holder) -> Result<SinkLock>;
+
+    /// Records in the sink that job `job` is `definition`, or with `dry_run` only checks
+    /// (writes nothing): records of another definition under the same name fail with
+    /// [`crate::Error::NameTaken`] — two job files share the name, and one would take the
+    /// other's parts and position. Runs before the job's first write.
+    async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> Result<()>;
 
     /// Checks every target table against `tables` (columns present with types the batches
     /// can be written as) and, per `options`, creates missing ones and empties full ones.

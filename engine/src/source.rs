@@ -128,6 +128,67 @@ impl PartRange {
     }
 }
 
+/// Checks parts as a checkpoint holds them: numbered in order, each of a table among the
+/// `tables`, and together splitting every table into ranges that cover it exactly once (one
+/// whole-table part, or key or block ranges from an open start to an open end, each
+/// beginning where the one before ends). A checkpoint that fails this was damaged or
+/// edited, and reading it would skip or repeat rows.
+pub fn check_tiling(parts: &[SnapshotPart], tables: usize) -> std::result::Result<(), String> {
+    for (position, part) in parts.iter().enumerate() {
+        if part.index as usize != position {
+            return Err(format!(
+                "part {position} of the snapshot is numbered {}",
+                part.index
+            ));
+        }
+        if part.table >= tables {
+            return Err(format!(
+                "part {} belongs to table {} of {tables}",
+                part.index, part.table
+            ));
+        }
+    }
+    for table in 0..tables {
+        let ranges: Vec<Option<PartRange>> = parts
+            .iter()
+            .filter(|p| p.table == table)
+            .map(|p| p.range)
+            .collect();
+        let gap = || {
+            Err(format!(
+                "the parts of table {table} do not cover it exactly once"
+            ))
+        };
+        match ranges.as_slice() {
+            [] => return gap(),
+            [None] => continue,
+            _ if ranges.iter().any(Option::is_none) => return gap(),
+            _ => {}
+        }
+        let blocks = matches!(ranges[0], Some(PartRange::Blocks { .. }));
+        if ranges
+            .iter()
+            .any(|r| matches!(r, Some(PartRange::Blocks { .. })) != blocks)
+        {
+            return gap();
+        }
+        let mut bounds: Vec<(Option<i128>, Option<i128>)> =
+            ranges.iter().flatten().map(PartRange::bounds).collect();
+        // Open starts first, then by start.
+        bounds.sort_by_key(|(from, _)| (from.is_some(), *from));
+        let contiguous = bounds.windows(2).all(|pair| match (pair[0].1, pair[1].0) {
+            (Some(end), Some(start)) => end == start,
+            _ => false,
+        });
+        let ends_open = bounds.first().is_some_and(|b| b.0.is_none())
+            && bounds.last().is_some_and(|b| b.1.is_none());
+        if !contiguous || !ends_open {
+            return gap();
+        }
+    }
+    Ok(())
+}
+
 /// Splits `[start, start + span)` into `parts` contiguous ranges of equal width: the first
 /// open below, the last open above. `None` for a single part (the whole table).
 pub fn split_range(
@@ -181,7 +242,10 @@ pub trait Source: Send + Sync {
 
     /// Removes the change feed `name` and everything the source keeps for it; returns what
     /// was removed, in words. Removing a feed that does not exist is not an error.
-    async fn drop_changes(&self, name: &str) -> Result<Vec<String>>;
+    ///
+    /// A feed recorded for another job definition than `definition` is not removed: the
+    /// error names it ([`crate::Error::NameTaken`]).
+    async fn drop_changes(&self, name: &str, definition: &str) -> Result<Vec<String>>;
 
     /// How many bytes of log the source keeps for the feed `name` (it cannot recycle them
     /// until they are acknowledged), `None` when there is no such feed.
@@ -212,4 +276,55 @@ pub trait Snapshot: Send + Sync {
 
     /// Releases the snapshot on the source. Reading after close fails.
     async fn close(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(index: u32, table: usize, range: Option<(Option<i128>, Option<i128>)>) -> SnapshotPart {
+        SnapshotPart {
+            index,
+            table,
+            description: String::new(),
+            range: range.map(|(from, to)| PartRange::Key { from, to }),
+        }
+    }
+
+    #[test]
+    fn parts_must_cover_each_table_exactly_once() {
+        let good = [
+            part(0, 0, Some((None, Some(10)))),
+            part(1, 0, Some((Some(10), Some(20)))),
+            part(2, 0, Some((Some(20), None))),
+            part(3, 1, None),
+        ];
+        check_tiling(&good, 2).unwrap();
+        let mut dropped = good.to_vec();
+        dropped.remove(1);
+        for part in dropped.iter_mut().enumerate() {
+            part.1.index = part.0 as u32;
+        }
+        assert!(check_tiling(&dropped, 2).unwrap_err().contains("table 0"));
+        let mut narrowed = good.to_vec();
+        narrowed[2].range = Some(PartRange::Key {
+            from: Some(20),
+            to: Some(30),
+        });
+        assert!(check_tiling(&narrowed, 2).is_err());
+        let mut overlapping = good.to_vec();
+        overlapping[1].range = Some(PartRange::Key {
+            from: Some(5),
+            to: Some(20),
+        });
+        assert!(check_tiling(&overlapping, 2).is_err());
+        assert!(check_tiling(&good[..3], 2).is_err(), "table 1 has no part");
+        assert!(
+            check_tiling(&good, 1).is_err(),
+            "a part of a table not planned"
+        );
+        let mut renumbered = good.to_vec();
+        renumbered[0].index = 7;
+        assert!(check_tiling(&renumbered, 2).is_err());
+    }
 }

@@ -29,7 +29,7 @@ use crate::error::MyError;
 pub const STATEMENT_BYTES: usize = 1 << 20;
 
 /// ferry's bookkeeping in a MySQL sink.
-const CREATE_STATE: [&str; 3] = [
+const CREATE_STATE: [&str; 5] = [
     "CREATE DATABASE IF NOT EXISTS _ferry CHARACTER SET utf8mb4",
     "CREATE TABLE IF NOT EXISTS _ferry.parts (
         job varchar(255) NOT NULL, part int NOT NULL,
@@ -39,6 +39,12 @@ const CREATE_STATE: [&str; 3] = [
     "CREATE TABLE IF NOT EXISTS _ferry.applied (
         job varchar(255) NOT NULL PRIMARY KEY, position text NOT NULL,
         applied_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
+    // Which table a part record is for: its creation time, so that a table dropped and
+    // made anew does not inherit the old one's records.
+    "ALTER TABLE _ferry.parts ADD COLUMN IF NOT EXISTS target_created varchar(32) NULL",
+    "CREATE TABLE IF NOT EXISTS _ferry.jobs (
+        job varchar(255) NOT NULL PRIMARY KEY, definition text NOT NULL,
+        claimed_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
 ];
 
 /// A prepared target: its column names as written, and the key.
@@ -144,6 +150,13 @@ impl MysqlSink {
                     &format!("creating target table {}", table.id),
                 )
                 .await?;
+                // Records of a table of this name dropped before are no part of this one.
+                conn.exec_drop(
+                    "DELETE FROM _ferry.parts WHERE target_schema = ? AND target_name = ?",
+                    (&table.id.schema, &table.id.name),
+                )
+                .await
+                .map_err(self.endpoint.error("forgetting parts of an older table"))?;
                 info!(table = %table.id, "target table created");
             }
         } else {
@@ -213,6 +226,61 @@ impl MysqlSink {
 impl Sink for MysqlSink {
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
         Ok(self.endpoint.identity().await?)
+    }
+
+    async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> ferry_engine::Result<()> {
+        let mut conn = self.endpoint.connect().await?;
+        let context = || {
+            self.endpoint
+                .error(format!("recording job {job} in the sink"))
+        };
+        let exists: Option<u8> = conn
+            .query_first(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'jobs'",
+            )
+            .await
+            .map_err(context())?;
+        if dry_run && exists.is_none() {
+            let _ = conn.disconnect().await;
+            return Ok(());
+        }
+        if !dry_run {
+            for statement in CREATE_STATE {
+                conn.query_drop(statement).await.map_err(context())?;
+            }
+            conn.exec_drop(
+                "INSERT IGNORE INTO _ferry.jobs (job, definition) VALUES (?, ?)",
+                (job, definition),
+            )
+            .await
+            .map_err(context())?;
+        }
+        let recorded: Option<String> = conn
+            .exec_first("SELECT definition FROM _ferry.jobs WHERE job = ?", (job,))
+            .await
+            .map_err(context())?;
+        let _ = conn.disconnect().await;
+        match recorded {
+            Some(theirs) if theirs != definition => Err(ferry_engine::Error::NameTaken {
+                job: job.to_string(),
+                place: format!("the records in the sink ({})", self.endpoint.display()),
+                theirs,
+                ours: definition.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn reserved_schema(&self, schema: &str) -> bool {
+        [
+            "_ferry",
+            "mysql",
+            "information_schema",
+            "performance_schema",
+            "sys",
+        ]
+        .iter()
+        .any(|reserved| reserved.eq_ignore_ascii_case(schema))
     }
 
     fn name_limit(&self) -> ferry_engine::NameLimit {
@@ -336,7 +404,11 @@ impl Sink for MysqlSink {
         let mut conn = self.endpoint.connect().await?;
         let rows: Vec<(u32, String, String)> = conn
             .exec(
-                "SELECT part, target_schema, target_name FROM _ferry.parts WHERE job = ?",
+                // A record counts only for the very table it was committed to.
+                "SELECT p.part, p.target_schema, p.target_name FROM _ferry.parts p
+                 JOIN information_schema.TABLES t
+                   ON t.TABLE_SCHEMA = p.target_schema AND t.TABLE_NAME = p.target_name
+                 WHERE p.job = ? AND CAST(t.CREATE_TIME AS CHAR) <=> p.target_created",
                 (job,),
             )
             .await
@@ -377,6 +449,12 @@ impl Sink for MysqlSink {
             conn.exec_drop("DELETE FROM _ferry.applied WHERE job = ?", (job,))
                 .await
                 .map_err(self.endpoint.error("forgetting the job in _ferry.applied"))?;
+            conn.query_drop(CREATE_STATE[4])
+                .await
+                .map_err(self.endpoint.error("creating _ferry.jobs"))?;
+            conn.exec_drop("DELETE FROM _ferry.jobs WHERE job = ?", (job,))
+                .await
+                .map_err(self.endpoint.error("forgetting the job in _ferry.jobs"))?;
         }
         let _ = conn.disconnect().await;
         Ok(())
@@ -516,8 +594,18 @@ impl SinkWriter for MysqlWriter {
         if let Some(marker) = &self.marker {
             self.conn
                 .exec_drop(
-                    "INSERT INTO _ferry.parts (job, part, target_schema, target_name) VALUES (?, ?, ?, ?)",
-                    (&marker.job, marker.part, &self.table.schema, &self.table.name),
+                    "INSERT INTO _ferry.parts (job, part, target_schema, target_name, target_created)
+                     SELECT ?, ?, ?, ?, CAST(CREATE_TIME AS CHAR) FROM information_schema.TABLES
+                     WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?
+                     ON DUPLICATE KEY UPDATE target_created = VALUES(target_created)",
+                    (
+                        &marker.job,
+                        marker.part,
+                        &self.table.schema,
+                        &self.table.name,
+                        &self.table.schema,
+                        &self.table.name,
+                    ),
                 )
                 .await
                 .map_err(self.endpoint.error("recording the committed part"))?;

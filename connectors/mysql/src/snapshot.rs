@@ -31,7 +31,9 @@ use crate::error::MyError;
 use crate::types::{source_field, MyType, ENGINE};
 
 /// Databases that hold the server's own tables, never migrated.
-const SYSTEM_DATABASES: &str = "'mysql', 'information_schema', 'performance_schema', 'sys'";
+/// Databases that are the server's or ferry's own bookkeeping, never a job's tables.
+const SYSTEM_DATABASES: &str =
+    "'mysql', 'information_schema', 'performance_schema', 'sys', '_ferry'";
 
 /// A column as the catalog lists it: name, carried type (if any), declared type, nullable.
 type CatalogColumn = (String, Option<MyType>, String, bool);
@@ -180,7 +182,11 @@ impl Source for MysqlSource {
         crate::changes::open_feed(self.endpoint.clone(), self.server_id, request).await
     }
 
-    async fn drop_changes(&self, _name: &str) -> ferry_engine::Result<Vec<String>> {
+    async fn drop_changes(
+        &self,
+        _name: &str,
+        _definition: &str,
+    ) -> ferry_engine::Result<Vec<String>> {
         // The server keeps nothing for a feed.
         Ok(Vec::new())
     }

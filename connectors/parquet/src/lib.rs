@@ -306,6 +306,35 @@ impl Sink for FileSink {
         Ok(self.identity())
     }
 
+    async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> ferry_engine::Result<()> {
+        let file = self.root.join(format!(".ferry-{job}.definition"));
+        let recorded = match fs::read_to_string(&file) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(io(&file)(e).into()),
+        };
+        match recorded {
+            Some(theirs) if theirs != definition => Err(ferry_engine::Error::NameTaken {
+                job: job.to_string(),
+                place: format!("the part files in {}", self.root.display()),
+                theirs,
+                ours: definition.to_string(),
+            }),
+            Some(_) => Ok(()),
+            None if dry_run => Ok(()),
+            None => {
+                fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+                fs::write(&file, format!("{definition}\n")).map_err(io(&file))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn reserved_schema(&self, schema: &str) -> bool {
+        // A directory name that is no directory of its own, or ferry's.
+        schema == "_ferry" || schema == "." || schema == ".." || schema.contains('/')
+    }
+
     fn name_limit(&self) -> ferry_engine::NameLimit {
         // a directory per schema and table, a column per field: file systems hold 255 bytes a name, and a table directory holds files named after it.
         ferry_engine::NameLimit::Bytes(200)
@@ -330,6 +359,20 @@ impl Sink for FileSink {
         tables: &[TableSchema],
         options: &PrepareOptions,
     ) -> ferry_engine::Result<()> {
+        for table in tables {
+            for part in [&table.id.schema, &table.id.name] {
+                if part.is_empty() || part.starts_with('.') || part.contains(['/', '\0']) {
+                    return Err(ParquetError::Target {
+                        table: table.id.to_string(),
+                        message: format!(
+                            "'{part}' cannot name a directory of its own under {} (empty, hidden, or holding a /); rename it in the rule",
+                            self.root.display()
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
         for table in tables {
             let dir = self.table_dir(&table.id);
             if dir.exists() {
@@ -383,6 +426,12 @@ impl Sink for FileSink {
         };
         let path = dir.join(&name);
         let temporary = dir.join(format!(".{name}.tmp"));
+        // A part all of whose rows a rule filtered out leaves no data file, only this mark
+        // that it is done.
+        let empty_marker = options
+            .marker
+            .as_ref()
+            .map(|_| dir.join(format!(".{name}.empty")));
         let file = File::create(&temporary).map_err(io(&temporary))?;
         let writer = match self.format {
             FileFormat::Parquet => {
@@ -412,6 +461,7 @@ impl Sink for FileSink {
             writer: Some(writer),
             temporary,
             path,
+            empty_marker,
         }))
     }
 
@@ -428,11 +478,22 @@ impl Sink for FileSink {
             if !dir.exists() {
                 continue;
             }
-            for file in data_files(&dir, self.format)? {
-                let part = file
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .and_then(|n| n.strip_prefix(&prefix))
+            for entry in fs::read_dir(&dir).map_err(io(&dir))? {
+                let entry = entry.map_err(io(&dir))?;
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else {
+                    continue;
+                };
+                // A data file, or the mark of a part that had no rows.
+                let name = match name.strip_prefix('.') {
+                    Some(hidden) => match hidden.strip_suffix(".empty") {
+                        Some(marked) => marked,
+                        None => continue,
+                    },
+                    None => name,
+                };
+                let part = name
+                    .strip_prefix(&prefix)
                     .and_then(|n| n.strip_suffix(&suffix))
                     .and_then(|n| n.parse::<u32>().ok());
                 if let Some(part) = part {
@@ -451,9 +512,13 @@ impl Sink for FileSink {
         .into())
     }
 
-    async fn forget(&self, _job: &str) -> ferry_engine::Result<()> {
-        // The part files are the data itself: they stay.
-        Ok(())
+    async fn forget(&self, job: &str) -> ferry_engine::Result<()> {
+        // The part files are the data itself: they stay; the job's claim on them goes.
+        let file = self.root.join(format!(".ferry-{job}.definition"));
+        match fs::remove_file(&file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&file)(e).into()),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -475,6 +540,8 @@ struct FileWriter {
     writer: Option<Format>,
     temporary: PathBuf,
     path: PathBuf,
+    /// Where an empty part of a job is marked done.
+    empty_marker: Option<PathBuf>,
 }
 
 impl FileWriter {
@@ -552,7 +619,13 @@ impl SinkWriter for FileWriter {
         if self.rows == 0 {
             // A part whose rows were all filtered out leaves no file behind.
             drop(file);
-            return Ok(fs::remove_file(&self.temporary).map_err(io(&self.temporary))?);
+            fs::remove_file(&self.temporary).map_err(io(&self.temporary))?;
+            if let Some(marker) = &self.empty_marker {
+                File::create(marker)
+                    .and_then(|f| f.sync_all())
+                    .map_err(io(marker))?;
+            }
+            return Ok(());
         }
         file.sync_all().map_err(io(&self.temporary))?;
         fs::rename(&self.temporary, &self.path).map_err(io(&self.path))?;
@@ -634,7 +707,11 @@ impl Source for FileSink {
         Err(no_changes(&self.root))
     }
 
-    async fn drop_changes(&self, _name: &str) -> ferry_engine::Result<Vec<String>> {
+    async fn drop_changes(
+        &self,
+        _name: &str,
+        _definition: &str,
+    ) -> ferry_engine::Result<Vec<String>> {
         Ok(Vec::new())
     }
 

@@ -42,7 +42,12 @@ CREATE TABLE IF NOT EXISTS _ferry.parts (
     target_schema text NOT NULL,
     target_name text NOT NULL,
     committed_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (job, part, target_schema, target_name))";
+    PRIMARY KEY (job, part, target_schema, target_name));
+ALTER TABLE _ferry.parts ADD COLUMN IF NOT EXISTS target_oid oid;
+CREATE TABLE IF NOT EXISTS _ferry.jobs (
+    job text PRIMARY KEY,
+    definition text NOT NULL,
+    claimed_at timestamptz NOT NULL DEFAULT now())";
 
 /// A prepared target table: its columns as written and its primary key.
 #[derive(Clone, Debug)]

@@ -46,6 +46,8 @@ pub(crate) async fn check(
     request: &ChangeRequest,
 ) -> ferry_engine::Result<()> {
     let client = endpoint.connect().await?;
+    // A feed of this name that serves another job definition is not this job's to take.
+    claim_publication(&client, endpoint, &request.name, &request.definition, false).await?;
     let mut problems = Vec::new();
     let wal_level: String = client
         .query_one("SELECT current_setting('wal_level')", &[])
@@ -166,14 +168,8 @@ pub(crate) async fn open_feed(
             types,
         });
     }
-    let publication_exists = !client
-        .query(
-            "SELECT 1 FROM pg_publication WHERE pubname = $1",
-            &[&request.name],
-        )
-        .await
-        .map_err(endpoint.query_error("looking for the publication"))?
-        .is_empty();
+    let publication_exists =
+        claim_publication(&client, &endpoint, &request.name, &request.definition, true).await?;
     let slot = client
         .query_opt(
             "SELECT plugin::text, database::text, confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
@@ -195,6 +191,7 @@ pub(crate) async fn open_feed(
             ))
             .await
             .map_err(endpoint.query_error(format!("creating publication {}", request.name)))?;
+        claim_publication(&client, &endpoint, &request.name, &request.definition, true).await?;
         info!(publication = %request.name, tables = list.len(), "publication created");
     }
     let config = endpoint.replication(&request.name)?;
@@ -457,12 +454,67 @@ impl ChangeStream for PgStream {
     }
 }
 
+/// The comment on a publication that records which job definition it serves.
+const DEFINITION_PREFIX: &str = "ferry job definition ";
+
+/// Whether publication `name` exists; when it does, checks that it records `definition`
+/// (with `record`, writes it there when it records none, as publications made by an older
+/// ferry). A publication of another definition is refused: two job files share the name.
+async fn claim_publication(
+    client: &tokio_postgres::Client,
+    endpoint: &PgEndpoint,
+    name: &str,
+    definition: &str,
+    record: bool,
+) -> ferry_engine::Result<bool> {
+    let row = client
+        .query_opt(
+            "SELECT obj_description(oid, 'pg_publication') FROM pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(endpoint.query_error("looking for the publication"))?;
+    let Some(row) = row else {
+        return Ok(false);
+    };
+    let comment: Option<String> = row.get(0);
+    match comment
+        .as_deref()
+        .and_then(|c| c.strip_prefix(DEFINITION_PREFIX))
+    {
+        Some(recorded) if recorded == definition => Ok(true),
+        Some(recorded) => Err(ferry_engine::Error::NameTaken {
+            job: name.strip_prefix("ferry_").unwrap_or(name).to_string(),
+            place: format!("the replication slot and publication {name} at the source"),
+            theirs: recorded.to_string(),
+            ours: definition.to_string(),
+        }),
+        None if record => {
+            client
+                .batch_execute(&format!(
+                    "COMMENT ON PUBLICATION {} IS {}",
+                    quote_ident(name),
+                    crate::config::quote_literal(&format!("{DEFINITION_PREFIX}{definition}"))
+                ))
+                .await
+                .map_err(
+                    endpoint.query_error(format!("recording the job on publication {name}")),
+                )?;
+            Ok(true)
+        }
+        None => Ok(true),
+    }
+}
+
 /// Drops the slot and publication `name`; returns what was removed.
 pub(crate) async fn drop_feed(
     endpoint: &PgEndpoint,
     name: &str,
+    definition: &str,
 ) -> ferry_engine::Result<Vec<String>> {
     let client = endpoint.connect().await?;
+    // Another job's feed of the same name stays.
+    claim_publication(&client, endpoint, name, definition, false).await?;
     let mut removed = Vec::new();
     let slot = client
         .query_opt(

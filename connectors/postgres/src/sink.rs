@@ -188,6 +188,54 @@ impl Sink for PostgresSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> ferry_engine::Result<()> {
+        let client = self.endpoint.connect().await?;
+        let context = || {
+            self.endpoint
+                .query_error(format!("recording job {job} in the sink"))
+        };
+        if dry_run {
+            let exists: bool = client
+                .query_one("SELECT to_regclass('_ferry.jobs') IS NOT NULL", &[])
+                .await
+                .map_err(context())?
+                .get(0);
+            if !exists {
+                return Ok(());
+            }
+        } else {
+            client
+                .batch_execute(CREATE_STATE)
+                .await
+                .map_err(context())?;
+            client
+                .execute(
+                    "INSERT INTO _ferry.jobs (job, definition) VALUES ($1, $2) ON CONFLICT (job) DO NOTHING",
+                    &[&job, &definition],
+                )
+                .await
+                .map_err(context())?;
+        }
+        let recorded = client
+            .query_opt("SELECT definition FROM _ferry.jobs WHERE job = $1", &[&job])
+            .await
+            .map_err(context())?;
+        match recorded.map(|row| row.get::<_, String>(0)) {
+            Some(theirs) if theirs != definition => Err(ferry_engine::Error::NameTaken {
+                job: job.to_string(),
+                place: format!("the records in the sink ({})", self.endpoint.display()),
+                theirs,
+                ours: definition.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn reserved_schema(&self, schema: &str) -> bool {
+        // PostgreSQL reserves every schema name beginning with pg_.
+        schema == "_ferry" || schema == "information_schema" || schema.starts_with("pg_")
+    }
+
     fn name_limit(&self) -> ferry_engine::NameLimit {
         // NAMEDATALEN - 1: PostgreSQL cuts longer names (with a notice).
         ferry_engine::NameLimit::Bytes(63)
@@ -332,7 +380,10 @@ impl Sink for PostgresSink {
         }
         let rows = client
             .query(
-                "SELECT part, target_schema, target_name FROM _ferry.parts WHERE job = $1",
+                // A record counts only for the very table it was committed to: one dropped
+                // and made anew (another oid) holds none of its rows.
+                "SELECT part, target_schema, target_name FROM _ferry.parts
+                 WHERE job = $1 AND target_oid = to_regclass(format('%I.%I', target_schema, target_name))::oid",
                 &[&job],
             )
             .await
@@ -373,6 +424,13 @@ impl Sink for PostgresSink {
                 .execute("DELETE FROM _ferry.applied WHERE job = $1", &[&job])
                 .await
                 .map_err(self.endpoint.query_error("forgetting the job's position"))?;
+            client
+                .execute(
+                    "DELETE FROM _ferry.jobs WHERE job = $1 AND to_regclass('_ferry.jobs') IS NOT NULL",
+                    &[&job],
+                )
+                .await
+                .map_err(self.endpoint.query_error("forgetting the job"))?;
         }
         Ok(())
     }
@@ -473,13 +531,16 @@ impl SinkWriter for PostgresWriter {
         if let Some(marker) = &self.marker {
             self.client
                 .execute(
-                    "INSERT INTO _ferry.parts (job, part, target_schema, target_name)
-                     VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                    "INSERT INTO _ferry.parts (job, part, target_schema, target_name, target_oid)
+                     VALUES ($1, $2, $3, $4, to_regclass($5)::oid)
+                     ON CONFLICT (job, part, target_schema, target_name)
+                     DO UPDATE SET target_oid = EXCLUDED.target_oid, committed_at = now()",
                     &[
                         &marker.job,
                         &(marker.part as i32),
                         &self.table.schema,
                         &self.table.name,
+                        &quote_table(&self.table),
                     ],
                 )
                 .await

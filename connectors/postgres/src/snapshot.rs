@@ -93,8 +93,12 @@ impl Source for PostgresSource {
         crate::changes::open_feed(self.clone(), request).await
     }
 
-    async fn drop_changes(&self, name: &str) -> ferry_engine::Result<Vec<String>> {
-        crate::changes::drop_feed(&self.endpoint, name).await
+    async fn drop_changes(
+        &self,
+        name: &str,
+        definition: &str,
+    ) -> ferry_engine::Result<Vec<String>> {
+        crate::changes::drop_feed(&self.endpoint, name, definition).await
     }
 
     async fn retained_log(&self, name: &str) -> ferry_engine::Result<Option<u64>> {
