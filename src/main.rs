@@ -13,7 +13,7 @@ use ferry::run::{limits_file, progress_for, stop_file, watch_stop_file};
 use ferry_engine::{CheckpointStore, Error, ErrorClass, Holder, JobLock, StreamProgress};
 use ferry_sql::{JobFile, MigrationType};
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 /// ferry moves databases: schema, full and incremental migration with SQL rules.
 #[derive(Parser)]
@@ -449,8 +449,11 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            error!(class = %e.class(), "{e}");
-            eprintln!("ferry: {e}");
+            // Once: a refusal is the user's to read, not a log line and then the same again.
+            match e.class() {
+                ErrorClass::User => eprintln!("ferry: {e}"),
+                class => eprintln!("ferry: {e} ({class})"),
+            }
             exit_code(&e)
         }
     }

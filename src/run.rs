@@ -337,7 +337,7 @@ pub async fn run(
         if failures > RECONNECT_TRIES {
             warn!(
                 tries = RECONNECT_TRIES,
-                "giving up: the connection keeps failing; `ferry run` resumes from the checkpoint"
+                "giving up: the failure persists; `ferry run` resumes from the checkpoint"
             );
             return Err(error);
         }
@@ -349,7 +349,7 @@ pub async fn run(
             try_number = failures,
             of = RECONNECT_TRIES,
             delay_seconds = delay.as_secs_f64(),
-            "connection lost; reconnecting after a pause"
+            "a server, the network or the disk failed; trying again after a pause"
         );
         tokio::select! {
             _ = stop.cancelled() => return Err(Error::Stopped),

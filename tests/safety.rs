@@ -761,3 +761,132 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
         "a part list cut short",
     );
 }
+
+#[test]
+fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() {
+    let server = pg_servers();
+    server
+        .psql(
+            "source",
+            "CREATE TABLE shop.spans (id int PRIMARY KEY, d interval);
+             INSERT INTO shop.spans VALUES (1, '2 days'), (2, '1 month 3 days');
+             CREATE TABLE shop.wide (id int PRIMARY KEY, body text);
+             INSERT INTO shop.wide SELECT g, md5(g::text) || md5((g * 7)::text) FROM generate_series(1, 20000) g;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "x").unwrap();
+    let cases = [
+        // A value the server refuses on a filter pushed down to it (division by zero).
+        (
+            server.url("sink"),
+            "INSERT INTO copy.orders SELECT * FROM shop.orders WHERE 100 / (id - 7) > 0",
+            "division by zero",
+        ),
+        // A value ferry cannot carry: the fix is in the rule, not in waiting.
+        (
+            server.url("sink"),
+            "SELECT * FROM shop.spans",
+            "leave this column out of the rule's SELECT list",
+        ),
+        // A file sink under a path that is a file.
+        (
+            format!("parquet://{}", file.join("lake").display()),
+            "SELECT * FROM shop.orders",
+            "not-a-directory",
+        ),
+    ];
+    for (sink, rule, expected) in cases {
+        let text = job_text(
+            &server.url("source"),
+            &sink,
+            "",
+            "[\"schema\", \"full\"]",
+            &[rule],
+        );
+        let job = write(dir.path(), "permanent.toml", &text);
+        let output = ferry("run", &job);
+        assert_refused(&output, expected, rule);
+        assert!(
+            !String::from_utf8_lossy(&output.stderr).contains("trying again"),
+            "{rule} was retried: {}",
+            describe(&output)
+        );
+        let _ = ferry("drop", &job);
+    }
+
+    // A full disk passes: ferry tries again, and no temporary file stays behind.
+    let lake = tempfile::tempdir().unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(lake.path())
+        .status()
+        .expect("run mount");
+    assert!(
+        mounted.success(),
+        "mounting a small tmpfs needs root (CI runs as root)"
+    );
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(lake.path().to_path_buf());
+    let filler = lake.path().join("filler");
+    std::fs::write(&filler, vec![0u8; 1_900_000]).unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &format!("parquet://{}", lake.path().join("out").display()),
+        "",
+        "[\"schema\", \"full\"]",
+        &["SELECT * FROM shop.wide"],
+    );
+    let job = write(dir.path(), "full_disk.toml", &text);
+    let log = dir.path().join("full_disk.log");
+    let mut child = std::process::Command::new(FERRY)
+        .arg("run")
+        .arg(&job)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    cli::wait_for(
+        "a retry after the disk filled",
+        std::time::Duration::from_secs(60),
+        || std::fs::read_to_string(&log).is_ok_and(|l| l.contains("trying again after a pause")),
+    );
+    let leftovers = |root: &Path| -> Vec<String> {
+        let mut found = Vec::new();
+        let mut dirs = vec![root.to_path_buf()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.to_string_lossy().ends_with(".tmp") {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+        found
+    };
+    assert!(
+        std::fs::read_to_string(&log)
+            .unwrap()
+            .contains("No space left on device"),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+    assert_eq!(leftovers(lake.path()), Vec::<String>::new());
+    let output = ferry("verify", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+}

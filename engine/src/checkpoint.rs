@@ -22,7 +22,9 @@ use crate::schema::TableId;
 use crate::source::SnapshotPart;
 
 /// Version of the file format; a file of another version is refused, not guessed at.
-pub const STATE_VERSION: u32 = 1;
+/// Version 2 keeps snapshot parts as typed bounds (version 1 kept SQL text) and the job's
+/// definition.
+pub const STATE_VERSION: u32 = 2;
 
 /// Everything a job has durably done.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,17 +128,26 @@ impl CheckpointStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(self.error(format!("cannot read it: {e}"))),
         };
-        let state: JobState = serde_json::from_str(&text).map_err(|e| {
+        let not_ours = |e: serde_json::Error| {
             self.error(format!(
                 "is not a ferry checkpoint ({e}); move it away to start the job over"
             ))
-        })?;
-        if state.version != STATE_VERSION {
+        };
+        // The version first: a file of another format is named as such, not as damaged.
+        #[derive(Deserialize)]
+        struct Version {
+            version: Option<u64>,
+        }
+        let version = serde_json::from_str::<Version>(&text)
+            .map_err(not_ours)?
+            .version;
+        if version != Some(u64::from(STATE_VERSION)) {
             return Err(self.error(format!(
-                "has format version {}, this ferry reads version {STATE_VERSION}",
-                state.version
+                "has format version {}, this ferry reads version {STATE_VERSION}; finish the job with the ferry that wrote it, or `ferry drop` it and run it again",
+                version.map_or_else(|| "none".to_string(), |v| v.to_string())
             )));
         }
+        let state: JobState = serde_json::from_str(&text).map_err(not_ours)?;
         Ok(Some(state))
     }
 

@@ -192,6 +192,14 @@ impl PartContext {
             writers.push(self.sink.writer(&route.target, &options).await?);
         }
 
+        // What this part counts, taken back unless it commits (a failed try is read again).
+        let mut counted = PartCounts {
+            table: table_progress,
+            rows_read: 0,
+            bytes_read: 0,
+            rows_written: 0,
+            committed: false,
+        };
         let (sender, mut receiver) = mpsc::channel(self.queue_depth);
         let snapshot = Arc::clone(&self.snapshot);
         let reader_part = part.clone();
@@ -212,10 +220,13 @@ impl PartContext {
                 _ = self.limit.take(batch.num_rows() as u64) => {}
             }
             table_progress.add_read(batch.num_rows() as u64, batch.source_bytes);
+            counted.rows_read += batch.num_rows() as u64;
+            counted.bytes_read += batch.source_bytes;
             for (route, writer) in routes.iter().zip(writers.iter_mut()) {
                 if let Some(out) = route.transform.apply(&batch)? {
                     writer.write(&out).await?;
                     table_progress.add_written(out.num_rows() as u64);
+                    counted.rows_written += out.num_rows() as u64;
                 }
             }
         }
@@ -230,9 +241,28 @@ impl PartContext {
                 on_committed(part.index, &route.target.id)?;
             }
         }
+        counted.committed = true;
         table_progress.part_done();
         info!(table = %table_progress.table, part = part.index, rows, "part committed");
         Ok(())
+    }
+}
+
+/// The counts of one part in flight; dropped uncommitted, it takes them back.
+struct PartCounts<'a> {
+    table: &'a crate::progress::TableProgress,
+    rows_read: u64,
+    bytes_read: u64,
+    rows_written: u64,
+    committed: bool,
+}
+
+impl Drop for PartCounts<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.table
+                .undo(self.rows_read, self.bytes_read, self.rows_written);
+        }
     }
 }
 

@@ -95,6 +95,14 @@ impl TableProgress {
         self.rows_written.fetch_add(rows, Ordering::Relaxed);
     }
 
+    /// Takes back what a part that did not commit had counted: it is read again, and a
+    /// summary counts each row once.
+    pub(crate) fn undo(&self, rows_read: u64, bytes_read: u64, rows_written: u64) {
+        self.rows_read.fetch_sub(rows_read, Ordering::Relaxed);
+        self.bytes_read.fetch_sub(bytes_read, Ordering::Relaxed);
+        self.rows_written.fetch_sub(rows_written, Ordering::Relaxed);
+    }
+
     /// Forgets the parts counted by an earlier attempt of the same run.
     pub(crate) fn reset_parts(&self) {
         self.parts_total.store(0, Ordering::Relaxed);

@@ -192,6 +192,24 @@ fn default_chunk_rows() -> u64 {
     DEFAULT_CHUNK_ROWS
 }
 
+/// The numbers a job file's numeric key takes, for a value serde refused (negative, too
+/// large, not a whole number) at `span` of `text`: `None` for other keys and errors.
+fn valid_range(text: &str, span: std::ops::Range<usize>) -> Option<String> {
+    let start = text.get(..span.start)?.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(start..)?.lines().next()?;
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    let range = match key {
+        "batch_size" => format!("1 to {MAX_BATCH_SIZE} rows"),
+        "parallelism" => format!("1 to {MAX_PARALLELISM}"),
+        "chunk_rows" => format!("1 to {} rows", u64::MAX),
+        "max_rows_per_second" => format!("0 (no limit) to {}", u64::MAX),
+        "bandwidth_limit_mb" => "0 (no limit) to 10240 MB/s".to_string(),
+        "server_id" => format!("1 to {}", u32::MAX),
+        _ => return None,
+    };
+    Some(format!("{key} takes a whole number from {range}"))
+}
+
 /// One `[[rules]]` entry.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -203,8 +221,12 @@ pub struct RuleConfig {
 impl JobFile {
     /// Parses and validates a job file's text.
     pub fn parse(text: &str) -> Result<JobFile, SqlError> {
-        let job: JobFile = toml::from_str(text).map_err(|error| SqlError::JobFile {
-            message: error.to_string().trim_end().to_string(),
+        let job: JobFile = toml::from_str(text).map_err(|error| {
+            let mut message = error.to_string().trim_end().to_string();
+            if let Some(range) = error.span().and_then(|span| valid_range(text, span)) {
+                message.push_str(&format!("\n{range}"));
+            }
+            SqlError::JobFile { message }
         })?;
         job.validate()?;
         Ok(job)
@@ -376,6 +398,39 @@ sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.order
         let text = MINIMAL.replace("parallelism = 4", "parallelism = 1000");
         let error = JobFile::parse(&text).unwrap_err().to_string();
         assert!(error.starts_with("migration.parallelism"), "{error}");
+    }
+
+    #[test]
+    fn numbers_serde_refuses_name_the_valid_range() {
+        for (from, to, expected) in [
+            (
+                "batch_size = 8192",
+                "batch_size = -1",
+                "batch_size takes a whole number from 1 to 1048576",
+            ),
+            (
+                "parallelism = 4",
+                "parallelism = 1e3",
+                "parallelism takes a whole number from 1 to 64",
+            ),
+            (
+                "parallelism = 4",
+                "max_rows_per_second = -5",
+                "max_rows_per_second takes a whole number from 0 (no limit)",
+            ),
+        ] {
+            let error = JobFile::parse(&MINIMAL.replace(from, to))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(expected), "{to}: {error}");
+        }
+        let error = JobFile::parse(&MINIMAL.replace("[sink]", "server_id = 99999999999\n[sink]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("server_id takes a whole number from 1 to 4294967295"),
+            "{error}"
+        );
     }
 
     #[test]

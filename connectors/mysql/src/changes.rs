@@ -203,6 +203,8 @@ pub(crate) async fn check(
             }
         }
     }
+    // Closed, not dropped: the server logs a dropped connection as aborted.
+    let _ = conn.disconnect().await;
     if problems.is_empty() {
         Ok(())
     } else {
@@ -221,6 +223,7 @@ pub(crate) async fn check(
 pub(crate) async fn retained_log(endpoint: &MyEndpoint) -> ferry_engine::Result<Option<u64>> {
     let mut conn = endpoint.connect().await?;
     let logs = binary_logs(&mut conn, endpoint).await?;
+    let _ = conn.disconnect().await;
     Ok((!logs.is_empty()).then(|| logs.iter().map(|(_, size)| size).sum()))
 }
 

@@ -88,6 +88,16 @@ const USER_ERROR_CODES: [u16; 17] = [
     1452,
 ];
 
+/// SQLSTATE classes that retrying never fixes: data (22: out of range, division by zero, bad
+/// value), integrity (23), authorization (28), syntax and access (42), no such database
+/// (3D), a feature the server lacks (0A), WITH CHECK OPTION (44).
+fn user_sqlstate(state: &str) -> bool {
+    matches!(
+        state.get(..2),
+        Some("22" | "23" | "28" | "42" | "3D" | "0A" | "44")
+    )
+}
+
 impl ClassifiedError for MyError {
     fn class(&self) -> ErrorClass {
         match self {
@@ -101,7 +111,9 @@ impl ClassifiedError for MyError {
             MyError::Query { source, .. } => match source {
                 // Refused for a reason the user fixes: access denied, unknown database, table
                 // or column, syntax, missing privilege.
-                mysql_async::Error::Server(error) if USER_ERROR_CODES.contains(&error.code) => {
+                mysql_async::Error::Server(error)
+                    if USER_ERROR_CODES.contains(&error.code) || user_sqlstate(&error.state) =>
+                {
                     ErrorClass::User
                 }
                 mysql_async::Error::Url(_) => ErrorClass::User,

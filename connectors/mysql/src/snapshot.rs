@@ -674,8 +674,9 @@ async fn plan_parts(
         let mut from = min;
         while from <= max {
             let to = from + step;
+            // Open at both ends, as every source's parts: together they cover any key.
             let range = PartRange::Key {
-                from: Some(from),
+                from: (from > min).then_some(from),
                 to: (to <= max).then_some(to),
             };
             parts.push(SnapshotPart {

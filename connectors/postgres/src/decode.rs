@@ -352,7 +352,7 @@ impl ColumnDecoder {
                 let months = i32::from_be_bytes(parts[12..].try_into().unwrap_or_default());
                 if months != 0 {
                     return Err(format!(
-                        "an interval of {months} months has no fixed length; convert it in the rule (extract(epoch from …))"
+                        "an interval of {months} months has no fixed length, and ferry carries intervals as exact durations; leave this column out of the rule's SELECT list"
                     ));
                 }
                 b.append_value(

@@ -126,20 +126,45 @@ impl ClassifiedError for PgError {
             | PgError::UnsupportedColumn { .. }
             | PgError::Encode { .. } => ErrorClass::User,
             PgError::Connect { source, .. } | PgError::Query { source, .. } => {
-                // SQLSTATE classes 22 (data), 23 (constraint), 28 (authorization), 3D (no such
-                // database), 42 (syntax / undefined object / privilege) need the user to act.
-                match source
-                    .as_db_error()
-                    .map(|db| db.code().code().get(..2).unwrap_or(""))
-                {
-                    Some("22" | "23" | "28" | "3D" | "42") => ErrorClass::User,
-                    _ => ErrorClass::External,
+                match source.as_db_error() {
+                    Some(db) => sqlstate_class(db.code().code()),
+                    // The client's own refusals: a password the server asks for and the URL
+                    // lacks, a URL it cannot use.
+                    None if source.to_string().contains("password missing")
+                        || source.to_string().starts_with("invalid configuration") =>
+                    {
+                        ErrorClass::User
+                    }
+                    None => ErrorClass::External,
                 }
             }
-            PgError::Decode { .. } | PgError::ReplicationConnection { .. } => ErrorClass::External,
+            // A value that cannot be carried fails again on every try.
+            PgError::Decode { .. } => ErrorClass::User,
+            // The replication protocol's errors come as text: a slot another process reads
+            // stays busy however often ferry retries.
+            PgError::ReplicationConnection { message, .. }
+                if message.contains("is active for PID") =>
+            {
+                ErrorClass::User
+            }
+            PgError::ReplicationConnection { .. } => ErrorClass::External,
             PgError::Precheck { .. } => ErrorClass::User,
             PgError::Replication { .. } => ErrorClass::Internal,
         }
+    }
+}
+
+/// Who acts on a server error, by its SQLSTATE: data (22), constraints (23), authorization
+/// (28, 42501), no such database or schema (3D, 3F), syntax and undefined objects (42), a
+/// feature the server lacks (0A), a statement past the server's limits (54) and an object in
+/// use by another process (55006, a replication slot someone else reads) stay as they are
+/// however often ferry retries: the user's, exit 2 at once. The rest (a connection lost, the
+/// server shutting down or out of resources, a serialization failure) may pass: retried.
+pub(crate) fn sqlstate_class(code: &str) -> ErrorClass {
+    match code.get(..2) {
+        Some("22" | "23" | "28" | "3D" | "3F" | "42" | "0A" | "54") => ErrorClass::User,
+        _ if code == "55006" => ErrorClass::User,
+        _ => ErrorClass::External,
     }
 }
 

@@ -249,7 +249,7 @@ impl RedisWriter {
                 Ok(Some((consumed, error))) => {
                     if let (Some(message), None) = (error, &first_error) {
                         first_error = Some(format!(
-                            "the target refused {}: {message}",
+                            "the server refused {}: {message}",
                             Self::command_name(&self.sent, self.in_flight[answered])
                         ));
                     }

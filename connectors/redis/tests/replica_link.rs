@@ -270,7 +270,7 @@ async fn a_refused_command_fails_its_batch_and_is_named() {
     writer.command(&[b"SET", b"after", b"1"]);
     let error = writer.flush().await.unwrap_err().to_string();
     assert!(
-        error.contains("the target refused INCR") && error.contains("not an integer"),
+        error.contains("the server refused INCR") && error.contains("not an integer"),
         "{error}"
     );
     // The batch is answered whole; the connection goes on.
