@@ -46,6 +46,12 @@ fn assert_refused(output: &Output, expected: &str, what: &str) {
         stderr.contains(expected),
         "{what}: expected «{expected}» in:\n{stderr}"
     );
+    // Said once: not as a log line and then again.
+    assert_eq!(
+        stderr.matches(expected).count(),
+        1,
+        "{what}: the refusal is printed more than once:\n{stderr}"
+    );
 }
 
 const PG_SHOP: &str = "CREATE SCHEMA shop;
@@ -390,7 +396,7 @@ fn rules_too_deep_names_too_long_and_volatile_functions_are_refused_before_any_w
         ),
         (
             "SELECT id, no_such_function(name) AS x FROM shop.orders".to_string(),
-            "no_such_function".to_string(),
+            "Invalid function 'no_such_function'".to_string(),
         ),
         (
             format!("INSERT INTO copy.{long} SELECT * FROM shop.orders"),
@@ -848,7 +854,7 @@ fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() 
     let mut child = std::process::Command::new(FERRY)
         .arg("run")
         .arg(&job)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.path().join("full_disk.out")).unwrap())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
@@ -887,6 +893,121 @@ fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() 
         std::fs::read_to_string(&log).unwrap()
     );
     assert_eq!(leftovers(lake.path()), Vec::<String>::new());
+    // The summary counts each row once, though the parts that failed were read again.
+    let summary = std::fs::read_to_string(dir.path().join("full_disk.out")).unwrap();
+    let line = summary
+        .lines()
+        .find(|l| l.starts_with("shop.wide"))
+        .unwrap_or_default();
+    let figures: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        figures.get(1..3),
+        Some(&["20000", "20000"][..]),
+        "{summary}"
+    );
     let output = ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
+}
+
+#[test]
+fn a_dot_in_a_source_name_never_moves_its_target_to_another_schema() {
+    let server = pg_servers();
+    server
+        .psql(
+            "source",
+            r#"CREATE TABLE shop."eu.orders" (id int PRIMARY KEY, name text);
+               INSERT INTO shop."eu.orders" VALUES (1, 'a'), (2, 'b');"#,
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &[r"INSERT INTO '${1}_old' SELECT * FROM 'shop\.(eu\..*)'"],
+    );
+    let job = write(dir.path(), "dotted.toml", &text);
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let landed = server
+        .psql(
+            "sink",
+            "SELECT table_schema || '|' || table_name FROM information_schema.tables WHERE table_schema NOT IN ('pg_catalog', 'information_schema', '_ferry')",
+        )
+        .unwrap();
+    assert_eq!(landed.trim(), "shop|eu.orders_old");
+    assert_eq!(
+        server
+            .psql(
+                "sink",
+                r#"SELECT string_agg(id || name, ',' ORDER BY id) FROM shop."eu.orders_old""#
+            )
+            .unwrap()
+            .trim(),
+        "1a,2b"
+    );
+}
+
+#[test]
+fn connection_refusals_carry_the_servers_reason_and_are_the_users() {
+    let server = pg_servers();
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.port();
+    for (source, expected) in [
+        (
+            format!("postgres://{SUPERUSER}@127.0.0.1:{port}/nosuch"),
+            "database \"nosuch\" does not exist (3D000)",
+        ),
+        (
+            format!("postgres://nobody@127.0.0.1:{port}/source"),
+            "role \"nobody\" does not exist (28000)",
+        ),
+    ] {
+        let text = job_text(
+            &source,
+            &server.url("sink"),
+            "",
+            "[\"schema\", \"full\"]",
+            &["SELECT * FROM shop.orders"],
+        );
+        let job = write(dir.path(), "connect.toml", &text);
+        assert_refused(&ferry("check", &job), expected, &source);
+    }
+    // A password the server asks for and the URL lacks.
+    server
+        .psql(
+            "source",
+            "CREATE ROLE guarded LOGIN PASSWORD 'sekret'; GRANT SELECT ON ALL TABLES IN SCHEMA shop TO guarded;",
+        )
+        .unwrap();
+    let hba = server.dir().join("data").join("pg_hba.conf");
+    assert!(
+        hba.exists(),
+        "{} is where the harness keeps pg_hba.conf",
+        hba.display()
+    );
+    let rules = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all guarded 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .unwrap();
+    server.psql("source", "SELECT pg_reload_conf()").unwrap();
+    let text = job_text(
+        &format!("postgres://guarded@127.0.0.1:{port}/source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &["SELECT * FROM shop.orders"],
+    );
+    let job = write(dir.path(), "password.toml", &text);
+    let output = ferry("check", &job);
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("password missing; the server asks for a password"),
+        "{}",
+        describe(&output)
+    );
 }

@@ -114,7 +114,24 @@ fn describe(error: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => error.to_string(),
+        // The driver's words and their causes ("invalid configuration: password missing").
+        None => {
+            let mut text = error.to_string();
+            let mut cause = std::error::Error::source(error);
+            while let Some(inner) = cause {
+                let said = inner.to_string();
+                if !text.contains(&said) {
+                    text.push_str(&format!(": {said}"));
+                }
+                cause = inner.source();
+            }
+            if text.contains("password missing") {
+                text.push_str(
+                    "; the server asks for a password: put it in the URL (postgres://user:password@host/db)",
+                );
+            }
+            text
+        }
     }
 }
 
