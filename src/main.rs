@@ -67,6 +67,10 @@ enum Command {
     Drop {
         /// The job file (TOML).
         job: PathBuf,
+        /// Remove the records under the job's name even when they name another definition
+        /// (another job file of the same name, or this one before an edit).
+        #[arg(long)]
+        force: bool,
     },
     /// Start two local PostgreSQL servers, load a sample shop, migrate it with filters and
     /// renames, print the summary, stop the servers.
@@ -363,7 +367,7 @@ fn limit(
 }
 
 /// Removes the job's feed, sink records and checkpoint.
-async fn drop_job(path: &Path) -> Result<(), Error> {
+async fn drop_job(path: &Path, force: bool) -> Result<(), Error> {
     let (job, name) = read_job(path)?;
     // Never under a running job: it would write again the records dropped here.
     let _lock = lock_job(path, &name)?;
@@ -372,27 +376,49 @@ async fn drop_job(path: &Path) -> Result<(), Error> {
     }
     let plan = ferry::plan(job, name).await?;
     let _sink_lock = plan.sink.lock(&plan.name, &Holder::this_process()).await?;
-    // Only this job's records go: another job of the same name keeps its own.
-    let definition = plan.definition();
-    plan.sink.claim(&plan.name, &definition, true).await?;
-    if let Some(state) = CheckpointStore::beside(path, &plan.name).load()? {
-        if let Some(theirs) = state.definition.filter(|d| *d != definition) {
-            return Err(Error::NameTaken {
-                job: plan.name.clone(),
-                place: "the checkpoint beside this job file".into(),
-                theirs,
-                ours: definition,
-            });
+    // Only this job's records go: another job of the same name keeps its own. This job is
+    // its file as it is now, or as it was when it wrote the checkpoint beside it (edited
+    // since); a checkpoint ferry cannot read (of an older format) is removed all the same.
+    let store = CheckpointStore::beside(path, &plan.name);
+    let (had_checkpoint, recorded) = match store.load() {
+        // The checkpoint's definition is this file's only if this file wrote it: another job
+        // file of the same name in this directory shares the checkpoint's name.
+        Ok(state) => (
+            state.is_some(),
+            state
+                .filter(|s| s.job_file.is_some() && s.job_file == store.job_file())
+                .and_then(|s| s.definition),
+        ),
+        Err(error) => {
+            warn!("{error}; it is removed with the job");
+            (true, None)
+        }
+    };
+    let current = plan.definition();
+    let mut definition = None;
+    if !force {
+        for candidate in [Some(current.clone()), recorded].into_iter().flatten() {
+            match plan.sink.claim(&plan.name, &candidate, true).await {
+                Ok(()) => {
+                    definition = Some(candidate);
+                    break;
+                }
+                Err(Error::NameTaken { .. }) => continue,
+                Err(other) => return Err(other),
+            }
+        }
+        if definition.is_none() {
+            // Neither is what the sink records: say so with this file's definition.
+            plan.sink.claim(&plan.name, &current, true).await?;
         }
     }
     let mut removed = plan
         .source
-        .drop_changes(&plan.feed_name(), &definition)
+        .drop_changes(&plan.feed_name(), definition.as_deref())
         .await?;
     plan.sink.forget(&plan.name).await?;
     removed.push(format!("ferry's records of job {} in the sink", plan.name));
-    let store = CheckpointStore::beside(path, &plan.name);
-    if store.load()?.is_some() {
+    if had_checkpoint {
         store.remove()?;
         removed.push(format!("checkpoint {}", store.path().display()));
     }
@@ -429,7 +455,7 @@ fn main() -> ExitCode {
                 rows_per_second,
             } => limit(&job, bandwidth_mb, rows_per_second).map(|()| true),
             Command::Verify { job } => verify(&job).await,
-            Command::Drop { job } => drop_job(&job).await.map(|()| true),
+            Command::Drop { job, force } => drop_job(&job, force).await.map(|()| true),
             Command::Demo { rows } => {
                 ferry::demo::run(
                     rows,

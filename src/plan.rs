@@ -169,31 +169,21 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// What the job is, beside its name, as a short digest: the source and sink (as their
-    /// URLs name them, without credentials), the migration types and every route from a
-    /// source table to a target table. Recorded beside the job's checkpoint, feed and sink
-    /// records: a job file that takes another's name is refused, never handed its slot,
-    /// parts or position.
+    /// What the job is, beside its name, as a short digest of its job file: the source and
+    /// sink (as their URLs name them, without credentials), the migration types and the
+    /// rules' text. Only the file goes in, never the source's catalog (a new table matching
+    /// a pattern does not make the job another). Recorded beside the job's checkpoint, feed
+    /// and sink records: a job file that takes another's name is refused, never handed its
+    /// slot, parts or position.
     pub fn definition(&self) -> String {
         let mut types = self.job.migration.types.clone();
         types.sort();
-        let mut routes: Vec<String> = self
-            .request
-            .tables
-            .iter()
-            .zip(&self.flows)
-            .flat_map(|(table, flow)| {
-                flow.routes
-                    .iter()
-                    .map(move |route| format!("{}>{}", table.table.id, route.target.id))
-            })
-            .collect();
-        routes.sort();
+        let rules: Vec<&str> = self.job.rules.iter().map(|r| r.sql.trim()).collect();
         let text = format!(
-            "source={}\nsink={}\ntypes={types:?}\nroutes={}",
+            "source={}\nsink={}\ntypes={types:?}\nrules={}",
             place(&self.job.source.url),
             place(&self.job.sink.url),
-            routes.join(",")
+            rules.join("\n;\n")
         );
         // FNV-1a over the text: stable across releases and platforms.
         let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {

@@ -265,6 +265,26 @@ async fn reconcile_snapshot(
         .await?
         .into_iter()
         .collect();
+    // Parts the checkpoint calls done that the sink holds no record of: copied again where
+    // that is safe — a keyed target (written as upserts), or an empty one. A target without
+    // a key that still has rows might hold them already: refused, never doubled.
+    let mut keyless_checked = std::collections::BTreeSet::new();
+    for (part, target) in snapshot.finished.difference(&held) {
+        let Some(schema) = plan.targets.iter().find(|t| t.id == *target) else {
+            continue;
+        };
+        if !schema.primary_key.is_empty() || !keyless_checked.insert(target.clone()) {
+            continue;
+        }
+        if !plan.sink.is_empty(target).await? {
+            return Err(Error::Checkpoint {
+                path: store.path().display().to_string(),
+                message: format!(
+                    "it says part {part} of {target} was copied, but the sink holds no record of it ({target} was emptied, made anew or altered since, or the checkpoint edited), and {target} has no primary key and still has rows: copying the part again could add rows twice. Empty {target} to have its parts copied again, or `ferry drop` the job and run it again"
+                ),
+            });
+        }
+    }
     let missing = snapshot
         .parts
         .iter()
@@ -376,30 +396,10 @@ async fn attempt(
         .await?;
     let mut state = load_state(plan, store)?;
     state.definition = Some(plan.definition());
-    let mut options = plan.prepare_options(false);
-    let restart = if full && incremental {
-        unfinished_without_key(plan, &state).await?
-    } else {
-        Vec::new()
-    };
-    if !restart.is_empty() {
-        let names: Vec<String> = restart.iter().map(ToString::to_string).collect();
-        warn!(
-            tables = %names.join(", "),
-            "the full migration was interrupted, and a table without a primary key cannot resume part by part (a change applied twice would add a row twice): the job starts over, its targets emptied"
-        );
-        plan.source
-            .drop_changes(&plan.feed_name(), &plan.definition())
-            .await?;
-        plan.sink.forget(&plan.name).await?;
-        store.remove()?;
-        state = JobState::new(&plan.name, &plan.source_display, plan.source_tables());
-        state.definition = Some(plan.definition());
-        options.existing_rows = ferry_engine::ExistingRows::Truncate;
-    } else if state.snapshot.is_some() || state.applied.is_some() {
-        // The rows in the targets are this job's own: resume, never empty or refuse them.
-        options.existing_rows = ferry_engine::ExistingRows::Append;
-        info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
+    state.job_file = store.job_file();
+    // What the checkpoint says is checked against the sink before anything is decided on it.
+    if full {
+        reconcile_snapshot(plan, &mut state, store).await?;
     }
     // Every check of the source runs before the first write to the sink.
     if incremental {
@@ -424,11 +424,37 @@ async fn attempt(
             .claim(&plan.name, &plan.definition(), false)
             .await?;
     }
+    let mut options = plan.prepare_options(false);
+    let restart = if full && incremental {
+        unfinished_without_key(plan, &state).await?
+    } else {
+        Vec::new()
+    };
+    if !restart.is_empty() {
+        let names: Vec<String> = restart.iter().map(ToString::to_string).collect();
+        warn!(
+            tables = %names.join(", "),
+            "the full migration was interrupted, and a table without a primary key cannot resume part by part (a change applied twice would add a row twice): the job starts over, its targets emptied"
+        );
+        plan.source
+            .drop_changes(&plan.feed_name(), Some(&plan.definition()))
+            .await?;
+        plan.sink.forget(&plan.name).await?;
+        store.remove()?;
+        state = JobState::new(&plan.name, &plan.source_display, plan.source_tables());
+        state.definition = Some(plan.definition());
+        state.job_file = store.job_file();
+        plan.sink
+            .claim(&plan.name, &plan.definition(), false)
+            .await?;
+        options.existing_rows = ferry_engine::ExistingRows::Truncate;
+    } else if state.snapshot.is_some() || state.applied.is_some() {
+        // The rows in the targets are this job's own: resume, never empty or refuse them.
+        options.existing_rows = ferry_engine::ExistingRows::Append;
+        info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
+    }
     plan.sink.prepare(&plan.targets, &options).await?;
     info!(targets = plan.targets.len(), "targets prepared");
-    if full {
-        reconcile_snapshot(plan, &mut state, store).await?;
-    }
     if !full && !incremental {
         return Ok(RunSummary {
             copied_rows: false,

@@ -291,8 +291,27 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
         server.psql("source", digest).unwrap()
     );
     assert_refused(&ferry("stop", &job), "is not running", "stop after the run");
+    // The job file edited since (another rule): the records are still this file's, as the
+    // checkpoint beside it says, and `ferry drop` removes them.
+    std::fs::write(
+        &job,
+        text.replace(
+            "SELECT * FROM shop.orders",
+            "SELECT * FROM shop.orders WHERE id > 0",
+        ),
+    )
+    .unwrap();
+    assert_refused(
+        &ferry("run", &job),
+        "belongs to another job of that name",
+        "run after an edit",
+    );
     let output = ferry("drop", &job);
     assert!(output.status.success(), "{}", describe(&output));
+    let slots = server
+        .psql("source", "SELECT count(*) FROM pg_replication_slots")
+        .unwrap();
+    assert_eq!(slots.trim(), "0", "drop left the slot");
 }
 
 #[test]
@@ -754,6 +773,28 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
         server
             .psql("source", &format!("{notes} FROM shop.notes"))
             .unwrap()
+    );
+    // Records gone from the sink of a table without a key that still holds rows: copying
+    // its parts again could double them, so the run is refused and the rows stay as they are.
+    server
+        .psql(
+            "sink",
+            "DELETE FROM _ferry.parts WHERE target_name = 'notes'",
+        )
+        .unwrap();
+    let before = server
+        .psql("sink", &format!("{notes} FROM copy.notes"))
+        .unwrap();
+    assert_refused(
+        &ferry("run", &job),
+        "could add rows twice",
+        "a keyless target without records",
+    );
+    assert_eq!(
+        server
+            .psql("sink", &format!("{notes} FROM copy.notes"))
+            .unwrap(),
+        before
     );
     // An edited part list that no longer covers a table is refused.
     let mut state: serde_json::Value =

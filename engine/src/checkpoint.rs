@@ -41,6 +41,10 @@ pub struct JobState {
     /// written before ferry recorded it.
     #[serde(default)]
     pub definition: Option<String>,
+    /// The job file that wrote it (its canonical path), to tell an edited job file from
+    /// another file of the same job name beside it.
+    #[serde(default)]
+    pub job_file: Option<String>,
     /// The source tables the rules selected when the job began, in plan order (snapshot
     /// parts refer to them by index).
     pub tables: Vec<TableId>,
@@ -82,6 +86,7 @@ impl JobState {
             job: job.to_string(),
             source: source.to_string(),
             definition: None,
+            job_file: None,
             tables,
             feed: None,
             snapshot: None,
@@ -94,6 +99,7 @@ impl JobState {
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
     path: PathBuf,
+    job_file: Option<PathBuf>,
 }
 
 impl CheckpointStore {
@@ -101,17 +107,32 @@ impl CheckpointStore {
     pub fn beside(job_file: &Path, job: &str) -> CheckpointStore {
         CheckpointStore {
             path: job_file.with_file_name(format!("{job}.state.json")),
+            job_file: Some(job_file.to_path_buf()),
         }
     }
 
     /// The store at exactly `path`.
     pub fn at(path: impl Into<PathBuf>) -> CheckpointStore {
-        CheckpointStore { path: path.into() }
+        CheckpointStore {
+            path: path.into(),
+            job_file: None,
+        }
     }
 
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The job file this store is beside, as the file system resolves it.
+    pub fn job_file(&self) -> Option<String> {
+        let file = self.job_file.as_ref()?;
+        Some(
+            file.canonicalize()
+                .unwrap_or_else(|_| file.clone())
+                .display()
+                .to_string(),
+        )
     }
 
     fn error(&self, message: impl std::fmt::Display) -> Error {

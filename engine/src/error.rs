@@ -65,7 +65,7 @@ pub enum Error {
         holder: String,
     },
     /// The job's name is taken at the source or in the sink by another job definition.
-    #[error("job {job}: {place} belongs to another job of that name (another source, sink, set of tables or migration types, recorded as {theirs}; this job is {ours}); give this job file its own name = \"…\", or `ferry drop` the other job first")]
+    #[error("job {job}: {place} belongs to another job of that name (another source, sink, migration types or rules: recorded as {theirs}, this job file is {ours}); give this job file its own name = \"…\", or `ferry drop` the other job first (`ferry drop --force` removes them from here)")]
     NameTaken {
         /// The job's name.
         job: String,

@@ -386,6 +386,10 @@ mod tests {
             })
         }
 
+        async fn is_empty(&self, _table: &crate::TableId) -> Result<bool> {
+            Ok(self.committed.lock().map(|c| c.is_empty()).unwrap_or(false))
+        }
+
         async fn claim(&self, _job: &str, _definition: &str, _dry_run: bool) -> Result<()> {
             Ok(())
         }

@@ -64,6 +64,10 @@ pub trait Sink: Send + Sync {
     /// other's parts and position. Runs before the job's first write.
     async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> Result<()>;
 
+    /// Whether target table `table` holds no rows (a table that does not exist holds none).
+    /// Reads only.
+    async fn is_empty(&self, table: &TableId) -> Result<bool>;
+
     /// Checks every target table against `tables` (columns present with types the batches
     /// can be written as) and, per `options`, creates missing ones and empties full ones.
     /// Runs before any row is written; fails with a user error naming the table and column.

@@ -243,9 +243,9 @@ pub trait Source: Send + Sync {
     /// Removes the change feed `name` and everything the source keeps for it; returns what
     /// was removed, in words. Removing a feed that does not exist is not an error.
     ///
-    /// A feed recorded for another job definition than `definition` is not removed: the
-    /// error names it ([`crate::Error::NameTaken`]).
-    async fn drop_changes(&self, name: &str, definition: &str) -> Result<Vec<String>>;
+    /// With `definition`, a feed recorded for another job definition is not removed: the
+    /// error names it ([`crate::Error::NameTaken`]); without (`ferry drop --force`) it is.
+    async fn drop_changes(&self, name: &str, definition: Option<&str>) -> Result<Vec<String>>;
 
     /// How many bytes of log the source keeps for the feed `name` (it cannot recycle them
     /// until they are acknowledged), `None` when there is no such feed.

@@ -29,7 +29,7 @@ use crate::error::MyError;
 pub const STATEMENT_BYTES: usize = 1 << 20;
 
 /// ferry's bookkeeping in a MySQL sink.
-const CREATE_STATE: [&str; 5] = [
+const CREATE_STATE: [&str; 4] = [
     "CREATE DATABASE IF NOT EXISTS _ferry CHARACTER SET utf8mb4",
     "CREATE TABLE IF NOT EXISTS _ferry.parts (
         job varchar(255) NOT NULL, part int NOT NULL,
@@ -39,13 +39,42 @@ const CREATE_STATE: [&str; 5] = [
     "CREATE TABLE IF NOT EXISTS _ferry.applied (
         job varchar(255) NOT NULL PRIMARY KEY, position text NOT NULL,
         applied_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
-    // Which table a part record is for: its creation time, so that a table dropped and
-    // made anew does not inherit the old one's records.
-    "ALTER TABLE _ferry.parts ADD COLUMN IF NOT EXISTS target_created varchar(32) NULL",
     "CREATE TABLE IF NOT EXISTS _ferry.jobs (
         job varchar(255) NOT NULL PRIMARY KEY, definition text NOT NULL,
         claimed_at datetime(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)) ENGINE=InnoDB",
 ];
+
+/// Creates ferry's bookkeeping where it is missing, and adds to a sink an older ferry prepared
+/// what it lacks: which table a part record is for (its creation time, so that a table
+/// dropped and made anew does not inherit the old one's records). Asked of the catalog, not
+/// with `ADD COLUMN IF NOT EXISTS`, which MySQL lacks.
+async fn ensure_state(conn: &mut Conn, endpoint: &MyEndpoint) -> Result<(), MyError> {
+    for statement in CREATE_STATE {
+        execute(
+            conn,
+            endpoint,
+            statement,
+            "creating ferry's bookkeeping tables in _ferry",
+        )
+        .await?;
+    }
+    let has_column: Option<u8> = conn
+        .query_first(
+            "SELECT 1 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'parts' AND COLUMN_NAME = 'target_created'",
+        )
+        .await
+        .map_err(endpoint.error("reading _ferry.parts"))?;
+    if has_column.is_none() {
+        execute(
+            conn,
+            endpoint,
+            "ALTER TABLE _ferry.parts ADD COLUMN target_created varchar(32) NULL",
+            "adding target_created to _ferry.parts",
+        )
+        .await?;
+    }
+    Ok(())
+}
 
 /// A prepared target: its column names as written, and the key.
 #[derive(Clone, Debug)]
@@ -192,6 +221,13 @@ impl MysqlSink {
                         &format!("emptying {}", table.id),
                     )
                     .await?;
+                    // Emptied, it holds no part of any job any more.
+                    conn.exec_drop(
+                        "DELETE FROM _ferry.parts WHERE target_schema = ? AND target_name = ?",
+                        (&table.id.schema, &table.id.name),
+                    )
+                    .await
+                    .map_err(self.endpoint.error("forgetting parts of an emptied table"))?;
                 }
                 ExistingRows::Truncate => {}
             }
@@ -228,6 +264,28 @@ impl Sink for MysqlSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn is_empty(&self, table: &TableId) -> ferry_engine::Result<bool> {
+        let mut conn = self.endpoint.connect().await?;
+        let context = || self.endpoint.error(format!("checking {table} for rows"));
+        let exists: Option<u8> = conn
+            .exec_first(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                (&table.schema, &table.name),
+            )
+            .await
+            .map_err(context())?;
+        let empty = match exists {
+            None => true,
+            Some(_) => conn
+                .query_first::<u8, _>(format!("SELECT 1 FROM {} LIMIT 1", quote_table(table)))
+                .await
+                .map_err(context())?
+                .is_none(),
+        };
+        let _ = conn.disconnect().await;
+        Ok(empty)
+    }
+
     async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> ferry_engine::Result<()> {
         let mut conn = self.endpoint.connect().await?;
         let context = || {
@@ -245,9 +303,7 @@ impl Sink for MysqlSink {
             return Ok(());
         }
         if !dry_run {
-            for statement in CREATE_STATE {
-                conn.query_drop(statement).await.map_err(context())?;
-            }
+            ensure_state(&mut conn, &self.endpoint).await?;
             conn.exec_drop(
                 "INSERT IGNORE INTO _ferry.jobs (job, definition) VALUES (?, ?)",
                 (job, definition),
@@ -333,15 +389,7 @@ impl Sink for MysqlSink {
     ) -> ferry_engine::Result<()> {
         let mut conn = self.endpoint.connect().await?;
         if !options.dry_run {
-            for statement in CREATE_STATE {
-                execute(
-                    &mut conn,
-                    &self.endpoint,
-                    statement,
-                    "creating ferry's bookkeeping tables in _ferry",
-                )
-                .await?;
-            }
+            ensure_state(&mut conn, &self.endpoint).await?;
         }
         for table in tables {
             self.prepare_table(&mut conn, table, options).await?;
@@ -402,6 +450,16 @@ impl Sink for MysqlSink {
         _tables: &[TableSchema],
     ) -> ferry_engine::Result<Vec<(u32, TableId)>> {
         let mut conn = self.endpoint.connect().await?;
+        let exists: Option<u8> = conn
+            .query_first(
+                "SELECT 1 FROM information_schema.TABLES WHERE TABLE_SCHEMA = '_ferry' AND TABLE_NAME = 'parts'",
+            )
+            .await
+            .map_err(self.endpoint.error("reading _ferry"))?;
+        if exists.is_none() {
+            let _ = conn.disconnect().await;
+            return Ok(Vec::new());
+        }
         let rows: Vec<(u32, String, String)> = conn
             .exec(
                 // A record counts only for the very table it was committed to.
@@ -449,7 +507,7 @@ impl Sink for MysqlSink {
             conn.exec_drop("DELETE FROM _ferry.applied WHERE job = ?", (job,))
                 .await
                 .map_err(self.endpoint.error("forgetting the job in _ferry.applied"))?;
-            conn.query_drop(CREATE_STATE[4])
+            conn.query_drop(CREATE_STATE[3])
                 .await
                 .map_err(self.endpoint.error("creating _ferry.jobs"))?;
             conn.exec_drop("DELETE FROM _ferry.jobs WHERE job = ?", (job,))

@@ -185,7 +185,7 @@ impl Source for MysqlSource {
     async fn drop_changes(
         &self,
         _name: &str,
-        _definition: &str,
+        _definition: Option<&str>,
     ) -> ferry_engine::Result<Vec<String>> {
         // The server keeps nothing for a feed.
         Ok(Vec::new())

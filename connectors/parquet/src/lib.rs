@@ -306,6 +306,11 @@ impl Sink for FileSink {
         Ok(self.identity())
     }
 
+    async fn is_empty(&self, table: &TableId) -> ferry_engine::Result<bool> {
+        let dir = self.table_dir(table);
+        Ok(!dir.exists() || data_files(&dir, self.format)?.is_empty())
+    }
+
     async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> ferry_engine::Result<()> {
         let file = self.root.join(format!(".ferry-{job}.definition"));
         let recorded = match fs::read_to_string(&file) {
@@ -395,6 +400,8 @@ impl Sink for FileSink {
                             for file in files {
                                 fs::remove_file(&file).map_err(io(&file))?;
                             }
+                            // Nor does any empty part stay marked done.
+                            remove_empty_marks(&dir, None)?;
                         }
                         ExistingRows::Truncate | ExistingRows::Append => {}
                     }
@@ -513,13 +520,38 @@ impl Sink for FileSink {
     }
 
     async fn forget(&self, job: &str) -> ferry_engine::Result<()> {
-        // The part files are the data itself: they stay; the job's claim on them goes.
+        // The part files are the data itself: they stay; the job's claim on them and its
+        // marks of empty parts go.
+        if self.root.exists() {
+            for schema in sorted_dirs(&self.root)? {
+                for table in sorted_dirs(&schema)? {
+                    remove_empty_marks(&table, Some(job))?;
+                }
+            }
+        }
         let file = self.root.join(format!(".ferry-{job}.definition"));
         match fs::remove_file(&file) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io(&file)(e).into()),
             _ => Ok(()),
         }
     }
+}
+
+/// Removes the marks of empty parts in `dir`: of job `job`, or of every job.
+fn remove_empty_marks(dir: &Path, job: Option<&str>) -> Result<(), ParquetError> {
+    for entry in fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let ours = name.starts_with('.')
+            && name.ends_with(".empty")
+            && job.is_none_or(|job| name.starts_with(&format!(".{job}-part-")));
+        if ours {
+            fs::remove_file(&path).map_err(io(&path))?;
+        }
+    }
+    Ok(())
 }
 
 /// The file holding part `part` of job `job`.
@@ -710,7 +742,7 @@ impl Source for FileSink {
     async fn drop_changes(
         &self,
         _name: &str,
-        _definition: &str,
+        _definition: Option<&str>,
     ) -> ferry_engine::Result<Vec<String>> {
         Ok(Vec::new())
     }

@@ -490,16 +490,31 @@ async fn claim_publication(
             ours: definition.to_string(),
         }),
         None if record => {
-            client
+            let recorded = client
                 .batch_execute(&format!(
                     "COMMENT ON PUBLICATION {} IS {}",
                     quote_ident(name),
                     crate::config::quote_literal(&format!("{DEFINITION_PREFIX}{definition}"))
                 ))
-                .await
-                .map_err(
-                    endpoint.query_error(format!("recording the job on publication {name}")),
-                )?;
+                .await;
+            match recorded {
+                Ok(()) => {}
+                // A publication made in advance by another role: ferry may not comment on
+                // it; the sink's record and the checkpoint still name the job.
+                Err(e)
+                    if e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+                {
+                    warn!(publication = %name, "cannot record the job on the publication (not its owner)");
+                }
+                Err(e) => {
+                    return Err(endpoint
+                        .query_error(format!("recording the job on publication {name}"))(
+                        e
+                    )
+                    .into())
+                }
+            }
             Ok(true)
         }
         None => Ok(true),
@@ -510,11 +525,13 @@ async fn claim_publication(
 pub(crate) async fn drop_feed(
     endpoint: &PgEndpoint,
     name: &str,
-    definition: &str,
+    definition: Option<&str>,
 ) -> ferry_engine::Result<Vec<String>> {
     let client = endpoint.connect().await?;
-    // Another job's feed of the same name stays.
-    claim_publication(&client, endpoint, name, definition, false).await?;
+    // Another job's feed of the same name stays (unless forced).
+    if let Some(definition) = definition {
+        claim_publication(&client, endpoint, name, definition, false).await?;
+    }
     let mut removed = Vec::new();
     let slot = client
         .query_opt(

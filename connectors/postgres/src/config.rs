@@ -75,7 +75,8 @@ impl PgEndpoint {
         let client = self.connect().await?;
         let row = client
             .query_one(
-                "SELECT pg_postmaster_start_time()::text, oid::text FROM pg_database WHERE datname = current_database()",
+                // As a number: text would follow the session's TimeZone and DateStyle.
+                "SELECT extract(epoch FROM pg_postmaster_start_time())::text, oid::text FROM pg_database WHERE datname = current_database()",
                 &[],
             )
             .await

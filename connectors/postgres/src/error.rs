@@ -157,13 +157,8 @@ impl ClassifiedError for PgError {
             }
             // A value that cannot be carried fails again on every try.
             PgError::Decode { .. } => ErrorClass::User,
-            // The replication protocol's errors come as text: a slot another process reads
-            // stays busy however often ferry retries.
-            PgError::ReplicationConnection { message, .. }
-                if message.contains("is active for PID") =>
-            {
-                ErrorClass::User
-            }
+            // A slot still held by the walsender of a run that was cut off frees itself within
+            // wal_sender_timeout: retried (a second ferry is stopped by the job's lock).
             PgError::ReplicationConnection { .. } => ErrorClass::External,
             PgError::Precheck { .. } => ErrorClass::User,
             PgError::Replication { .. } => ErrorClass::Internal,
@@ -173,14 +168,14 @@ impl ClassifiedError for PgError {
 
 /// Who acts on a server error, by its SQLSTATE: data (22), constraints (23), authorization
 /// (28, 42501), no such database or schema (3D, 3F), syntax and undefined objects (42), a
-/// feature the server lacks (0A), a statement past the server's limits (54) and an object in
-/// use by another process (55006, a replication slot someone else reads) stay as they are
-/// however often ferry retries: the user's, exit 2 at once. The rest (a connection lost, the
-/// server shutting down or out of resources, a serialization failure) may pass: retried.
+/// feature the server lacks (0A) and a statement past the server's limits (54) stay as they
+/// are however often ferry retries: the user's, exit 2 at once. The rest (a connection lost,
+/// the server shutting down or out of resources, a serialization failure, an object in use —
+/// a replication slot the walsender of a cut-off run still holds frees itself) may pass:
+/// retried.
 pub(crate) fn sqlstate_class(code: &str) -> ErrorClass {
     match code.get(..2) {
         Some("22" | "23" | "28" | "3D" | "3F" | "42" | "0A" | "54") => ErrorClass::User,
-        _ if code == "55006" => ErrorClass::User,
         _ => ErrorClass::External,
     }
 }

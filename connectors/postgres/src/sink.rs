@@ -115,6 +115,7 @@ impl PostgresSink {
                     .batch_execute(&statement)
                     .await
                     .map_err(self.endpoint.query_error(format!("creating {}", table.id)))?;
+                forget_parts_of(client, &self.endpoint, &table.id).await?;
                 info!(table = %table.id, "target table created");
             }
             return Ok(columns);
@@ -173,6 +174,7 @@ impl PostgresSink {
                         .batch_execute(&format!("TRUNCATE {name}"))
                         .await
                         .map_err(self.endpoint.query_error(format!("truncating {}", table.id)))?;
+                    forget_parts_of(client, &self.endpoint, &table.id).await?;
                     info!(table = %table.id, "target table truncated");
                 }
                 ExistingRows::Truncate | ExistingRows::Append => {}
@@ -186,6 +188,28 @@ impl PostgresSink {
 impl Sink for PostgresSink {
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
         Ok(self.endpoint.identity().await?)
+    }
+
+    async fn is_empty(&self, table: &TableId) -> ferry_engine::Result<bool> {
+        let client = self.endpoint.connect().await?;
+        let name = quote_table(table);
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await
+            .map_err(self.endpoint.query_error(format!("looking for {table}")))?
+            .get(0);
+        if !exists {
+            return Ok(true);
+        }
+        let rows: bool = client
+            .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {name})"), &[])
+            .await
+            .map_err(
+                self.endpoint
+                    .query_error(format!("checking {table} for rows")),
+            )?
+            .get(0);
+        Ok(!rows)
     }
 
     async fn claim(&self, job: &str, definition: &str, dry_run: bool) -> ferry_engine::Result<()> {
@@ -424,16 +448,35 @@ impl Sink for PostgresSink {
                 .execute("DELETE FROM _ferry.applied WHERE job = $1", &[&job])
                 .await
                 .map_err(self.endpoint.query_error("forgetting the job's position"))?;
+            // A sink prepared by an older ferry has no _ferry.jobs yet.
             client
-                .execute(
-                    "DELETE FROM _ferry.jobs WHERE job = $1 AND to_regclass('_ferry.jobs') IS NOT NULL",
-                    &[&job],
-                )
+                .batch_execute(CREATE_STATE)
+                .await
+                .map_err(self.endpoint.query_error("forgetting the job"))?;
+            client
+                .execute("DELETE FROM _ferry.jobs WHERE job = $1", &[&job])
                 .await
                 .map_err(self.endpoint.query_error("forgetting the job"))?;
         }
         Ok(())
     }
+}
+
+/// Forgets every job's part records of `table`, just created or emptied: it holds none of
+/// their rows (a TRUNCATE keeps the table's oid, so its records would still count).
+async fn forget_parts_of(
+    client: &Client,
+    endpoint: &PgEndpoint,
+    table: &TableId,
+) -> Result<(), PgError> {
+    client
+        .execute(
+            "DELETE FROM _ferry.parts WHERE target_schema = $1 AND target_name = $2",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(endpoint.query_error(format!("forgetting the parts of {table}")))?;
+    Ok(())
 }
 
 /// Whether the bookkeeping tables exist (a sink ferry never ran against has none).

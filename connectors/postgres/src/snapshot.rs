@@ -96,7 +96,7 @@ impl Source for PostgresSource {
     async fn drop_changes(
         &self,
         name: &str,
-        definition: &str,
+        definition: Option<&str>,
     ) -> ferry_engine::Result<Vec<String>> {
         crate::changes::drop_feed(&self.endpoint, name, definition).await
     }
