@@ -101,12 +101,15 @@ pub async fn verify(plan: &Plan) -> ferry_engine::Result<Vec<TableReport>> {
     Ok(reports)
 }
 
+/// The reading task of one side; its result says whether the side ended or failed.
+type ReadTask = tokio::task::JoinHandle<ferry_engine::Result<u64>>;
+
 /// Reads one table of `source` in key order into a channel.
 async fn ordered_reader(
     source: &dyn Source,
     table: SnapshotTable,
     batch_size: usize,
-) -> ferry_engine::Result<(Arc<dyn Snapshot>, mpsc::Receiver<ChangeBatch>)> {
+) -> ferry_engine::Result<(Arc<dyn Snapshot>, mpsc::Receiver<ChangeBatch>, ReadTask)> {
     let snapshot = source
         .snapshot(SnapshotRequest {
             tables: vec![table],
@@ -119,17 +122,21 @@ async fn ordered_reader(
         .await?;
     let (sender, receiver) = mpsc::channel(4);
     let reader = Arc::clone(&snapshot);
-    tokio::spawn(async move {
-        if let Some(part) = reader.parts().first().cloned() {
-            let _ = reader.read(&part, sender).await;
+    let task = tokio::spawn(async move {
+        match reader.parts().first().cloned() {
+            Some(part) => reader.read(&part, sender).await,
+            None => Ok(0),
         }
     });
-    Ok((snapshot, receiver))
+    Ok((snapshot, receiver, task))
 }
 
 /// One side of the comparison: batches in key order, with their rows in comparable form.
 struct Side {
     receiver: mpsc::Receiver<ChangeBatch>,
+    /// The task filling `receiver`: when the channel ends, whether the table did or the
+    /// read failed (a connection lost is a failure, never rows "missing").
+    reader: Option<ReadTask>,
     batch: Option<(RecordBatch, Rows, Rows)>,
     row: usize,
     rows: u64,
@@ -155,6 +162,11 @@ impl Side {
                 }
                 None => {
                     self.batch = None;
+                    if let Some(reader) = self.reader.take() {
+                        reader.await.map_err(|e| {
+                            Error::Internal(format!("a verify reader failed: {e}"))
+                        })??;
+                    }
                     return Ok(false);
                 }
             }
@@ -182,7 +194,7 @@ async fn verify_route(
         route.target.primary_key.clone()
     };
     let batch_size = plan.job.migration.batch_size.max(1024);
-    let (source_snapshot, source_rows) =
+    let (source_snapshot, source_rows, source_reader) =
         ordered_reader(plan.source.as_ref(), table.clone(), batch_size).await?;
     // The target's columns in the order the rule writes them.
     let mut ordered = Vec::new();
@@ -201,7 +213,7 @@ async fn verify_route(
     } else {
         key.iter().map(|&k| ordered[k]).collect()
     };
-    let (sink_snapshot, sink_rows) = ordered_reader(
+    let (sink_snapshot, sink_rows, sink_reader) = ordered_reader(
         sink,
         SnapshotTable {
             table: target_table,
@@ -265,12 +277,14 @@ async fn verify_route(
 
     let mut source = Side {
         receiver: source_rows,
+        reader: Some(source_reader),
         batch: None,
         row: 0,
         rows: 0,
     };
     let mut sink = Side {
         receiver: sink_rows,
+        reader: Some(sink_reader),
         batch: None,
         row: 0,
         rows: 0,

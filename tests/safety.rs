@@ -1116,3 +1116,79 @@ fn a_mysql_target_made_anew_gets_its_rows_again() {
         "a table made anew was left empty"
     );
 }
+
+#[test]
+fn verify_reports_a_failed_read_as_a_failure_not_as_missing_rows() {
+    let server = pg_servers();
+    server
+        .psql(
+            "source",
+            "CREATE TABLE shop.spans (id int PRIMARY KEY, d interval);
+             INSERT INTO shop.spans SELECT g, make_interval(days => g) FROM generate_series(1, 3000) g;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        "",
+        "[\"schema\", \"full\"]",
+        &["SELECT * FROM shop.spans"],
+    );
+    let job = write(dir.path(), "spans.toml", &text);
+    let output = ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    let output = ferry("verify", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    // A value in the target that reading it fails on, late in the table: the read of the
+    // target side fails after some batches, and verify says so (exit 2, the reason), where
+    // it used to report the rest of the rows missing (exit 1).
+    server
+        .psql(
+            "sink",
+            "UPDATE shop.spans SET d = interval '1 month' WHERE id = 2900",
+        )
+        .unwrap();
+    let output = ferry("verify", &job);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("DIFFERENT"), "{}", describe(&output));
+    assert_refused(
+        &output,
+        "months has no fixed length",
+        "verify over a failed read",
+    );
+}
+
+#[test]
+fn check_leaves_no_aborted_connection_on_mariadb() {
+    let source = MariaServer::start().expect("start MariaDB");
+    source.create_database("shop").unwrap();
+    source
+        .sql("shop", "CREATE TABLE orders (id int PRIMARY KEY, name varchar(20)); INSERT INTO orders VALUES (1, 'a');")
+        .unwrap();
+    let sink = MariaServer::start().expect("start MariaDB");
+    let dir = tempfile::tempdir().unwrap();
+    let text = job_text(
+        &source.url("shop"),
+        &sink.url(""),
+        "",
+        "[\"schema\", \"full\", \"incremental\"]",
+        &["INSERT INTO copy.orders SELECT * FROM shop.orders"],
+    );
+    let job = write(dir.path(), "tidy.toml", &text);
+    let aborted = |server: &MariaServer| {
+        server
+            .sql("", "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'ABORTED_CLIENTS'")
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let before = (aborted(&source), aborted(&sink));
+    let output = ferry("check", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(
+        (aborted(&source), aborted(&sink)),
+        before,
+        "ferry check left connections without closing them"
+    );
+}
