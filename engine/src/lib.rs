@@ -39,8 +39,8 @@ pub use progress::{Lag, Progress, StreamProgress, TableProgress};
 pub use rate::RateLimit;
 pub use schema::{TableId, TableSchema};
 pub use sink::{
-    ChangeApplier, ExistingRows, NameLimit, PartMarker, PrepareOptions, PreparedTables, Sink,
-    SinkLock, SinkWriter, WriterOptions,
+    compare_claim, ChangeApplier, ExistingRows, NameLimit, PartMarker, PrepareOptions,
+    PreparedTables, Sink, SinkLock, SinkWriter, WriterOptions,
 };
 pub use source::{
     check_tiling, split_range, PartRange, Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable,

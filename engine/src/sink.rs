@@ -98,6 +98,26 @@ pub trait Sink: Send + Sync {
     async fn forget(&self, job: &str) -> Result<()>;
 }
 
+/// The answer to [`Sink::claim`] once the sink has read what it records for `job` at
+/// `place`: fine when nothing or the same `definition` is recorded, else
+/// [`crate::Error::NameTaken`].
+pub fn compare_claim(
+    job: &str,
+    place: impl FnOnce() -> String,
+    recorded: Option<String>,
+    definition: &str,
+) -> Result<()> {
+    match recorded {
+        Some(theirs) if theirs != definition => Err(crate::Error::NameTaken {
+            job: job.to_string(),
+            place: place(),
+            theirs,
+            ours: definition.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// How long a name a sink keeps whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NameLimit {

@@ -95,6 +95,20 @@ pub enum PartRange {
     },
 }
 
+impl SnapshotPart {
+    /// The error for a part whose table is not among the snapshot's `tables` (a damaged
+    /// checkpoint): refused, never guessed at.
+    pub fn unknown_table(&self, tables: usize) -> crate::Error {
+        crate::Error::Checkpoint {
+            path: "the job's checkpoint".into(),
+            message: format!(
+                "part {} names table {} of {tables}; `ferry drop` the job and run it again",
+                self.index, self.table
+            ),
+        }
+    }
+}
+
 impl PartRange {
     /// The bounds as `(from, to)` over one number line.
     pub fn bounds(&self) -> (Option<i128>, Option<i128>) {

@@ -316,15 +316,12 @@ impl Sink for MysqlSink {
             .await
             .map_err(context())?;
         let _ = conn.disconnect().await;
-        match recorded {
-            Some(theirs) if theirs != definition => Err(ferry_engine::Error::NameTaken {
-                job: job.to_string(),
-                place: format!("the records in the sink ({})", self.endpoint.display()),
-                theirs,
-                ours: definition.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        ferry_engine::compare_claim(
+            job,
+            || format!("the records in the sink ({})", self.endpoint.display()),
+            recorded,
+            definition,
+        )
     }
 
     fn reserved_schema(&self, schema: &str) -> bool {

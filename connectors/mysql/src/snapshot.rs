@@ -375,15 +375,7 @@ impl MysqlSnapshot {
         let table = self
             .tables
             .get(part.table)
-            .ok_or_else(|| ferry_engine::Error::Checkpoint {
-                path: "the job's checkpoint".into(),
-                message: format!(
-                    "part {} names table {} of {}; `ferry drop` the job and run it again",
-                    part.index,
-                    part.table,
-                    self.tables.len()
-                ),
-            })?;
+            .ok_or_else(|| part.unknown_table(self.tables.len()))?;
         let mut conditions: Vec<String> = Vec::new();
         // The range is rendered from typed bounds: nothing from a checkpoint runs as SQL.
         match (&part.range, &table.integer_key) {

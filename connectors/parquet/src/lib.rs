@@ -318,21 +318,17 @@ impl Sink for FileSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(io(&file)(e).into()),
         };
-        match recorded {
-            Some(theirs) if theirs != definition => Err(ferry_engine::Error::NameTaken {
-                job: job.to_string(),
-                place: format!("the part files in {}", self.root.display()),
-                theirs,
-                ours: definition.to_string(),
-            }),
-            Some(_) => Ok(()),
-            None if dry_run => Ok(()),
-            None => {
-                fs::create_dir_all(&self.root).map_err(io(&self.root))?;
-                fs::write(&file, format!("{definition}\n")).map_err(io(&file))?;
-                Ok(())
-            }
+        if recorded.is_some() || dry_run {
+            return ferry_engine::compare_claim(
+                job,
+                || format!("the part files in {}", self.root.display()),
+                recorded,
+                definition,
+            );
         }
+        fs::create_dir_all(&self.root).map_err(io(&self.root))?;
+        fs::write(&file, format!("{definition}\n")).map_err(io(&file))?;
+        Ok(())
     }
 
     fn reserved_schema(&self, schema: &str) -> bool {
@@ -341,7 +337,8 @@ impl Sink for FileSink {
     }
 
     fn name_limit(&self) -> ferry_engine::NameLimit {
-        // a directory per schema and table, a column per field: file systems hold 255 bytes a name, and a table directory holds files named after it.
+        // A directory per schema and table, a column per field: file systems hold 255
+        // bytes a name, and a table's directory holds files named after its job and part.
         ferry_engine::NameLimit::Bytes(200)
     }
 

@@ -244,15 +244,12 @@ impl Sink for PostgresSink {
             .query_opt("SELECT definition FROM _ferry.jobs WHERE job = $1", &[&job])
             .await
             .map_err(context())?;
-        match recorded.map(|row| row.get::<_, String>(0)) {
-            Some(theirs) if theirs != definition => Err(ferry_engine::Error::NameTaken {
-                job: job.to_string(),
-                place: format!("the records in the sink ({})", self.endpoint.display()),
-                theirs,
-                ours: definition.to_string(),
-            }),
-            _ => Ok(()),
-        }
+        ferry_engine::compare_claim(
+            job,
+            || format!("the records in the sink ({})", self.endpoint.display()),
+            recorded.map(|row| row.get::<_, String>(0)),
+            definition,
+        )
     }
 
     fn reserved_schema(&self, schema: &str) -> bool {

@@ -361,15 +361,7 @@ impl PgSnapshot {
     fn part_table(&self, part: &SnapshotPart) -> ferry_engine::Result<&PartTable> {
         self.tables
             .get(part.table)
-            .ok_or_else(|| Error::Checkpoint {
-                path: "the job's checkpoint".into(),
-                message: format!(
-                    "part {} names table {} of {}; `ferry drop` the job and run it again",
-                    part.index,
-                    part.table,
-                    self.tables.len()
-                ),
-            })
+            .ok_or_else(|| part.unknown_table(self.tables.len()))
     }
 
     /// The COPY reading `part`: its range rendered from typed bounds, never SQL text from a
