@@ -266,17 +266,12 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
 /// The exclusive lock of job `name` (file `path`), or the error naming who holds it.
 fn lock_job(path: &Path, name: &str) -> Result<JobLock, Error> {
     let store = CheckpointStore::beside(path, name);
-    JobLock::acquire(
-        &JobLock::path_for(store.path()),
-        name,
-        &Holder::this_process(),
-    )
+    JobLock::acquire(&store.lock_path(), name, &Holder::this_process())
 }
 
 /// Fails unless job `name` (file `path`) is running now: there is nothing to `action`.
 fn require_running(path: &Path, name: &str, action: &'static str) -> Result<(), Error> {
-    let store = CheckpointStore::beside(path, name);
-    match JobLock::holder(&JobLock::path_for(store.path())) {
+    match JobLock::holder(&CheckpointStore::beside(path, name).lock_path()) {
         Some(_) => Ok(()),
         None => Err(Error::NotRunning {
             job: name.to_string(),

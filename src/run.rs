@@ -199,42 +199,33 @@ fn load_state(plan: &Plan, store: &CheckpointStore) -> ferry_engine::Result<JobS
 }
 
 /// The source tables without a primary key whose snapshot an earlier run began under a change
-/// feed but did not finish. Their unfinished parts cannot be read again under a newer snapshot
+/// feed but did not finish, judged by `state` as [`reconcile_snapshot`] left it (its finished
+/// parts are what the sink holds). Their unfinished parts cannot be read again under a newer snapshot
 /// as other tables' are: the changes replayed from the feed's start would add rows twice.
-async fn unfinished_without_key(
-    plan: &Plan,
-    state: &JobState,
-) -> ferry_engine::Result<Vec<ferry_engine::TableId>> {
+fn unfinished_without_key(plan: &Plan, state: &JobState) -> Vec<ferry_engine::TableId> {
     let keyless: Vec<usize> = (0..plan.request.tables.len())
         .filter(|&t| plan.request.tables[t].table.primary_key.is_empty())
         .collect();
     let complete = state.snapshot.as_ref().is_some_and(|s| s.complete);
     if keyless.is_empty() || state.feed.is_none() || complete {
-        return Ok(Vec::new());
+        return Vec::new();
     }
     let id = |t: usize| plan.request.tables[t].table.id.clone();
     let Some(snapshot) = &state.snapshot else {
-        return Ok(keyless.into_iter().map(id).collect());
+        return keyless.into_iter().map(id).collect();
     };
-    // Only what the sink holds counts (see reconcile_snapshot).
-    let finished: HashSet<(u32, ferry_engine::TableId)> = plan
-        .sink
-        .finished_parts(&plan.name, &plan.targets)
-        .await?
-        .into_iter()
-        .collect();
-    Ok(keyless
+    keyless
         .into_iter()
         .filter(|&t| {
             let routes = plan.flows.get(t).map_or(&[][..], |f| &f.routes[..]);
             snapshot.parts.iter().filter(|p| p.table == t).any(|p| {
                 routes
                     .iter()
-                    .any(|r| !finished.contains(&(p.index, r.target.id.clone())))
+                    .any(|r| !snapshot.finished.contains(&(p.index, r.target.id.clone())))
             })
         })
         .map(id)
-        .collect())
+        .collect()
 }
 
 /// Checks the checkpoint's snapshot against the plan and the sink, whose part records are
@@ -394,8 +385,9 @@ async fn attempt(
         .sink
         .lock(&plan.name, &ferry_engine::Holder::this_process())
         .await?;
+    let definition = plan.definition();
     let mut state = load_state(plan, store)?;
-    state.definition = Some(plan.definition());
+    state.definition = Some(definition.clone());
     state.job_file = store.job_file();
     // What the checkpoint says is checked against the sink before anything is decided on it.
     if full {
@@ -420,13 +412,11 @@ async fn attempt(
     }
     if full || incremental {
         // The name is this job's in the sink, before anything else is written there.
-        plan.sink
-            .claim(&plan.name, &plan.definition(), false)
-            .await?;
+        plan.sink.claim(&plan.name, &definition, false).await?;
     }
     let mut options = plan.prepare_options(false);
     let restart = if full && incremental {
-        unfinished_without_key(plan, &state).await?
+        unfinished_without_key(plan, &state)
     } else {
         Vec::new()
     };
@@ -437,16 +427,14 @@ async fn attempt(
             "the full migration was interrupted, and a table without a primary key cannot resume part by part (a change applied twice would add a row twice): the job starts over, its targets emptied"
         );
         plan.source
-            .drop_changes(&plan.feed_name(), Some(&plan.definition()))
+            .drop_changes(&plan.feed_name(), Some(&definition))
             .await?;
         plan.sink.forget(&plan.name).await?;
         store.remove()?;
         state = JobState::new(&plan.name, &plan.source_display, plan.source_tables());
-        state.definition = Some(plan.definition());
+        state.definition = Some(definition.clone());
         state.job_file = store.job_file();
-        plan.sink
-            .claim(&plan.name, &plan.definition(), false)
-            .await?;
+        plan.sink.claim(&plan.name, &definition, false).await?;
         options.existing_rows = ferry_engine::ExistingRows::Truncate;
     } else if state.snapshot.is_some() || state.applied.is_some() {
         // The rows in the targets are this job's own: resume, never empty or refuse them.

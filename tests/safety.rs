@@ -33,6 +33,25 @@ fn job_text(source: &str, sink: &str, sink_extra: &str, types: &str, rules: &[&s
     text
 }
 
+/// A job file `file` in `dir` reading the server's `source` database into its `sink`.
+fn pg_job(
+    server: &PgServer,
+    dir: &Path,
+    file: &str,
+    sink_extra: &str,
+    types: &str,
+    rules: &[&str],
+) -> PathBuf {
+    let text = job_text(
+        &server.url("source"),
+        &server.url("sink"),
+        sink_extra,
+        types,
+        rules,
+    );
+    write(dir, file, &text)
+}
+
 /// Asserts `output` is a refusal (exit 2) whose message contains `expected`.
 fn assert_refused(output: &Output, expected: &str, what: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -59,6 +78,13 @@ const PG_SHOP: &str = "CREATE SCHEMA shop;
     INSERT INTO shop.orders SELECT g, 'o' || g FROM generate_series(1, 500) g;
     CREATE TABLE shop.notes (body text);
     INSERT INTO shop.notes SELECT 'n' || g FROM generate_series(1, 40) g;";
+
+/// Count and checksum of rows shaped as `shop.orders` (id, name), for `… FROM table`.
+const ORDERS_DIGEST: &str =
+    "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+
+/// Count and checksum of rows shaped as `shop.notes` (body), for `… FROM table`.
+const NOTES_DIGEST: &str = "SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY body))";
 
 const PG_DIGEST: &str = "SELECT (SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id)) FROM shop.orders), (SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY body)) FROM shop.notes)";
 
@@ -284,11 +310,10 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
     });
     let output = cli::stop(FERRY, &job, first);
     assert!(output.status.success(), "{}", describe(&output));
-    let digest =
-        "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id)) FROM shop.orders";
+    let digest = format!("{ORDERS_DIGEST} FROM shop.orders");
     assert_eq!(
-        server.psql("sink", digest).unwrap(),
-        server.psql("source", digest).unwrap()
+        server.psql("sink", &digest).unwrap(),
+        server.psql("source", &digest).unwrap()
     );
     assert_refused(&ferry("stop", &job), "is not running", "stop after the run");
     // The job file edited since (another rule): the records are still this file's, as the
@@ -356,11 +381,10 @@ fn drop_is_refused_while_a_full_migration_runs() {
     );
     let output = run.wait_with_output().unwrap();
     assert!(output.status.success(), "{}", describe(&output));
-    let digest =
-        "SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY body)) FROM shop.notes";
+    let digest = format!("{NOTES_DIGEST} FROM shop.notes");
     assert_eq!(
-        server.psql("sink", digest).unwrap(),
-        server.psql("source", digest).unwrap()
+        server.psql("sink", &digest).unwrap(),
+        server.psql("source", &digest).unwrap()
     );
 }
 
@@ -439,14 +463,14 @@ fn rules_too_deep_names_too_long_and_volatile_functions_are_refused_before_any_w
         ),
     ];
     for (rule, expected) in &cases {
-        let text = job_text(
-            &server.url("source"),
-            &server.url("sink"),
+        let job = pg_job(
+            &server,
+            dir.path(),
+            "bad.toml",
             "",
             "[\"schema\", \"full\"]",
             &[rule],
         );
-        let job = write(dir.path(), "bad.toml", &text);
         for command in ["check", "run"] {
             assert_refused(
                 &ferry(command, &job),
@@ -473,7 +497,7 @@ fn rules_too_deep_names_too_long_and_volatile_functions_are_refused_before_any_w
     let job = write(dir.path(), "deep.toml", &text);
     let output = ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
-    let digest = "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+    let digest = ORDERS_DIGEST;
     assert_eq!(
         server
             .psql("sink", &format!("{digest} FROM copy.few"))
@@ -620,7 +644,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
     );
     let output = cli::stop(FERRY, &first_job, run);
     assert!(output.status.success(), "{}", describe(&output));
-    let digest = "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+    let digest = ORDERS_DIGEST;
     assert_eq!(
         server
             .psql("sink", &format!("{digest} FROM a.orders"))
@@ -654,14 +678,14 @@ fn bookkeeping_and_system_schemas_are_never_targets() {
             "information_schema.orders",
         ),
     ] {
-        let text = job_text(
-            &server.url("source"),
-            &server.url("sink"),
+        let job = pg_job(
+            &server,
+            dir.path(),
+            "forge.toml",
             "existing_rows = \"append\"",
             "[\"schema\", \"full\"]",
             &[rule],
         );
-        let job = write(dir.path(), "forge.toml", &text);
         for command in ["check", "run"] {
             let output = ferry(command, &job);
             assert_refused(&output, "in a schema the sink keeps for itself", rule);
@@ -729,7 +753,7 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
     let job = write(dir.path(), "parts.toml", &text);
     let output = ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
-    let digest = "SELECT count(*) || ':' || md5(string_agg(id || name, ',' ORDER BY id))";
+    let digest = ORDERS_DIGEST;
     let expected = server
         .psql("source", &format!("{digest} FROM shop.orders"))
         .unwrap();
@@ -765,7 +789,7 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
     let output = ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(landed(), expected, "a checkpoint's word skipped rows");
-    let notes = "SELECT count(*) || ':' || md5(string_agg(body, ',' ORDER BY body))";
+    let notes = NOTES_DIGEST;
     assert_eq!(
         server
             .psql("sink", &format!("{notes} FROM copy.notes"))
@@ -961,14 +985,14 @@ fn a_dot_in_a_source_name_never_moves_its_target_to_another_schema() {
         )
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = job_text(
-        &server.url("source"),
-        &server.url("sink"),
+    let job = pg_job(
+        &server,
+        dir.path(),
+        "dotted.toml",
         "",
         "[\"schema\", \"full\"]",
         &[r"INSERT INTO '${1}_old' SELECT * FROM 'shop\.(eu\..*)'"],
     );
-    let job = write(dir.path(), "dotted.toml", &text);
     let output = ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let landed = server
@@ -1128,14 +1152,14 @@ fn verify_reports_a_failed_read_as_a_failure_not_as_missing_rows() {
         )
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = job_text(
-        &server.url("source"),
-        &server.url("sink"),
+    let job = pg_job(
+        &server,
+        dir.path(),
+        "spans.toml",
         "",
         "[\"schema\", \"full\"]",
         &["SELECT * FROM shop.spans"],
     );
-    let job = write(dir.path(), "spans.toml", &text);
     let output = ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let output = ferry("verify", &job);

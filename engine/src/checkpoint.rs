@@ -124,6 +124,11 @@ impl CheckpointStore {
         &self.path
     }
 
+    /// The job's lock file, beside the checkpoint (see [`crate::JobLock`]).
+    pub fn lock_path(&self) -> PathBuf {
+        crate::lock::JobLock::path_for(&self.path)
+    }
+
     /// The job file this store is beside, as the file system resolves it.
     pub fn job_file(&self) -> Option<String> {
         let file = self.job_file.as_ref()?;

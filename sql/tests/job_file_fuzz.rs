@@ -4,23 +4,7 @@
 //! come from a fixed seed, so a failure repeats; its input is printed.
 
 use ferry_sql::JobFile;
-
-/// A repeatable source of pseudo-random numbers (64-bit LCG, high bits).
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % sides.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.roll(items.len())]
-    }
-}
+use ferry_testkit::cli::Dice;
 
 const VALID: &str = r#"name = "shop_sync"
 [source]
@@ -101,30 +85,30 @@ const PIECES: &[&str] = &[
 
 fn mutate(dice: &mut Dice, text: &str) -> String {
     let mut bytes = text.as_bytes().to_vec();
-    for _ in 0..1 + dice.roll(6) {
-        let at = dice.roll(bytes.len() + 1);
-        match dice.roll(5) {
+    for _ in 0..1 + dice.index(6) {
+        let at = dice.index(bytes.len() + 1);
+        match dice.index(5) {
             0 if !bytes.is_empty() => {
-                let end = (at + dice.roll(12)).min(bytes.len());
+                let end = (at + dice.index(12)).min(bytes.len());
                 bytes.drain(at.min(end)..end);
             }
             1 => {
-                let piece = dice.pick(PIECES);
+                let piece = *dice.pick(PIECES);
                 bytes.splice(at..at, piece.bytes());
             }
             2 if !bytes.is_empty() => {
                 let at = at.min(bytes.len() - 1);
-                bytes[at] = dice.roll(256) as u8;
+                bytes[at] = dice.index(256) as u8;
             }
             3 if !bytes.is_empty() => {
-                let start = dice.roll(bytes.len());
-                let end = (start + dice.roll(40)).min(bytes.len());
+                let start = dice.index(bytes.len());
+                let end = (start + dice.index(40)).min(bytes.len());
                 let copy: Vec<u8> = bytes[start..end].to_vec();
                 bytes.splice(at..at, copy);
             }
             _ => {
-                let piece = dice.pick(PIECES);
-                let key_line = format!("\n{piece} = {}\n", dice.pick(PIECES));
+                let piece = *dice.pick(PIECES);
+                let key_line = format!("\n{piece} = {}\n", *dice.pick(PIECES));
                 bytes.splice(at..at, key_line.bytes());
             }
         }

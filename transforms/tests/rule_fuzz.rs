@@ -10,23 +10,8 @@ use arrow::datatypes::{DataType, Field, Schema};
 use ferry_engine::{TableId, TableSchema};
 use ferry_sql::pushdown::{self, ColumnKind, Dialect};
 use ferry_sql::{resolve_rules, Rule};
+use ferry_testkit::cli::Dice;
 use ferry_transforms::Compiler;
-
-struct Dice(u64);
-
-impl Dice {
-    fn roll(&mut self, sides: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        ((self.0 >> 33) % sides.max(1) as u64) as usize
-    }
-
-    fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-        items[self.roll(items.len())]
-    }
-}
 
 fn catalog() -> Vec<TableSchema> {
     let table = |schema: &str, name: &str, columns: Vec<Field>| TableSchema {
@@ -152,21 +137,21 @@ const TOKENS: &[&str] = &[
 
 fn mutate(dice: &mut Dice, text: &str) -> String {
     let mut chars: Vec<char> = text.chars().collect();
-    for _ in 0..1 + dice.roll(2) {
-        let at = dice.roll(chars.len() + 1);
-        match dice.roll(4) {
+    for _ in 0..1 + dice.index(2) {
+        let at = dice.index(chars.len() + 1);
+        match dice.index(4) {
             0 if !chars.is_empty() => {
-                let end = (at + dice.roll(8)).min(chars.len());
+                let end = (at + dice.index(8)).min(chars.len());
                 chars.drain(at.min(end)..end);
             }
             1 if !chars.is_empty() => {
-                let start = dice.roll(chars.len());
-                let end = (start + dice.roll(30)).min(chars.len());
+                let start = dice.index(chars.len());
+                let end = (start + dice.index(30)).min(chars.len());
                 let copy: Vec<char> = chars[start..end].to_vec();
                 chars.splice(at..at, copy);
             }
             _ => {
-                let piece = format!(" {} ", dice.pick(TOKENS));
+                let piece = format!(" {} ", *dice.pick(TOKENS));
                 chars.splice(at..at, piece.chars());
             }
         }
@@ -176,8 +161,9 @@ fn mutate(dice: &mut Dice, text: &str) -> String {
 
 fn random_rule(dice: &mut Dice) -> String {
     let mut rule = String::from("SELECT ");
-    for _ in 0..dice.roll(40) {
-        rule.push_str(dice.pick(TOKENS));
+    for _ in 0..dice.index(40) {
+        let token: &&str = dice.pick(TOKENS);
+        rule.push_str(token);
         rule.push(' ');
     }
     rule
@@ -223,7 +209,7 @@ fn mutated_and_random_rules_are_accepted_or_refused_never_a_crash() {
         let sql = if round % 3 == 0 {
             random_rule(&mut dice)
         } else {
-            let base = VALID[dice.roll(VALID.len())];
+            let base = *dice.pick(VALID);
             mutate(&mut dice, base)
         };
         resolved += usize::from(through_everything(&sql, &catalog, &compiler));

@@ -90,6 +90,16 @@ impl Dice {
             .wrapping_add(1_442_695_040_888_963_407);
         (self.0 >> 33) % sides
     }
+
+    /// A position in `0..len` (0 when `len` is 0).
+    pub fn index(&mut self, len: usize) -> usize {
+        self.roll(len.max(1) as u64) as usize
+    }
+
+    /// One of `items`, which must not be empty.
+    pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.index(items.len())]
+    }
 }
 
 /// A thread writing to a source until told to stop, counting the transactions it committed.
