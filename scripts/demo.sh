@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The dev profile (dependencies optimised, see Cargo.toml) is the one the tests build, so the
-# demo needs no second full build; `cargo run --release -- bench` is for measuring.
+# demo needs no second full build; the benchmarks (benches/, `ferry-bench`) build in release.
 cargo run --locked -- demo "$@"

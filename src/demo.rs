@@ -4,9 +4,8 @@
 
 use std::future::Future;
 
-use ferry_engine::Error;
-use ferry_sql::JobFile;
-use ferry_testkit::PgServer;
+use ferry_jobs::{ControlFiles, Error, JobFile, JobSpec, VerifyReport};
+use ferry_local::PgServer;
 
 fn external(message: impl std::fmt::Display) -> Error {
     Error::Internal(format!("demo: {message}"))
@@ -138,7 +137,7 @@ sql = "INSERT INTO crm.* SELECT id, name AS full_name, email, country FROM shop.
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     println!("ferry caught up; stopping it (ferry stop) …");
-    std::fs::write(crate::run::stop_file(&path, "demo"), b"stop\n").map_err(external)?;
+    ControlFiles::beside(&path, "demo").request_stop()?;
     running.await.map_err(external)??;
 
     let expected = source
@@ -166,9 +165,11 @@ sql = "INSERT INTO crm.* SELECT id, name AS full_name, email, country FROM shop.
         return Err(external("the sink does not hold what the rules select"));
     }
     println!("ferry verify, row by row:");
-    let plan = crate::plan(JobFile::parse(&job)?, "demo".into()).await?;
-    let reports = crate::verify::verify(&plan).await?;
-    for report in &reports {
+    let report = ferry_jobs::open(JobSpec::read(&path)?)?.verify().await?;
+    let VerifyReport::Tables(reports) = &report else {
+        return Err(external("the demo's job moves tables"));
+    };
+    for report in reports {
         println!(
             "  {:<20} source {:>8} rows · target {:>8} rows · {}",
             report.target,
@@ -181,7 +182,7 @@ sql = "INSERT INTO crm.* SELECT id, name AS full_name, email, country FROM shop.
             }
         );
     }
-    if !reports.iter().all(|r| r.is_equal()) {
+    if !report.is_equal() {
         return Err(external("ferry verify found differences"));
     }
     println!("demo done: the sink matches; servers stopped and removed");

@@ -1,19 +1,20 @@
-//! The `ferry` command: `check` and `run` a job file, `demo` on local servers, `bench`.
+//! The `ferry` command: a thin front end over the job runtime (`ferry-jobs`) — arguments,
+//! terminal rendering, exit codes.
+
+mod demo;
+mod render;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use std::sync::Arc;
+use ferry_jobs::{
+    CheckReport, ControlFiles, Error, ErrorClass, JobSpec, RunContext, RunReport, VerifyReport,
+};
+use tracing::warn;
 
-use ferry::report::{describe_plan, stream_summary, summary, ProgressDisplay};
-use ferry::run::{limits_file, progress_for, stop_file, watch_stop_file};
-use ferry_engine::{CheckpointStore, Error, ErrorClass, Holder, JobLock, StreamProgress};
-use ferry_sql::{JobFile, MigrationType};
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use render::{describe_plan, stream_summary, summary, Follower};
 
 /// ferry moves databases: schema, full and incremental migration with SQL rules.
 #[derive(Parser)]
@@ -46,14 +47,14 @@ enum Command {
         /// The job file (TOML).
         job: PathBuf,
     },
-    /// Change the limits of a running Redis job (read within a second).
+    /// Change the limits of a running job (read within a second).
     Limit {
         /// The job file (TOML).
         job: PathBuf,
         /// Source megabytes a second (0: no limit).
         #[arg(long)]
         bandwidth_mb: Option<u64>,
-        /// Keys, then commands, a second (0: no limit).
+        /// Rows (Redis: keys, then commands) a second (0: no limit).
         #[arg(long)]
         rows_per_second: Option<u64>,
     },
@@ -79,20 +80,6 @@ enum Command {
         #[arg(long, default_value_t = 200_000)]
         rows: u64,
     },
-    /// PostgreSQL → PostgreSQL load benchmark across batch sizes, beside psql COPY pipes.
-    Bench(ferry::bench::BenchArgs),
-    /// Change-apply benchmark: a pgbench write load applied by ferry at several batch sizes,
-    /// beside pg_recvlogical decoding the same WAL.
-    BenchCdc(ferry::bench_cdc::BenchCdcArgs),
-    /// Full-migration benchmark out of MariaDB (into MariaDB and PostgreSQL) across batch
-    /// sizes, beside mariadb-dump | mariadb.
-    BenchMysql(ferry::bench_mysql::BenchMysqlArgs),
-    /// Binlog-apply benchmark: a MariaDB write load applied by ferry into MariaDB and
-    /// PostgreSQL at several batch sizes, beside mariadb-binlog decoding the same binlog.
-    BenchBinlog(ferry::bench_binlog::BenchBinlogArgs),
-    /// Redis full-sync benchmark: ferry's Redis connector beside redis-cli --pipe, and the
-    /// bandwidth limit's accuracy.
-    BenchRedis(ferry::bench_redis::BenchRedisArgs),
 }
 
 /// Exit codes: 0 done; 2 the user must fix something; 3 a server or the network failed;
@@ -112,7 +99,7 @@ fn init_logging(verbose: u8, quiet_for_bars: bool) {
     let default = match (verbose, quiet_for_bars) {
         (0, true) => "warn",
         (0, false) => "info",
-        (1, _) => "info,ferry=debug,ferry_engine=debug,ferry_postgres=debug",
+        (1, _) => "info,ferry=debug,ferry_jobs=debug,ferry_engine=debug,ferry_postgres=debug",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -125,211 +112,165 @@ fn init_logging(verbose: u8, quiet_for_bars: bool) {
         .init();
 }
 
-/// The job file at `path` and the job's name.
-fn read_job(path: &Path) -> Result<(JobFile, String), Error> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        Error::Connector(Box::new(ferry_sql::SqlError::JobFile {
-            message: format!("cannot read {}: {e}", path.display()),
-        }))
-    })?;
-    let job = JobFile::parse(&text)?;
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let name = job.job_name(&stem)?;
-    Ok((job, name))
-}
-
 async fn check(path: &Path) -> Result<(), Error> {
-    let (job, name) = read_job(path)?;
-    if job.is_redis() {
-        return ferry::redis_job::check(&job).await;
-    }
-    let plan = ferry::plan(job, name).await?;
-    plan.sink
-        .claim(&plan.name, &plan.definition(), true)
-        .await?;
-    plan.sink
-        .prepare(&plan.targets, &plan.prepare_options(true))
-        .await?;
-    if plan.job.runs(MigrationType::Incremental) {
-        plan.source.check_changes(&plan.change_request()).await?;
-        let held = if plan.source.keeps_feeds() {
-            plan.source.retained_log(&plan.feed_name()).await?
-        } else {
-            None
-        };
-        if let Some(bytes) = held {
-            let state = CheckpointStore::beside(path, &plan.name).load()?;
-            let held = format!(
-                "replication slot {} holds {:.1} MB of WAL on the source",
-                plan.feed_name(),
-                bytes as f64 / 1e6
-            );
-            if state.is_none() {
-                warn!("{held}, but this job has no checkpoint: if no job uses the slot any more, remove it with `ferry drop`");
-            } else if bytes > RETAINED_WAL_WARNING {
-                warn!("{held} and cannot recycle it until the job runs and catches up; run the job, or `ferry drop` it if it is abandoned");
-            } else {
-                println!("{held}");
+    let job = ferry_jobs::open(JobSpec::read(path)?)?;
+    match job.check().await? {
+        CheckReport::Tables { plan, notes } => {
+            for note in notes {
+                println!("{note}");
             }
+            print!("{}", describe_plan(&plan));
+            println!(
+                "check passed: {} source tables, {} target tables",
+                plan.tables.len(),
+                plan.targets
+            );
         }
+        CheckReport::Keyspace {
+            source,
+            target,
+            warnings,
+        } => println!(
+            "check passed: Redis {source} into Redis {target} ({} warnings)",
+            warnings.len()
+        ),
     }
-    print!("{}", describe_plan(&plan));
-    println!(
-        "check passed: {} source tables, {} target tables",
-        plan.tables.len(),
-        plan.targets.len()
-    );
     Ok(())
 }
-
-/// A replication slot holding more WAL than this is worth a warning in `ferry check`.
-const RETAINED_WAL_WARNING: u64 = 1 << 30;
 
 /// Runs the job file at `path` with progress display, Ctrl-C and `ferry stop` handling;
 /// prints the summary.
 pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
-    let (job, name) = read_job(path)?;
-    // One runner per job file: held until this process ends, however it ends.
-    let _lock = lock_job(path, &name)?;
-    if job.is_redis() {
-        let stop = CancellationToken::new();
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                warn!("stopping: the target keeps every whole batch and its point");
-                on_signal.cancel();
-            }
-        });
-        watch_stop_file(stop_file(path, &name), stop.clone());
-        let bars = std::io::stderr().is_terminal();
-        return ferry::redis_job::run(&job, &name, limits_file(path, &name), stop, bars).await;
-    }
-    let plan = ferry::plan(job, name).await?;
-    info!(
-        job = %plan.name,
-        tables = plan.tables.len(),
-        targets = plan.targets.len(),
-        "plan checked"
-    );
-    let progress = progress_for(&plan);
-    let streaming = Arc::new(StreamProgress::default());
-    let stop = CancellationToken::new();
-    let on_signal = stop.clone();
+    let spec = JobSpec::read(path)?;
+    let control = ControlFiles::beside(path, &spec.name);
+    let job = ferry_jobs::open(spec)?;
+    let (context, events) = RunContext::new(job.spec());
+    let on_signal = context.stop.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             warn!("stopping: what is committed stays, the rest is rolled back");
             on_signal.cancel();
         }
     });
-    watch_stop_file(stop_file(path, &plan.name), stop.clone());
-    let display = ProgressDisplay::start(
-        progress.clone(),
-        streaming.clone(),
-        interactive,
-        Duration::from_secs(5),
-    );
-    let store = CheckpointStore::beside(path, &plan.name);
-    let result = ferry::run(
-        &plan,
-        &store,
-        progress.clone(),
-        streaming.clone(),
-        stop.clone(),
-    )
-    .await;
-    display.finish().await;
-    stop.cancel();
-    let outcome = result?;
-    if outcome.copied_rows {
-        print!("{}", summary(&progress));
-    }
-    if let Some(position) = &outcome.streamed_to {
-        print!("{}", stream_summary(&streaming));
-        println!("stopped; the sink holds every change up to {position}; `ferry run` continues from there");
-    } else if !outcome.copied_rows {
-        println!(
-            "nothing to copy: {} target tables ready{}",
-            plan.targets.len(),
-            if plan.job.runs(MigrationType::Full) {
-                " (the full migration was completed by an earlier run; `ferry drop` the job to start over)"
-            } else {
-                ""
+    let _watch = control.watch(&context);
+    let follower = Follower::start(events, context.status_board(), interactive);
+    let result = ferry_jobs::run(job.as_ref(), &context).await;
+    follower.finish().await;
+    context.stop.cancel();
+    match result? {
+        RunReport::Tables {
+            copied,
+            streamed,
+            targets,
+            runs_full,
+        } => {
+            if let Some(progress) = &copied {
+                print!("{}", summary(progress));
             }
-        );
+            if let Some((position, streaming)) = &streamed {
+                print!("{}", stream_summary(streaming));
+                println!("stopped; the sink holds every change up to {position}; `ferry run` continues from there");
+            } else if copied.is_none() {
+                println!(
+                    "nothing to copy: {targets} target tables ready{}",
+                    if runs_full {
+                        " (the full migration was completed by an earlier run; `ferry drop` the job to start over)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        RunReport::Keyspace {
+            migration: Some(report),
+            ..
+        } => {
+            println!(
+                "Redis migration: {} keys copied in {} full copies, {} commands replayed, {} partial resyncs",
+                report.keys_copied, report.full_copies, report.commands_replayed, report.partial_resyncs
+            );
+            if let Some(point) = report.point {
+                println!(
+                    "the target holds the source up to offset {} of {}",
+                    point.offset, point.replid
+                );
+            }
+        }
+        RunReport::Keyspace {
+            migration: None,
+            stopped_at,
+        } => println!(
+            "stopped; the target holds the source up to {}; `ferry run` continues from there",
+            stopped_at.map_or("the last batch".to_string(), |p| format!(
+                "offset {} of {}",
+                p.offset, p.replid
+            ))
+        ),
     }
     Ok(())
 }
 
-/// The exclusive lock of job `name` (file `path`), or the error naming who holds it.
-fn lock_job(path: &Path, name: &str) -> Result<JobLock, Error> {
-    let store = CheckpointStore::beside(path, name);
-    JobLock::acquire(&store.lock_path(), name, &Holder::this_process())
-}
-
-/// Fails unless job `name` (file `path`) is running now: there is nothing to `action`.
-fn require_running(path: &Path, name: &str, action: &'static str) -> Result<(), Error> {
-    match JobLock::holder(&CheckpointStore::beside(path, name).lock_path()) {
-        Some(_) => Ok(()),
-        None => Err(Error::NotRunning {
-            job: name.to_string(),
-            action,
-        }),
-    }
-}
-
 /// Verifies the job at `path`; true when every target equals the source.
 async fn verify(path: &Path) -> Result<bool, Error> {
-    let (job, name) = read_job(path)?;
-    if job.is_redis() {
-        return ferry::redis_job::verify(&job).await;
-    }
-    let plan = ferry::plan(job, name).await?;
-    let reports = ferry::verify::verify(&plan).await?;
-    let mut equal = true;
-    for report in &reports {
-        let verdict = if report.is_equal() {
-            "equal".to_string()
-        } else {
-            equal = false;
-            format!(
-                "DIFFERENT: {} missing in the target, {} not at the source, {} with other values",
-                report.missing, report.extra, report.different
-            )
-        };
-        println!(
-            "{:<32} source {:>10} rows · target {:>10} rows · {verdict}",
-            report.target, report.source_rows, report.sink_rows
-        );
-        for line in &report.shown {
-            println!("    {line}");
+    let job = ferry_jobs::open(JobSpec::read(path)?)?;
+    let report = job.verify().await?;
+    match &report {
+        VerifyReport::Tables(reports) => {
+            for report in reports {
+                let verdict = if report.is_equal() {
+                    "equal".to_string()
+                } else {
+                    format!(
+                        "DIFFERENT: {} missing in the target, {} not at the source, {} with other values",
+                        report.missing, report.extra, report.different
+                    )
+                };
+                println!(
+                    "{:<32} source {:>10} rows · target {:>10} rows · {verdict}",
+                    report.target, report.source_rows, report.sink_rows
+                );
+                for line in &report.shown {
+                    println!("    {line}");
+                }
+            }
+            if report.is_equal() {
+                println!(
+                    "verify passed: {} target tables equal the source",
+                    reports.len()
+                );
+            } else {
+                println!("verify failed: the target differs from the source");
+            }
+        }
+        VerifyReport::Keyspace(report) => {
+            for line in &report.details {
+                println!("  {line}");
+            }
+            if report.equal() {
+                println!(
+                    "verify passed: {} keys equal ({} expired or deleted during the comparison)",
+                    report.compared, report.vanished
+                );
+            } else {
+                println!(
+                    "DIFFERENT: {} missing in the target, {} in the target only, {} with another type, value or expiry (of {} compared)",
+                    report.missing, report.extra, report.different, report.compared
+                );
+            }
         }
     }
-    if equal {
-        println!(
-            "verify passed: {} target tables equal the source",
-            reports.len()
-        );
-    } else {
-        println!("verify failed: the target differs from the source");
-    }
-    Ok(equal)
+    Ok(report.is_equal())
 }
 
 /// Asks the run of the job at `path` to stop.
 fn stop(path: &Path) -> Result<(), Error> {
-    let (_, name) = read_job(path)?;
-    require_running(path, &name, "stop")?;
-    let file = stop_file(path, &name);
-    std::fs::write(&file, b"stop\n").map_err(|e| Error::Checkpoint {
-        path: file.display().to_string(),
-        message: format!("cannot write the stop request: {e}"),
-    })?;
+    let spec = JobSpec::read(path)?;
+    ferry_jobs::require_running(&spec, "stop")?;
+    let control = ControlFiles::beside(path, &spec.name);
+    control.request_stop()?;
     println!(
         "asked the job to stop ({}); it commits what it has read and exits",
-        file.display()
+        control.stop.display()
     );
     Ok(())
 }
@@ -340,84 +281,19 @@ fn limit(
     bandwidth_mb: Option<u64>,
     rows_per_second: Option<u64>,
 ) -> Result<(), Error> {
-    let (_, name) = read_job(path)?;
-    require_running(path, &name, "limit")?;
-    let file = limits_file(path, &name);
-    // Keep what an earlier `ferry limit` set and this one does not change.
-    let (old_rows, old_bandwidth) =
-        ferry::run::parse_limits(&std::fs::read_to_string(&file).unwrap_or_default());
-    let mut text = String::new();
-    if let Some(rows) = rows_per_second.or(old_rows) {
-        text.push_str(&format!("rows_per_second = {rows}\n"));
-    }
-    if let Some(mb) = bandwidth_mb.or(old_bandwidth) {
-        text.push_str(&format!("bandwidth_mb = {mb}\n"));
-    }
-    std::fs::write(&file, &text).map_err(|e| Error::Checkpoint {
-        path: file.display().to_string(),
-        message: format!("cannot write the new limits: {e}"),
-    })?;
+    let spec = JobSpec::read(path)?;
+    ferry_jobs::require_running(&spec, "limit")?;
+    let text =
+        ControlFiles::beside(path, &spec.name).request_limits(rows_per_second, bandwidth_mb)?;
     print!("the running job reads within a second:\n{text}");
     Ok(())
 }
 
 /// Removes the job's feed, sink records and checkpoint.
 async fn drop_job(path: &Path, force: bool) -> Result<(), Error> {
-    let (job, name) = read_job(path)?;
-    // Never under a running job: it would write again the records dropped here.
-    let _lock = lock_job(path, &name)?;
-    if job.is_redis() {
-        return ferry::redis_job::drop_job(&job, &name).await;
-    }
-    let plan = ferry::plan(job, name).await?;
-    let _sink_lock = plan.sink.lock(&plan.name, &Holder::this_process()).await?;
-    // Only this job's records go: another job of the same name keeps its own. This job is
-    // its file as it is now, or as it was when it wrote the checkpoint beside it (edited
-    // since); a checkpoint ferry cannot read (of an older format) is removed all the same.
-    let store = CheckpointStore::beside(path, &plan.name);
-    let (had_checkpoint, recorded) = match store.load() {
-        // The checkpoint's definition is this file's only if this file wrote it: another job
-        // file of the same name in this directory shares the checkpoint's name.
-        Ok(state) => (
-            state.is_some(),
-            state
-                .filter(|s| s.job_file.is_some() && s.job_file == store.job_file())
-                .and_then(|s| s.definition),
-        ),
-        Err(error) => {
-            warn!("{error}; it is removed with the job");
-            (true, None)
-        }
-    };
-    let current = plan.definition();
-    let mut definition = None;
-    if !force {
-        for candidate in [Some(current.clone()), recorded].into_iter().flatten() {
-            match plan.sink.claim(&plan.name, &candidate, true).await {
-                Ok(()) => {
-                    definition = Some(candidate);
-                    break;
-                }
-                Err(Error::NameTaken { .. }) => continue,
-                Err(other) => return Err(other),
-            }
-        }
-        if definition.is_none() {
-            // Neither is what the sink records: say so with this file's definition.
-            plan.sink.claim(&plan.name, &current, true).await?;
-        }
-    }
-    let mut removed = plan
-        .source
-        .drop_changes(&plan.feed_name(), definition.as_deref())
-        .await?;
-    plan.sink.forget(&plan.name).await?;
-    removed.push(format!("ferry's records of job {} in the sink", plan.name));
-    if had_checkpoint {
-        store.remove()?;
-        removed.push(format!("checkpoint {}", store.path().display()));
-    }
-    for thing in removed {
+    let job = ferry_jobs::open(JobSpec::read(path)?)?;
+    let report = ferry_jobs::drop(job.as_ref(), force).await?;
+    for thing in report.removed {
         println!("removed {thing}");
     }
     Ok(())
@@ -452,18 +328,13 @@ fn main() -> ExitCode {
             Command::Verify { job } => verify(&job).await,
             Command::Drop { job, force } => drop_job(&job, force).await.map(|()| true),
             Command::Demo { rows } => {
-                ferry::demo::run(
+                demo::run(
                     rows,
                     |job: PathBuf| async move { run_job(&job, bars).await },
                 )
                 .await
                 .map(|()| true)
             }
-            Command::Bench(args) => ferry::bench::run(args).await.map(|()| true),
-            Command::BenchCdc(args) => ferry::bench_cdc::run(args).await.map(|()| true),
-            Command::BenchMysql(args) => ferry::bench_mysql::run(args).await.map(|()| true),
-            Command::BenchBinlog(args) => ferry::bench_binlog::run(args).await.map(|()| true),
-            Command::BenchRedis(args) => ferry::bench_redis::run(args).await.map(|()| true),
         }
     });
     match result {

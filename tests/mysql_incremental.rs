@@ -89,7 +89,7 @@ fn servers() -> (MariaServer, PgServer) {
 
 fn write_job(dir: &Path, source: &MariaServer, sink: &PgServer, migration: &str) -> PathBuf {
     let mut text = format!(
-        "[source]\nurl = \"{}\"\nserver_id = 4242\n[sink]\nurl = \"{}\"\n[migration]\n{migration}\n",
+        "[source]\nurl = \"{}\"\n[source.options]\nserver_id = 4242\n[sink]\nurl = \"{}\"\n[migration]\n{migration}\n",
         source.url("shop"),
         sink.url("sink")
     );

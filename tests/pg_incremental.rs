@@ -606,3 +606,81 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
         describe(&output)
     );
 }
+
+/// Rows in the sink's targets: what the source has served so far, less what the rule's
+/// filter drops (parts are committed whole, so this moves a part at a time).
+fn rows_landed(server: &PgServer) -> u64 {
+    server
+        .psql(
+            "sink",
+            "SELECT (SELECT count(*) FROM sales.orders) + (SELECT count(*) FROM sales.items)",
+        )
+        .ok()
+        .and_then(|out| out.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Rows that land in a measuring window of about `seconds`, and the window's length.
+fn rows_in_window(server: &PgServer, seconds: u64) -> (u64, f64) {
+    let (before, began) = (rows_landed(server), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(seconds));
+    (
+        rows_landed(server).saturating_sub(before),
+        began.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn ferry_limit_changes_a_running_database_jobs_rate() {
+    const LIMIT: u64 = 200;
+    let server = server();
+    let dir = tempfile::tempdir().unwrap();
+    let job = write_job(
+        &server,
+        dir.path(),
+        &format!(
+            "types = [\"schema\", \"full\", \"incremental\"]\nparallelism = 1\nchunk_rows = {LIMIT}\nmax_rows_per_second = {LIMIT}\n"
+        ),
+    );
+    let child = spawn_ferry("run", &job);
+    wait_for("the first part to land", Duration::from_secs(120), || {
+        rows_landed(&server) > 0
+    });
+    // Under the job file's limit: what lands in a window is bounded by the rate over the
+    // window, a second's burst and the parts in flight (generously).
+    let (limited, window) = rows_in_window(&server, 4);
+    let bound = (LIMIT as f64 * (window + 3.0)) as u64;
+    assert!(
+        limited <= bound,
+        "{limited} rows landed in {window:.1} s under a limit of {LIMIT} rows/s"
+    );
+
+    let output = cli::run_with(FERRY, "limit", &job, &["--rows-per-second", "0"]);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("rows_per_second = 0"),
+        "{}",
+        describe(&output)
+    );
+    // The job reads the new limit within a second; then the rate is no longer held to it.
+    std::thread::sleep(Duration::from_millis(1500));
+    let total: u64 = 20000 + 8000;
+    let (unlimited, window) = rows_in_window(&server, 4);
+    let landed = rows_landed(&server);
+    let held = (LIMIT as f64 * (window + 3.0)) as u64;
+    assert!(
+        unlimited > held || landed >= total * 8 / 10,
+        "only {unlimited} rows landed in {window:.1} s after the limit was lifted (held to {held})"
+    );
+
+    wait_until_streaming(&server);
+    catch_up(&server, 1);
+    let output = stop(&job, child);
+    assert!(output.status.success(), "{}", describe(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("limits changed (ferry limit)"),
+        "{}",
+        describe(&output)
+    );
+    assert_verified(&server, &job);
+}

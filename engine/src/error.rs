@@ -84,6 +84,15 @@ pub enum Error {
         /// What was asked.
         action: &'static str,
     },
+    /// A field of the job file a connector reads (its URL, an option of `[source.options]`
+    /// or `[sink.options]`) is unknown or invalid.
+    #[error("{field}: {message}")]
+    Config {
+        /// The field's path (`source.options.server_id`).
+        field: String,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
     /// The run was stopped (Ctrl-C or `ferry stop`) before it finished.
     #[error("the run was stopped before it finished")]
     Stopped,
@@ -102,6 +111,7 @@ impl Error {
             Error::Checkpoint { .. }
             | Error::Running { .. }
             | Error::NotRunning { .. }
+            | Error::Config { .. }
             | Error::NameTaken { .. } => ErrorClass::User,
             Error::Internal(_) => ErrorClass::Internal,
         }

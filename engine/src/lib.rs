@@ -13,13 +13,16 @@ pub mod batch;
 pub mod changes;
 pub mod checkpoint;
 pub mod coalesce;
+pub mod connector;
 pub mod error;
 pub mod identity;
 pub mod lock;
+pub mod options;
 pub mod pipeline;
 pub mod position;
 pub mod progress;
 pub mod rate;
+pub mod retry;
 pub mod schema;
 pub mod sink;
 pub mod source;
@@ -30,21 +33,24 @@ pub use batch::{ChangeBatch, Op, Ops, Unchanged};
 pub use changes::{ChangeEvent, ChangeFeed, ChangeRequest, ChangeStream};
 pub use checkpoint::{CheckpointStore, JobState};
 pub use coalesce::{Coalescer, Patches, TableChanges};
+pub use connector::{Capabilities, Connector, OpenedSource, Shape};
 pub use error::{Error, ErrorClass, Result};
 pub use identity::ServerIdentity;
 pub use lock::{Holder, JobLock};
+pub use options::ConnectorOptions;
 pub use pipeline::{run_snapshot, Route, RunOptions, SnapshotProgress, TableFlow};
 pub use position::{binlog_file_number, Position};
 pub use progress::{Lag, Progress, StreamProgress, TableProgress};
-pub use rate::RateLimit;
+pub use rate::{Limits, RateLimit};
+pub use retry::RetryPolicy;
 pub use schema::{TableId, TableSchema};
 pub use sink::{
     compare_claim, ChangeApplier, ExistingRows, NameLimit, PartMarker, PrepareOptions,
     PreparedTables, Sink, SinkLock, SinkWriter, WriterOptions,
 };
 pub use source::{
-    check_tiling, split_range, PartRange, Snapshot, SnapshotPart, SnapshotRequest, SnapshotTable,
-    Source,
+    check_tiling, split_range, FilterDialect, PartRange, Snapshot, SnapshotPart, SnapshotRequest,
+    SnapshotTable, Source,
 };
 pub use streaming::{run_changes, ChangeRouting, StreamOptions};
 pub use transform::Transform;

@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::error::{Error, Result};
 use crate::progress::Progress;
-use crate::rate::RateLimit;
+use crate::rate::Limits;
 use crate::schema::{TableId, TableSchema};
 use crate::sink::{PartMarker, Sink, SinkWriter, WriterOptions};
 use crate::source::{Snapshot, SnapshotPart};
@@ -49,8 +49,9 @@ pub struct RunOptions {
     pub parallelism: usize,
     /// Batches buffered between a part's reader and writer.
     pub queue_depth: usize,
-    /// Rows read per second, shared by all parts (and the job's change stream).
-    pub limit: Arc<RateLimit>,
+    /// Rows and source bytes read per second, shared by all parts (and the job's change
+    /// stream).
+    pub limits: Limits,
 }
 
 /// Called after a part is committed to a target table (the part's index and the target), to
@@ -126,7 +127,7 @@ pub async fn run_snapshot(
                 sink: Arc::clone(&sink),
                 progress: Arc::clone(&progress),
                 queue_depth: options.queue_depth.max(1),
-                limit: Arc::clone(&options.limit),
+                limits: options.limits.clone(),
                 resume: Arc::clone(&resume),
                 stop: stop.clone(),
             };
@@ -141,7 +142,7 @@ struct PartContext {
     sink: Arc<dyn Sink>,
     progress: Arc<Progress>,
     queue_depth: usize,
-    limit: Arc<RateLimit>,
+    limits: Limits,
     resume: Arc<SnapshotProgress>,
     stop: CancellationToken,
 }
@@ -217,7 +218,7 @@ impl PartContext {
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => return Err(Error::Stopped),
-                _ = self.limit.take(batch.num_rows() as u64) => {}
+                _ = self.limits.take(batch.num_rows() as u64, batch.source_bytes) => {}
             }
             table_progress.add_read(batch.num_rows() as u64, batch.source_bytes);
             counted.rows_read += batch.num_rows() as u64;
@@ -489,7 +490,7 @@ mod tests {
             RunOptions {
                 parallelism: 3,
                 queue_depth: 2,
-                limit: Arc::new(RateLimit::new(0)),
+                limits: Limits::none(),
             },
             resume,
             stop,

@@ -7,7 +7,7 @@
 //! change while a job runs; bookings made under the old rate stand.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -73,6 +73,40 @@ impl RateLimit {
         let start = next.map_or(earliest, |n| n.max(earliest));
         *next = Some(start + length);
         (start > now).then_some(start)
+    }
+}
+
+/// A job's limits while it runs: rows and source bytes a second, shared by every snapshot part
+/// and the change stream, changed in place (`ferry limit`, the service's limits action).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Rows (Redis: keys, then commands) a second; 0: none.
+    pub rows: Arc<RateLimit>,
+    /// Bytes read from the source a second; 0: none.
+    pub bytes: Arc<RateLimit>,
+}
+
+/// Bursts of a bandwidth limit: a tenth of a second's worth, so it holds closely over a short
+/// transfer as well.
+const BYTES_BURST: Duration = Duration::from_millis(100);
+
+impl Limits {
+    /// Limits of `rows_per_second` rows and `bytes_per_second` source bytes (0: none).
+    pub fn new(rows_per_second: u64, bytes_per_second: u64) -> Limits {
+        Limits {
+            rows: Arc::new(RateLimit::new(rows_per_second)),
+            bytes: Arc::new(RateLimit::new(bytes_per_second).with_burst(BYTES_BURST)),
+        }
+    }
+
+    /// No limits.
+    pub fn none() -> Limits {
+        Limits::new(0, 0)
+    }
+
+    /// Books `rows` rows of `bytes` source bytes on both limits; returns when both allow them.
+    pub async fn take(&self, rows: u64, bytes: u64) {
+        tokio::join!(self.rows.take(rows), self.bytes.take(bytes));
     }
 }
 

@@ -225,11 +225,27 @@ pub fn split_range(
         .collect()
 }
 
+/// The SQL a source can evaluate a rule's filter in (push-down: the source then sends only
+/// the rows the filter keeps).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterDialect {
+    /// PostgreSQL.
+    Postgres,
+    /// MySQL and MariaDB.
+    Mysql,
+}
+
 /// The source side of a migration.
 #[async_trait]
 pub trait Source: Send + Sync {
-    /// The engine's name (`postgres`), used to pick SQL push-down and same-engine type mapping.
-    fn engine(&self) -> &'static str;
+    /// The SQL this source evaluates pushed-down filters in; `None` when it runs no SQL
+    /// (ferry then filters every row itself).
+    fn filter_dialect(&self) -> Option<FilterDialect>;
+
+    /// Whether an ordered snapshot ([`SnapshotRequest::ordered`]) comes in primary-key order,
+    /// so that `ferry verify` can merge it with the other side; a source that cannot (files)
+    /// is compared as a multiset of rows.
+    fn reads_in_key_order(&self) -> bool;
 
     /// The server and database this source reads, as the server reports it (see
     /// [`ServerIdentity`]). Connects; changes nothing.

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::pipeline::TableFlow;
 use crate::position::Position;
 use crate::progress::StreamProgress;
-use crate::rate::RateLimit;
+use crate::rate::Limits;
 use crate::schema::TableId;
 use crate::sink::ChangeApplier;
 
@@ -41,8 +41,8 @@ pub struct StreamOptions {
     /// Change rows decoded ahead of the applier (an event without rows counts as one), so
     /// the source keeps streaming the next group while the sink applies this one.
     pub read_ahead_rows: usize,
-    /// Change rows read per second (shared with the job's snapshot).
-    pub limit: Arc<RateLimit>,
+    /// Change rows and source bytes read per second (shared with the job's snapshot).
+    pub limits: Limits,
 }
 
 /// Where changes go: the source tables a stream sends (in change-request order) and the
@@ -329,7 +329,10 @@ impl Group {
                 batch.table
             )));
         };
-        self.options.limit.take(batch.num_rows() as u64).await;
+        self.options
+            .limits
+            .take(batch.num_rows() as u64, batch.source_bytes)
+            .await;
         self.group_started.get_or_insert_with(Instant::now);
         self.progress
             .read(batch.num_rows() as u64, batch.source_bytes);

@@ -14,7 +14,8 @@
 //! sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.orders WHERE amount > 100"
 //! ```
 
-use serde::Deserialize;
+use ferry_engine::ConnectorOptions;
+use serde::{Deserialize, Serialize};
 
 use crate::error::SqlError;
 
@@ -77,13 +78,52 @@ pub struct JobFile {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
-    /// `postgres://user:password@host:port/database` or `mysql://user:password@host:port`.
+    /// `postgres://user:password@host:port/database`, `mysql://user:password@host:port` or
+    /// `redis://host:port`.
     pub url: String,
-    /// The replica id a MySQL/MariaDB source knows this job by while it reads the binlog;
-    /// it must differ from every server's and other replica's `server_id`. Derived from the
-    /// job's name when not given.
+    /// `[source.options]`: the source connector's own options (a MySQL source's
+    /// `server_id`, a Redis source's `resume_mode`), each checked by that connector.
     #[serde(default)]
-    pub server_id: Option<u32>,
+    pub options: toml::Table,
+    /// Where `server_id` was before it became a MySQL source's option: refused with the
+    /// new spelling.
+    #[serde(default)]
+    server_id: Option<toml::Value>,
+}
+
+impl SourceConfig {
+    /// `[source.options]`, for the source's connector to take.
+    pub fn connector_options(&self) -> Result<ConnectorOptions, SqlError> {
+        connector_options("source.options", &self.options)
+    }
+}
+
+impl SinkConfig {
+    /// `[sink.options]`, for the sink's connector to take.
+    pub fn connector_options(&self) -> Result<ConnectorOptions, SqlError> {
+        connector_options("sink.options", &self.options)
+    }
+}
+
+/// A connector's options as text: numbers, booleans and strings (unquoted); nothing nested.
+fn connector_options(field: &str, table: &toml::Table) -> Result<ConnectorOptions, SqlError> {
+    let mut values = std::collections::BTreeMap::new();
+    for (key, value) in table {
+        let text = match value {
+            toml::Value::String(text) => text.clone(),
+            toml::Value::Integer(n) => n.to_string(),
+            toml::Value::Float(n) => n.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => {
+                return Err(SqlError::InvalidField {
+                    field: format!("{field}.{key}"),
+                    message: "takes a number, a string or true/false".into(),
+                })
+            }
+        };
+        values.insert(key.clone(), text);
+    }
+    Ok(ConnectorOptions::new(field, values))
 }
 
 /// The `[sink]` table.
@@ -97,6 +137,9 @@ pub struct SinkConfig {
     /// `truncate`.
     #[serde(default)]
     pub existing_rows: ExistingRowsConfig,
+    /// `[sink.options]`: the sink connector's own options, checked by that connector.
+    #[serde(default)]
+    pub options: toml::Table,
 }
 
 /// `sink.existing_rows`.
@@ -113,7 +156,7 @@ pub enum ExistingRowsConfig {
 }
 
 /// A migration type, as in `migration.types`.
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum MigrationType {
     /// Create target schemas and tables.
@@ -144,25 +187,14 @@ pub struct MigrationConfig {
     /// means no limit. Protects a busy source during a migration.
     #[serde(default)]
     pub max_rows_per_second: u64,
-    /// Redis jobs: most source megabytes per second (1 … 10240), the full copy and the
-    /// command stream together; 0 (the default) means no limit.
+    /// Most source megabytes (10^6 bytes) per second (1 … 10240), snapshot and changes
+    /// together; 0 (the default) means no limit.
     #[serde(default)]
     pub bandwidth_limit_mb: u64,
-    /// Redis jobs: after a broken link, `auto` (the default) reconnects with backoff and
-    /// continues; `manual` stops, and the next `ferry run` continues.
+    /// Where `resume_mode` was before it became a Redis source's option: refused with the
+    /// new spelling.
     #[serde(default)]
-    pub resume_mode: ResumeModeConfig,
-}
-
-/// `migration.resume_mode`.
-#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum ResumeModeConfig {
-    /// Reconnect with backoff and continue.
-    #[default]
-    Auto,
-    /// Stop; the next run continues.
-    Manual,
+    resume_mode: Option<toml::Value>,
 }
 
 impl Default for MigrationConfig {
@@ -174,7 +206,7 @@ impl Default for MigrationConfig {
             chunk_rows: DEFAULT_CHUNK_ROWS,
             max_rows_per_second: 0,
             bandwidth_limit_mb: 0,
-            resume_mode: ResumeModeConfig::Auto,
+            resume_mode: None,
         }
     }
 }
@@ -204,7 +236,6 @@ fn valid_range(text: &str, span: std::ops::Range<usize>) -> Option<String> {
         "chunk_rows" => format!("1 to {} rows", u64::MAX),
         "max_rows_per_second" => format!("0 (no limit) to {}", u64::MAX),
         "bandwidth_limit_mb" => "0 (no limit) to 10240 MB/s".to_string(),
-        "server_id" => format!("1 to {}", u32::MAX),
         _ => return None,
     };
     Some(format!("{key} takes a whole number from {range}"))
@@ -267,11 +298,6 @@ impl JobFile {
         self.migration.types.contains(&kind)
     }
 
-    /// Whether the source is a Redis server (`redis://`).
-    pub fn is_redis(&self) -> bool {
-        self.source.url.starts_with("redis://")
-    }
-
     fn validate(&self) -> Result<(), SqlError> {
         let invalid = |field: &str, message: String| SqlError::InvalidField {
             field: field.to_string(),
@@ -316,12 +342,16 @@ impl JobFile {
                 "is 0; it must be at least 1".into(),
             ));
         }
-        let redis = self.is_redis();
-        if migration.bandwidth_limit_mb != 0 && !redis {
+        if let Some(value) = &self.source.server_id {
             return Err(invalid(
-                "migration.bandwidth_limit_mb",
-                "applies to Redis jobs; limit other sources with migration.max_rows_per_second"
-                    .into(),
+                "source.server_id",
+                format!("is an option of a MySQL/MariaDB source now; write it as\n  [source.options]\n  server_id = {value}"),
+            ));
+        }
+        if let Some(value) = &migration.resume_mode {
+            return Err(invalid(
+                "migration.resume_mode",
+                format!("is an option of a Redis source now; write it as\n  [source.options]\n  resume_mode = {value}"),
             ));
         }
         if migration.bandwidth_limit_mb > 10_240 {
@@ -338,20 +368,6 @@ impl JobFile {
                 return Err(invalid(&format!("rules[{index}].sql"), "is empty".into()));
             }
         }
-        if redis && !migration.types.contains(&MigrationType::Full) {
-            return Err(invalid(
-                "migration.types",
-                "a Redis job always begins with a full copy (the replication protocol starts with one; a later run continues from the point the target holds): write types = [\"full\"] or [\"full\", \"incremental\"]".into(),
-            ));
-        }
-        // A Redis job without rules moves every database as it is.
-        if self.rules.is_empty() && !redis {
-            return Err(invalid(
-                "rules",
-                "no rules: only tables that a rule selects are moved; add one, e.g.\n  [[rules]]\n  sql = \"SELECT * FROM public.*\"".into(),
-            ));
-        }
-
         Ok(())
     }
 }
@@ -424,20 +440,42 @@ sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.order
                 .to_string();
             assert!(error.contains(expected), "{to}: {error}");
         }
-        let error = JobFile::parse(&MINIMAL.replace("[sink]", "server_id = 99999999999\n[sink]"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("server_id takes a whole number from 1 to 4294967295"),
-            "{error}"
-        );
     }
 
     #[test]
-    fn a_job_without_rules_says_how_to_add_one() {
-        let text = MINIMAL.split("[[rules]]").next().unwrap();
-        let error = JobFile::parse(text).unwrap_err().to_string();
-        assert!(error.contains("[[rules]]"), "{error}");
+    fn connector_keys_of_the_old_spelling_show_the_new_one() {
+        let error = JobFile::parse(&MINIMAL.replace("[sink]", "server_id = 4242\n[sink]"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("source.server_id: is an option of a MySQL/MariaDB source now; write it as\n  [source.options]\n  server_id = 4242"),
+            "{error}"
+        );
+        let error = JobFile::parse(&MINIMAL.replace("parallelism = 4", "resume_mode = \"manual\""))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("[source.options]\n  resume_mode = \"manual\""),
+            "{error}"
+        );
+        let job = JobFile::parse(&MINIMAL.replace(
+            "[sink]",
+            "[source.options]\nserver_id = 4242\nmode = \"x\"\n[sink]",
+        ))
+        .unwrap();
+        let options = job.source.connector_options().unwrap();
+        assert!(!options.is_empty());
+        let nested = MINIMAL.replace("[sink]", "[source.options]\nlist = [1]\n[sink]");
+        let error = JobFile::parse(&nested)
+            .unwrap()
+            .source
+            .connector_options()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.starts_with("source.options.list: takes a number"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -461,17 +499,6 @@ sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.order
         assert!(JobFile::parse(&incremental)
             .unwrap()
             .runs(MigrationType::Incremental));
-    }
-
-    #[test]
-    fn a_redis_job_needs_no_rules_but_a_full_copy() {
-        let redis =
-            "[source]\nurl = \"redis://127.0.0.1:1\"\n[sink]\nurl = \"redis://127.0.0.1:2\"\n";
-        assert!(JobFile::parse(redis).unwrap().is_redis());
-        let error = JobFile::parse(&format!("{redis}[migration]\ntypes = [\"incremental\"]\n"))
-            .unwrap_err()
-            .to_string();
-        assert!(error.contains("always begins with a full copy"), "{error}");
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod suggest;
 mod table_spec;
 
 pub use error::SqlError;
-pub use job::{JobFile, MigrationType, ResumeModeConfig, RuleConfig};
+pub use job::{JobFile, MigrationType, RuleConfig};
 pub use resolve::{resolve_rules, OutputColumn, ResolvedRule};
 pub use rule::Rule;
 /// The sqlparser this crate parses with, re-exported so transforms use the same AST types.

@@ -12,14 +12,9 @@
 
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value};
 
-/// SQL engines ferry can push filters into.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
-    /// PostgreSQL.
-    Postgres,
-    /// MySQL and MariaDB.
-    Mysql,
-}
+/// SQL engines ferry can push filters into: each source says which it evaluates
+/// ([`ferry_engine::Source::filter_dialect`]).
+pub use ferry_engine::FilterDialect as Dialect;
 
 /// What a source column holds, as far as pushing a filter down cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,17 +23,6 @@ pub enum ColumnKind {
     Number,
     /// Anything else.
     Other,
-}
-
-impl Dialect {
-    /// The dialect for a source engine name, if filters can be pushed into it.
-    pub fn for_engine(engine: &str) -> Option<Dialect> {
-        match engine {
-            "postgres" => Some(Dialect::Postgres),
-            "mysql" => Some(Dialect::Mysql),
-            _ => None,
-        }
-    }
 }
 
 /// Functions whose results agree between PostgreSQL and DataFusion for the types ferry reads.

@@ -31,3 +31,72 @@ pub use config::MyEndpoint;
 pub use error::MyError;
 pub use sink::MysqlSink;
 pub use snapshot::{BinlogPosition, MysqlSource};
+
+use std::sync::Arc;
+
+use ferry_engine::{Capabilities, Connector, ConnectorOptions, OpenedSource, Shape};
+
+/// MySQL and MariaDB as the job runtime's registry knows them.
+pub static CONNECTOR: Connector = Connector {
+    name: "MySQL/MariaDB",
+    schemes: &["mysql", "mariadb"],
+    url_form: "mysql://user@host:port",
+    shape: Shape::Tables,
+    capabilities: Capabilities {
+        source: true,
+        sink: true,
+        change_feed: true,
+        applies_changes: true,
+        key_ordered_reads: true,
+        files: false,
+    },
+    source_options: &["server_id"],
+    sink_options: &[],
+    open_source: Some(open_source),
+    open_sink: Some(open_sink),
+    read_back: Some(read_back),
+};
+
+/// A replica id for job `job` when its options give none: stable per name, in a range
+/// servers are rarely given (2^30 … 2^31 - 1).
+pub fn replica_id(job: &str) -> u32 {
+    // FNV-1a: stable across releases and platforms, unlike std's hasher.
+    let hash = job.bytes().fold(0x811c_9dc5u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    (1 << 30) | (hash & ((1 << 30) - 1))
+}
+
+/// `[source.options]`: `server_id`, the replica id the source knows this job by while it reads
+/// the binlog; it must differ from every server's and other replica's `server_id`.
+fn open_source(
+    url: &str,
+    mut options: ConnectorOptions,
+    job: &str,
+) -> ferry_engine::Result<OpenedSource> {
+    let server_id = options.take_number("server_id", 1..=u32::MAX)?;
+    options.finish(CONNECTOR.source_options)?;
+    let endpoint = MyEndpoint::parse(url, "source.url")?;
+    Ok(OpenedSource {
+        display: endpoint.display().to_string(),
+        source: Arc::new(
+            MysqlSource::new(endpoint).with_server_id(server_id.unwrap_or_else(|| replica_id(job))),
+        ),
+    })
+}
+
+fn open_sink(
+    url: &str,
+    options: ConnectorOptions,
+) -> ferry_engine::Result<Arc<dyn ferry_engine::Sink>> {
+    options.finish(CONNECTOR.sink_options)?;
+    Ok(Arc::new(MysqlSink::new(MyEndpoint::parse(
+        url, "sink.url",
+    )?)))
+}
+
+fn read_back(url: &str) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+    Ok(Arc::new(MysqlSource::new(MyEndpoint::parse(
+        url, "sink.url",
+    )?)))
+}

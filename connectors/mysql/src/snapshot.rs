@@ -28,7 +28,7 @@ use ferry_engine::{
 use crate::config::{execute, quote_ident, quote_table, MyEndpoint};
 use crate::decode::ColumnBuilder;
 use crate::error::MyError;
-use crate::types::{source_field, MyType, ENGINE};
+use crate::types::{source_field, MyType};
 
 /// Databases that hold the server's own tables, never migrated.
 /// Databases that are the server's or ferry's own bookkeeping, never a job's tables.
@@ -114,8 +114,12 @@ impl MysqlSource {
 
 #[async_trait]
 impl Source for MysqlSource {
-    fn engine(&self) -> &'static str {
-        ENGINE
+    fn filter_dialect(&self) -> Option<ferry_engine::FilterDialect> {
+        Some(ferry_engine::FilterDialect::Mysql)
+    }
+
+    fn reads_in_key_order(&self) -> bool {
+        true
     }
 
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {

@@ -673,8 +673,12 @@ impl SinkWriter for FileWriter {
 /// order (files have no key order: compare them as multisets) and that has no change log.
 #[async_trait]
 impl Source for FileSink {
-    fn engine(&self) -> &'static str {
-        self.format.scheme()
+    fn filter_dialect(&self) -> Option<ferry_engine::FilterDialect> {
+        None
+    }
+
+    fn reads_in_key_order(&self) -> bool {
+        false
     }
 
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {
@@ -903,4 +907,37 @@ impl Snapshot for FileSnapshot {
     async fn close(&self) -> ferry_engine::Result<()> {
         Ok(())
     }
+}
+
+/// Parquet and Arrow IPC files as the job runtime's registry knows them.
+pub static CONNECTOR: ferry_engine::Connector = ferry_engine::Connector {
+    name: "Parquet/Arrow files",
+    schemes: &["parquet", "arrow"],
+    url_form: "parquet:///path/to/dir or arrow:///path/to/dir",
+    shape: ferry_engine::Shape::Tables,
+    capabilities: ferry_engine::Capabilities {
+        source: false,
+        sink: true,
+        change_feed: false,
+        applies_changes: false,
+        key_ordered_reads: false,
+        files: true,
+    },
+    source_options: &[],
+    sink_options: &[],
+    open_source: None,
+    open_sink: Some(open_sink),
+    read_back: Some(read_back),
+};
+
+fn open_sink(
+    url: &str,
+    options: ferry_engine::ConnectorOptions,
+) -> ferry_engine::Result<Arc<dyn Sink>> {
+    options.finish(CONNECTOR.sink_options)?;
+    Ok(Arc::new(FileSink::from_url(url, "sink.url")?))
+}
+
+fn read_back(url: &str) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+    Ok(Arc::new(FileSink::from_url(url, "sink.url")?))
 }

@@ -24,3 +24,57 @@ pub use config::PgEndpoint;
 pub use error::PgError;
 pub use sink::{recorded_position, PostgresSink};
 pub use snapshot::PostgresSource;
+
+use std::sync::Arc;
+
+use ferry_engine::{Capabilities, Connector, ConnectorOptions, OpenedSource, Shape};
+
+/// PostgreSQL as the job runtime's registry knows it.
+pub static CONNECTOR: Connector = Connector {
+    name: "PostgreSQL",
+    schemes: &["postgres", "postgresql"],
+    url_form: "postgres://user@host:port/database",
+    shape: Shape::Tables,
+    capabilities: Capabilities {
+        source: true,
+        sink: true,
+        change_feed: true,
+        applies_changes: true,
+        key_ordered_reads: true,
+        files: false,
+    },
+    source_options: &[],
+    sink_options: &[],
+    open_source: Some(open_source),
+    open_sink: Some(open_sink),
+    read_back: Some(read_back),
+};
+
+fn open_source(
+    url: &str,
+    options: ConnectorOptions,
+    _job: &str,
+) -> ferry_engine::Result<OpenedSource> {
+    options.finish(CONNECTOR.source_options)?;
+    let endpoint = PgEndpoint::parse(url, "source.url")?;
+    Ok(OpenedSource {
+        display: endpoint.display().to_string(),
+        source: Arc::new(PostgresSource::new(endpoint)),
+    })
+}
+
+fn open_sink(
+    url: &str,
+    options: ConnectorOptions,
+) -> ferry_engine::Result<Arc<dyn ferry_engine::Sink>> {
+    options.finish(CONNECTOR.sink_options)?;
+    Ok(Arc::new(PostgresSink::new(PgEndpoint::parse(
+        url, "sink.url",
+    )?)))
+}
+
+fn read_back(url: &str) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+    Ok(Arc::new(PostgresSource::new(PgEndpoint::parse(
+        url, "sink.url",
+    )?)))
+}

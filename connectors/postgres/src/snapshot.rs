@@ -25,7 +25,7 @@ use crate::config::{quote_ident, quote_table, PgEndpoint};
 use crate::decode::CopyDecoder;
 use crate::error::PgError;
 use crate::schema::load_catalog;
-use crate::types::{PgType, ENGINE};
+use crate::types::PgType;
 
 /// A PostgreSQL database as a migration source.
 #[derive(Clone, Debug)]
@@ -68,8 +68,12 @@ fn integer_key(table: &TableSchema) -> Option<&arrow::datatypes::Field> {
 
 #[async_trait]
 impl Source for PostgresSource {
-    fn engine(&self) -> &'static str {
-        ENGINE
+    fn filter_dialect(&self) -> Option<ferry_engine::FilterDialect> {
+        Some(ferry_engine::FilterDialect::Postgres)
+    }
+
+    fn reads_in_key_order(&self) -> bool {
+        true
     }
 
     async fn identity(&self) -> ferry_engine::Result<ferry_engine::ServerIdentity> {

@@ -6,8 +6,7 @@
 //! that point to the next run. Only when the source can no longer continue (its backlog has
 //! moved past the point) does a copy start over — and it says so.
 
-use std::time::Duration;
-
+use ferry_engine::RetryPolicy;
 use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{info, warn};
 
@@ -23,26 +22,14 @@ use crate::status::MigrationState;
 /// What the checkpoint key holds while a full copy is under way.
 const COPYING: &[u8] = b"copying";
 
-/// What to do when the link breaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResumeMode {
-    /// Reconnect with backoff, as long as it takes, and continue.
-    Auto,
-    /// Stop with the error; the next run continues from the last point.
-    Manual,
-}
-
 /// How a migration runs.
 #[derive(Clone, Debug)]
 pub struct MigrationOptions {
     /// How the full copy writes.
     pub copy: CopyOptions,
-    /// What to do when the link breaks.
-    pub resume: ResumeMode,
-    /// First pause before reconnecting (doubling up to `max_backoff`).
-    pub first_backoff: Duration,
-    /// Longest pause before reconnecting.
-    pub max_backoff: Duration,
+    /// What to do when the link breaks: the job's retry policy (`resume_mode = "auto"` is
+    /// [`RetryPolicy::UNBOUNDED`], `"manual"` [`RetryPolicy::NEVER`]).
+    pub retry: RetryPolicy,
     /// Keep the point in this target key (database 0), written in the same transaction as
     /// each batch, and continue from it when a run starts without a point — after ferry
     /// itself was killed. See [`apply_stream`].
@@ -53,9 +40,7 @@ impl Default for MigrationOptions {
     fn default() -> MigrationOptions {
         MigrationOptions {
             copy: CopyOptions::default(),
-            resume: ResumeMode::Auto,
-            first_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(15),
+            retry: RetryPolicy::UNBOUNDED,
             checkpoint_key: None,
         }
     }
@@ -103,7 +88,8 @@ pub async fn migrate(
         point: start,
         ..MigrationReport::default()
     };
-    let mut backoff = options.first_backoff;
+    let mut failures = 0u32;
+    let mut point_before = report.point.clone();
     loop {
         limits.status.set_state(MigrationState::Connecting);
         let attempt = run_once(
@@ -121,10 +107,19 @@ pub async fn migrate(
                 limits.status.set_state(MigrationState::Success);
                 return Ok(report);
             }
-            Err(error) if options.resume == ResumeMode::Auto && broken_link(&error) => {
-                warn!(%error, pause_seconds = backoff.as_secs_f64(), point = ?report.point, "the replication link broke; reconnecting");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(options.max_backoff);
+            Err(error) if broken_link(&error) => {
+                // The count of tries starts again whenever the target's point moves.
+                if report.point != point_before {
+                    failures = 0;
+                    point_before = report.point.clone();
+                }
+                failures += 1;
+                let Some(pause) = options.retry.delay(failures) else {
+                    limits.status.set_state(MigrationState::Failed);
+                    return Err(error);
+                };
+                warn!(%error, try_number = failures, pause_seconds = pause.as_secs_f64(), point = ?report.point, "the replication link broke; reconnecting");
+                tokio::time::sleep(pause).await;
             }
             Err(error) => {
                 limits.status.set_state(MigrationState::Failed);

@@ -10,8 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_engine::RetryPolicy;
 use ferry_redis::copy::{CopyOptions, Limits, StreamPoint};
-use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
+use ferry_redis::migrate::{migrate, MigrationOptions};
 use ferry_redis::sink::RedisWriter;
 use ferry_testkit::RedisServer;
 
@@ -82,9 +83,11 @@ async fn auto_copies_again_before_a_commit_and_resyncs_partially_after() {
                     target_empty: true,
                     rules: None,
                 },
-                resume: ResumeMode::Auto,
-                first_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_millis(500),
+                retry: RetryPolicy {
+                    tries: None,
+                    first_delay: Duration::from_millis(100),
+                    max_delay: Duration::from_millis(500),
+                },
                 checkpoint_key: None,
             };
             migrate(
@@ -132,7 +135,7 @@ async fn manual_stops_at_a_cut_and_the_next_run_continues_from_its_point() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = tokio::spawn(write_until(config(&source), Arc::clone(&stop)));
     let options = MigrationOptions {
-        resume: ResumeMode::Manual,
+        retry: RetryPolicy::NEVER,
         ..MigrationOptions::default()
     };
     let last = Arc::new(Mutex::new(None::<StreamPoint>));

@@ -26,7 +26,8 @@ use ferry_engine::{
 };
 use tokio::sync::mpsc;
 
-use crate::plan::{open_source, JobError, Plan};
+use crate::table::Plan;
+use crate::JobError;
 
 /// Differences printed per table at most; the rest are counted.
 pub const SHOWN_DIFFERENCES: usize = 20;
@@ -59,19 +60,7 @@ impl TableReport {
 
 /// Compares every target of `plan`; returns one report per target, in plan order.
 pub async fn verify(plan: &Plan) -> ferry_engine::Result<Vec<TableReport>> {
-    let url = &plan.job.sink.url;
-    let sink_source: Arc<dyn Source> = if url.starts_with("parquet://")
-        || url.starts_with("arrow://")
-    {
-        Arc::new(ferry_parquet::FileSink::from_url(url, "sink.url")?)
-    } else {
-        open_source(url, 0)
-            .map_err(|_| JobError::NotIncremental {
-                field: "sink.url".into(),
-                message: "ferry verify reads the target back, which it can do for PostgreSQL, MySQL, Parquet and Arrow sinks".into(),
-            })?
-            .0
-    };
+    let sink_source = crate::registry::read_back(&plan.job.sink.url)?;
     let sink_catalog = sink_source.catalog().await?;
     let mut reports = Vec::new();
     for (index, flow) in plan.flows.iter().enumerate() {
@@ -186,8 +175,7 @@ async fn verify_route(
     // Without a primary key the table is a multiset of rows: compared by counting copies of
     // each distinct row, in memory, instead of merging in key order. So are files, which
     // cannot be read in key order.
-    let multiset =
-        route.target.primary_key.is_empty() || matches!(sink.engine(), "parquet" | "arrow");
+    let multiset = route.target.primary_key.is_empty() || !sink.reads_in_key_order();
     let key: Vec<usize> = if multiset {
         (0..schema.fields().len()).collect()
     } else {

@@ -9,7 +9,6 @@
 //! again in order, so the target converges on the source.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,14 +16,16 @@ use ferry_engine::checkpoint::{FeedState, SnapshotState};
 use ferry_engine::pipeline::DEFAULT_QUEUE_DEPTH;
 use ferry_engine::{
     run_changes, run_snapshot, ChangeFeed, ChangeRouting, CheckpointStore, Error, ErrorClass,
-    JobState, Position, Progress, RateLimit, RunOptions, SnapshotProgress, StreamOptions,
+    JobState, Position, Progress, RetryPolicy, RunOptions, SnapshotProgress, StreamOptions,
     StreamProgress,
 };
 use ferry_sql::MigrationType;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::plan::Plan;
+use crate::context::RunContext;
+use crate::job::RunReport;
+use crate::status::{Counters, Phase};
+use crate::table::Plan;
 
 /// Longest a committed source transaction waits for others to join its group: short enough
 /// that lag stays well under a second, long enough to batch a busy source.
@@ -38,24 +39,6 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 /// applies this one.
 pub const MIN_READ_AHEAD_ROWS: usize = 1024;
 
-/// Tries to reconnect after a lost connection before giving up (the count starts again
-/// whenever the checkpoint moves).
-pub const RECONNECT_TRIES: u32 = 8;
-/// Pause before the first reconnect; it doubles with each failed try.
-pub const RECONNECT_FIRST_DELAY: Duration = Duration::from_millis(500);
-/// Longest pause between tries.
-pub const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(15);
-
-/// What a finished run did.
-#[derive(Debug)]
-pub struct RunSummary {
-    /// Whether a full snapshot was copied by this run (false for a schema-only job, or one
-    /// whose snapshot an earlier run finished).
-    pub copied_rows: bool,
-    /// The position the sink holds after streaming, when the job streams changes.
-    pub streamed_to: Option<Position>,
-}
-
 /// Progress counters for the tables `plan` reads, all at zero.
 pub fn progress_for(plan: &Plan) -> Arc<Progress> {
     Arc::new(Progress::new(
@@ -64,89 +47,6 @@ pub fn progress_for(plan: &Plan) -> Arc<Progress> {
             .iter()
             .map(|t| (t.table.id.clone(), t.table.estimated_rows)),
     ))
-}
-
-/// The file whose appearance asks the run of job `name` (file `job`) to stop (`ferry stop`).
-pub fn stop_file(job: &Path, name: &str) -> PathBuf {
-    job.with_file_name(format!("{name}.stop"))
-}
-
-/// The file through which `ferry limit` changes a running job's limits.
-pub fn limits_file(job: &Path, name: &str) -> PathBuf {
-    job.with_file_name(format!("{name}.limits"))
-}
-
-/// The limits a limits file sets: `rows_per_second = N` and `bandwidth_mb = N` lines (`None`
-/// for one it does not set).
-pub fn parse_limits(text: &str) -> (Option<u64>, Option<u64>) {
-    let mut rows = None;
-    let mut bandwidth = None;
-    for line in text.lines() {
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        let value = value.trim().parse().ok();
-        match key.trim() {
-            "rows_per_second" => rows = value,
-            "bandwidth_mb" => bandwidth = value,
-            _ => {}
-        }
-    }
-    (rows, bandwidth)
-}
-
-/// Applies `file`'s limits to a running job whenever they change (checked every second):
-/// rows a second to `rows`, megabytes a second to `bytes` (bytes/s).
-pub fn watch_limits_file(
-    file: PathBuf,
-    rows: Arc<RateLimit>,
-    bytes: Arc<RateLimit>,
-    stop: CancellationToken,
-) {
-    let _ = std::fs::remove_file(&file);
-    tokio::spawn(async move {
-        let mut applied = String::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-            let Ok(text) = std::fs::read_to_string(&file) else {
-                continue;
-            };
-            if text == applied {
-                continue;
-            }
-            let (new_rows, new_bandwidth) = parse_limits(&text);
-            if let Some(per_second) = new_rows {
-                rows.set_per_second(per_second);
-            }
-            if let Some(mb) = new_bandwidth {
-                bytes.set_per_second(mb.saturating_mul(1_000_000));
-            }
-            info!(rows_per_second = ?new_rows, bandwidth_mb = ?new_bandwidth, "limits changed (ferry limit)");
-            applied = text;
-        }
-    });
-}
-
-/// Cancels `stop` when `file` appears; checks every half second.
-pub fn watch_stop_file(file: PathBuf, stop: CancellationToken) {
-    let _ = std::fs::remove_file(&file);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            }
-            if file.exists() {
-                let _ = std::fs::remove_file(&file);
-                warn!("stop requested (ferry stop)");
-                stop.cancel();
-                break;
-            }
-        }
-    });
 }
 
 /// The job's saved state, checked against the plan; a new state when there is none.
@@ -306,23 +206,28 @@ fn save(store: &CheckpointStore, state: &Mutex<JobState>) -> ferry_engine::Resul
     store.save(&state)
 }
 
-/// Runs `plan`, resuming from and recording in `store`. Stops with
-/// [`ferry_engine::Error::Stopped`] when `stop` is cancelled during the snapshot; committed
-/// parts stay. Stopped while streaming, it returns normally after committing what it read.
+/// Runs `plan` under `context`, resuming from and recording in `store`. Stops with
+/// [`ferry_engine::Error::Stopped`] when stopped during the snapshot; committed parts stay.
+/// Stopped while streaming, it returns normally after committing what it read.
 ///
-/// A lost connection (a server restarting, the network) is retried with backoff, during the
-/// snapshot as while streaming: each try resumes from the checkpoint, exactly as `ferry run`
-/// after a crash would. What the failed try had not committed was rolled back with its
-/// connection, so nothing is lost and nothing applied twice. The count of tries starts again
-/// whenever the checkpoint moves.
+/// A lost connection (a server restarting, the network) is retried after a pause by the
+/// context's retry policy (bounded by default), during the snapshot as while streaming: each
+/// try resumes from the checkpoint, exactly as `ferry run` after a crash would. What the
+/// failed try had not committed was rolled back with its connection, so nothing is lost and
+/// nothing applied twice. The count of tries starts again whenever the checkpoint moves.
 pub async fn run(
     plan: &Plan,
     store: &CheckpointStore,
-    progress: Arc<Progress>,
-    streaming: Arc<StreamProgress>,
-    stop: CancellationToken,
-) -> ferry_engine::Result<RunSummary> {
-    let limit = Arc::new(RateLimit::new(plan.job.migration.max_rows_per_second));
+    context: &RunContext,
+) -> ferry_engine::Result<RunReport> {
+    let progress = progress_for(plan);
+    let streaming = Arc::new(StreamProgress::default());
+    context.counters(Counters::Tables {
+        progress: Arc::clone(&progress),
+        streaming: Arc::clone(&streaming),
+    });
+    let retry = context.retry.unwrap_or(RetryPolicy::BOUNDED);
+    let stop = &context.stop;
     let mut failures = 0u32;
     let mut checkpoint_before = store.load()?;
     loop {
@@ -331,11 +236,19 @@ pub async fn run(
             store,
             Arc::clone(&progress),
             Arc::clone(&streaming),
-            Arc::clone(&limit),
-            stop.clone(),
+            context,
         );
         let error = match attempt.await {
-            Ok(summary) => return Ok(summary),
+            Ok(outcome) => {
+                return Ok(RunReport::Tables {
+                    copied: outcome.copied_rows.then(|| Arc::clone(&progress)),
+                    streamed: outcome
+                        .streamed_to
+                        .map(|position| (position, Arc::clone(&streaming))),
+                    targets: plan.targets.len(),
+                    runs_full: plan.job.runs(MigrationType::Full),
+                })
+            }
             Err(error) if error.class() == ErrorClass::External && !stop.is_cancelled() => error,
             Err(error) => return Err(error),
         };
@@ -345,28 +258,34 @@ pub async fn run(
             checkpoint_before = checkpoint_now;
         }
         failures += 1;
-        if failures > RECONNECT_TRIES {
+        let Some(delay) = retry.delay(failures) else {
             warn!(
-                tries = RECONNECT_TRIES,
+                tries = failures - 1,
                 "giving up: the failure persists; `ferry run` resumes from the checkpoint"
             );
             return Err(error);
-        }
-        let delay = RECONNECT_FIRST_DELAY
-            .saturating_mul(1 << (failures - 1).min(5))
-            .min(RECONNECT_MAX_DELAY);
+        };
         warn!(
             %error,
             try_number = failures,
-            of = RECONNECT_TRIES,
+            of = ?retry.tries,
             delay_seconds = delay.as_secs_f64(),
             "a server, the network or the disk failed; trying again after a pause"
         );
+        context.retrying(&error, failures, retry.tries, delay);
         tokio::select! {
             _ = stop.cancelled() => return Err(Error::Stopped),
             _ = tokio::time::sleep(delay) => {}
         }
     }
+}
+
+/// What one successful try did.
+struct Outcome {
+    /// Whether a full snapshot was copied by this try.
+    copied_rows: bool,
+    /// The position the sink holds after streaming, when the job streams changes.
+    streamed_to: Option<Position>,
 }
 
 /// One try at the whole job, from its checkpoint.
@@ -375,9 +294,9 @@ async fn attempt(
     store: &CheckpointStore,
     progress: Arc<Progress>,
     streaming: Arc<StreamProgress>,
-    limit: Arc<RateLimit>,
-    stop: CancellationToken,
-) -> ferry_engine::Result<RunSummary> {
+    context: &RunContext,
+) -> ferry_engine::Result<Outcome> {
+    let stop = context.stop.clone();
     let full = plan.job.runs(MigrationType::Full);
     let incremental = plan.job.runs(MigrationType::Incremental);
     // One runner per job name in this sink, whichever directory or host it runs from.
@@ -441,10 +360,11 @@ async fn attempt(
         options.existing_rows = ferry_engine::ExistingRows::Append;
         info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
     }
+    context.phase(Phase::Schema);
     plan.sink.prepare(&plan.targets, &options).await?;
     info!(targets = plan.targets.len(), "targets prepared");
     if !full && !incremental {
-        return Ok(RunSummary {
+        return Ok(Outcome {
             copied_rows: false,
             streamed_to: None,
         });
@@ -537,8 +457,9 @@ async fn attempt(
         let options = RunOptions {
             parallelism: plan.job.migration.parallelism,
             queue_depth: DEFAULT_QUEUE_DEPTH,
-            limit: Arc::clone(&limit),
+            limits: context.limits.clone(),
         };
+        context.phase(Phase::Full);
         let result = run_snapshot(
             Arc::clone(&snapshot),
             Arc::new(plan.flows.clone()),
@@ -565,7 +486,7 @@ async fn attempt(
     }
 
     let Some(feed) = feed else {
-        return Ok(RunSummary {
+        return Ok(Outcome {
             copied_rows,
             streamed_to: None,
         });
@@ -573,8 +494,9 @@ async fn attempt(
     if stop.is_cancelled() {
         return Err(Error::Stopped);
     }
-    stream_changes(plan, feed, &state, store, &streaming, limit, stop).await?;
-    Ok(RunSummary {
+    context.phase(Phase::Incremental);
+    stream_changes(plan, feed, &state, store, &streaming, context).await?;
+    Ok(Outcome {
         copied_rows,
         streamed_to: streaming.applied_position(),
     })
@@ -588,8 +510,7 @@ async fn stream_changes(
     state: &Arc<Mutex<JobState>>,
     store: &CheckpointStore,
     streaming: &Arc<StreamProgress>,
-    limit: Arc<RateLimit>,
-    stop: CancellationToken,
+    context: &RunContext,
 ) -> ferry_engine::Result<()> {
     let mut applier = plan.sink.applier(&plan.name).await?;
     let recorded = applier.applied_position().await?;
@@ -643,7 +564,7 @@ async fn stream_changes(
         group_rows: plan.job.migration.batch_size,
         max_delay: GROUP_DELAY,
         read_ahead_rows: plan.job.migration.batch_size.max(MIN_READ_AHEAD_ROWS),
-        limit,
+        limits: context.limits.clone(),
     };
     let result = run_changes(
         stream,
@@ -655,25 +576,10 @@ async fn stream_changes(
         Arc::clone(streaming),
         options,
         Some(on_committed),
-        stop,
+        context.stop.clone(),
     )
     .await;
     // Whatever ended the stream, the file gets the last committed position.
     let saved = save(store, state);
     result.and(saved)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_limits;
-
-    #[test]
-    fn limits_files_set_what_they_name() {
-        assert_eq!(
-            parse_limits("rows_per_second = 10\nbandwidth_mb = 5\n"),
-            (Some(10), Some(5))
-        );
-        assert_eq!(parse_limits("bandwidth_mb = 0\n# note\n"), (None, Some(0)));
-        assert_eq!(parse_limits("rows_per_second = many"), (None, None));
-    }
 }

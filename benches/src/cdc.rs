@@ -1,4 +1,4 @@
-//! `ferry bench-cdc`: how fast ferry applies a stream of changes, beside how fast
+//! `ferry-bench cdc`: how fast ferry applies a stream of changes, beside how fast
 //! `pg_recvlogical` alone receives the same WAL decoded by pgoutput, in the same run on the
 //! same servers.
 //!
@@ -16,13 +16,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_engine::Error;
-use ferry_testkit::{postgres_bin_dir, PgServer, SUPERUSER};
+use ferry_local::{postgres_bin_dir, PgServer, SUPERUSER};
 
-use crate::bench::{
-    failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement,
-};
+use crate::load::{failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement};
 
-/// Options of `ferry bench-cdc`.
+/// Options of `ferry-bench cdc`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchCdcArgs {
     /// pgbench transactions in each load (two row changes each).
@@ -87,7 +85,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
         .map_err(failed)?;
     let script = args.out.join("cdc-load.sql");
     fs::write(&script, SCRIPT).map_err(failed)?;
-    let ferry = std::env::current_exe().map_err(failed)?;
+    let ferry = crate::load::ferry_binary()?;
     let changes = args.transactions * 2 + 1;
     // (batch size, ferry, pg_recvlogical, pgbench changes/s) per round.
     let mut results: Vec<(usize, Measurement, Measurement, f64)> = Vec::new();

@@ -1,4 +1,4 @@
-//! `ferry bench-redis`: a full sync of a Redis with keys of every type, by ferry's Redis
+//! `ferry-bench redis`: a full sync of a Redis with keys of every type, by ferry's Redis
 //! connector (ferry as a replica of the source: the RDB parsed as it arrives and written to
 //! the target as pipelined native commands), beside `redis-cli --pipe` loading the same data
 //! into another server, in the same run on the same machine; then the same copy under a
@@ -22,17 +22,18 @@ use std::time::Instant;
 use ferry_engine::Error;
 use std::sync::Arc;
 
+use ferry_engine::RetryPolicy;
+use ferry_local::RedisServer;
 use ferry_redis::copy::{copy_rdb, CopyOptions, Limits, StreamPoint};
-use ferry_redis::migrate::{migrate, MigrationOptions, ResumeMode};
+use ferry_redis::migrate::{migrate, MigrationOptions};
 use ferry_redis::replica::{Replica, ReplicaConfig};
 use ferry_redis::rules::{CommandTable, Rules};
 use ferry_redis::sink::{RedisWriter, Reply};
-use ferry_testkit::RedisServer;
 
-use crate::bench::{failed, measure, process_cpu_seconds, Measurement};
-use crate::redis_rules::KeyRules;
+use crate::load::{failed, measure, process_cpu_seconds, Measurement};
+use ferry_jobs::redis::rules::KeyRules;
 
-/// Options of `ferry bench-redis`.
+/// Options of `ferry-bench redis`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchRedisArgs {
     /// Keys to generate (40 % strings; hashes, lists, sets and sorted sets of 5 elements).
@@ -176,7 +177,7 @@ async fn ferry_replay(
     target.cli(&["FLUSHALL"]).map_err(failed)?;
     let options = MigrationOptions {
         copy,
-        resume: ResumeMode::Manual,
+        retry: RetryPolicy::NEVER,
         ..MigrationOptions::default()
     };
     let cpu_before = process_cpu_seconds(std::process::id());
@@ -255,7 +256,7 @@ fn pipe(server: &RedisServer, file: &PathBuf) -> Result<Measurement, Error> {
 
 /// This process's peak resident memory, in kB.
 fn own_peak_kb() -> u64 {
-    crate::bench::peak_rss_kb(std::process::id()).unwrap_or(0)
+    crate::load::peak_rss_kb(std::process::id()).unwrap_or(0)
 }
 
 /// A full sync of `source` into `target` by ferry's connector, under `limits`.

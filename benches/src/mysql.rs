@@ -1,4 +1,4 @@
-//! `ferry bench-mysql`: full migrations out of MariaDB — into MariaDB and into PostgreSQL —
+//! `ferry-bench mysql`: full migrations out of MariaDB — into MariaDB and into PostgreSQL —
 //! by ferry at several batch sizes, beside `mariadb-dump | mariadb` and beside the servers'
 //! own bulk path (`SELECT … INTO OUTFILE` on the source, `LOAD DATA INFILE` of that file on
 //! the sink: both servers are on this machine) of the same table in the same run.
@@ -12,11 +12,11 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
 use ferry_engine::Error;
-use ferry_testkit::{MariaServer, PgServer, MARIADB_USER};
+use ferry_local::{MariaServer, PgServer, MARIADB_USER};
 
-use crate::bench::{failed, measure, BenchJob, Measurement};
+use crate::load::{failed, measure, BenchJob, Measurement};
 
-/// Options of `ferry bench-mysql`.
+/// Options of `ferry-bench mysql`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchMysqlArgs {
     /// Rows in the generated table.
@@ -36,7 +36,7 @@ pub struct BenchMysqlArgs {
     pub out: PathBuf,
 }
 
-/// The generated table: 10 columns of mixed types, like `ferry bench`'s.
+/// The generated table: 10 columns of mixed types, like `ferry-bench load`'s.
 fn generate(rows: u64) -> String {
     format!(
         "CREATE TABLE bench.load (
@@ -164,7 +164,7 @@ fn run_blocking(args: BenchMysqlArgs) -> Result<(), Error> {
         return Err(failed("INTO OUTFILE / LOAD DATA did not copy every row"));
     }
 
-    let ferry = std::env::current_exe().map_err(failed)?;
+    let ferry = crate::load::ferry_binary()?;
     for &batch_size in &args.batch_sizes {
         for (sink_name, sink_url, target) in [
             (

@@ -5,114 +5,20 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use ferry_engine::error::{ClassifiedError, ErrorClass};
 use ferry_engine::schema::UNSUPPORTED_KEY;
+use ferry_engine::Shape;
 use ferry_engine::{
     ChangeRequest, ExistingRows, PrepareOptions, Route, Sink, SnapshotRequest, SnapshotTable,
     Source, TableFlow, TableId, TableSchema, Transform,
 };
-use ferry_mysql::{MyEndpoint, MysqlSink, MysqlSource};
-use ferry_parquet::FileSink;
-use ferry_postgres::{PgEndpoint, PostgresSink, PostgresSource};
 use ferry_sql::job::ExistingRowsConfig;
-use ferry_sql::pushdown::{self, Dialect};
+use ferry_sql::pushdown;
 use ferry_sql::{resolve_rules, JobFile, MigrationType, ResolvedRule, Rule};
 use ferry_transforms::Compiler;
 use tracing::warn;
 
-/// Errors of planning that belong to no connector.
-#[derive(Debug, thiserror::Error)]
-pub enum JobError {
-    /// A URL names an engine ferry does not support on that side.
-    #[error("{field}: ferry cannot {role} '{scheme}' yet; use {supported}")]
-    UnsupportedUrl {
-        /// `source.url` or `sink.url`.
-        field: &'static str,
-        /// "read from" or "write to".
-        role: &'static str,
-        /// The URL's scheme.
-        scheme: String,
-        /// What is supported.
-        supported: &'static str,
-    },
-    /// A selected column cannot be carried.
-    #[error(
-        "rules[{rule}].sql: column {column} of {table}: {reason}; leave it out of the SELECT list"
-    )]
-    UnsupportedColumn {
-        /// The rule.
-        rule: usize,
-        /// The source table.
-        table: TableId,
-        /// The column.
-        column: String,
-        /// Why.
-        reason: String,
-    },
-    /// The job cannot run incrementally as configured.
-    #[error("{field}: {message}")]
-    NotIncremental {
-        /// The job field at fault.
-        field: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
-    /// A target table is one of the job's source tables: the sink reaches the source's own
-    /// server and database.
-    #[error("rules[{rule}].sql: the target {table} is the source table itself: sink.url reaches the same {place} as source.url (as the servers report themselves, whatever the URLs say), so writing it would destroy or double the rows ferry reads; give the rule another target (INSERT INTO other_schema.{name} …) or point sink.url at another database")]
-    TargetIsSource {
-        /// The rule.
-        rule: usize,
-        /// The table.
-        table: TableId,
-        /// Its bare name, for the suggestion.
-        name: String,
-        /// The server (and database) both URLs reach.
-        place: String,
-    },
-    /// A target is in a schema of the server's or ferry's own.
-    #[error("rules[{rule}].sql: the target {table} is in a schema the sink keeps for itself (its system catalog, or ferry's bookkeeping in _ferry); write the rows to a schema of your own")]
-    ReservedTarget {
-        /// The rule.
-        rule: usize,
-        /// The target.
-        table: TableId,
-    },
-    /// A target name is longer than the sink keeps.
-    #[error("rules[{rule}].sql: the target {what} name '{name}' is longer than the {limit} the sink keeps whole (it would cut it, and two cut names could become one); choose a shorter one in the rule (INSERT INTO … or AS)")]
-    NameTooLong {
-        /// The rule.
-        rule: usize,
-        /// `schema`, `table` or `column`.
-        what: &'static str,
-        /// The name.
-        name: String,
-        /// The sink's limit.
-        limit: ferry_engine::NameLimit,
-    },
-    /// Two rules write the same target table with different columns.
-    #[error("rules[{first}] and rules[{second}] both write {target} but with different columns; give one of them another target")]
-    TargetConflict {
-        /// The first rule.
-        first: usize,
-        /// The second rule.
-        second: usize,
-        /// The target table.
-        target: TableId,
-    },
-}
-
-impl ClassifiedError for JobError {
-    fn class(&self) -> ErrorClass {
-        ErrorClass::User
-    }
-}
-
-impl From<JobError> for ferry_engine::Error {
-    fn from(error: JobError) -> Self {
-        ferry_engine::Error::Connector(Box::new(error))
-    }
-}
+use crate::registry::{self, Side};
+use crate::JobError;
 
 /// What one rule does with one source table, for `ferry check` and logs.
 #[derive(Clone, Debug)]
@@ -169,27 +75,9 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// What the job is, beside its name, as a short digest of its job file: the source and
-    /// sink (as their URLs name them, without credentials), the migration types and the
-    /// rules' text. Only the file goes in, never the source's catalog (a new table matching
-    /// a pattern does not make the job another). Recorded beside the job's checkpoint, feed
-    /// and sink records: a job file that takes another's name is refused, never handed its
-    /// slot, parts or position.
+    /// What the job is, beside its name: see [`crate::JobSpec::definition`].
     pub fn definition(&self) -> String {
-        let mut types = self.job.migration.types.clone();
-        types.sort();
-        let rules: Vec<&str> = self.job.rules.iter().map(|r| r.sql.trim()).collect();
-        let text = format!(
-            "source={}\nsink={}\ntypes={types:?}\nrules={}",
-            place(&self.job.source.url),
-            place(&self.job.sink.url),
-            rules.join("\n;\n")
-        );
-        // FNV-1a over the text: stable across releases and platforms.
-        let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
-        format!("{hash:016x}")
+        crate::spec::definition(&self.job)
     }
 
     /// The name of the job's change feed at the source (replication slot and publication).
@@ -240,94 +128,18 @@ impl Plan {
     }
 }
 
-/// A MySQL replica id for job `name` when the job file gives none: stable per name, in a
-/// range servers are rarely given (2^30 … 2^31 - 1).
-fn replica_id(name: &str) -> u32 {
-    // FNV-1a: stable across releases and platforms, unlike std's hasher.
-    let hash = name.bytes().fold(0x811c_9dc5u32, |hash, byte| {
-        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
-    });
-    (1 << 30) | (hash & ((1 << 30) - 1))
-}
-
-/// A URL without its credentials and parameters, its scheme's aliases folded:
-/// `postgres://host:port/db`.
-fn place(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let scheme = match scheme {
-        "postgresql" => "postgres",
-        "mariadb" => "mysql",
-        other => other,
-    };
-    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    format!("{scheme}://{host}/{}", path.trim_end_matches('/'))
-}
-
-fn scheme(url: &str) -> &str {
-    url.split_once("://").map_or("", |(scheme, _)| scheme)
-}
-
-/// The source for `url`, and the URL without its password.
-pub(crate) fn open_source(
-    url: &str,
-    server_id: u32,
-) -> ferry_engine::Result<(Arc<dyn Source>, String)> {
-    match scheme(url) {
-        "postgres" | "postgresql" => {
-            let endpoint = PgEndpoint::parse(url, "source.url")?;
-            let display = endpoint.display().to_string();
-            Ok((Arc::new(PostgresSource::new(endpoint)), display))
-        }
-        "mysql" | "mariadb" => {
-            let endpoint = MyEndpoint::parse(url, "source.url")?;
-            let display = endpoint.display().to_string();
-            Ok((
-                Arc::new(MysqlSource::new(endpoint).with_server_id(server_id)),
-                display,
-            ))
-        }
-        other => Err(JobError::UnsupportedUrl {
-            field: "source.url",
-            role: "read from",
-            scheme: other.to_string(),
-            supported: "postgres://user@host:port/database or mysql://user@host:port",
-        }
-        .into()),
-    }
-}
-
-fn open_sink(url: &str) -> ferry_engine::Result<Arc<dyn Sink>> {
-    match scheme(url) {
-        "postgres" | "postgresql" => Ok(Arc::new(PostgresSink::new(PgEndpoint::parse(
-            url, "sink.url",
-        )?))),
-        "mysql" | "mariadb" => Ok(Arc::new(MysqlSink::new(MyEndpoint::parse(url, "sink.url")?))),
-        "parquet" | "arrow" => Ok(Arc::new(FileSink::from_url(url, "sink.url")?)),
-        other => Err(JobError::UnsupportedUrl {
-            field: "sink.url",
-            role: "write to",
-            scheme: other.to_string(),
-            supported: "postgres://user@host:port/database, mysql://user@host:port, parquet:///path/to/dir or arrow:///path/to/dir",
-        }
-        .into()),
-    }
-}
-
 /// Reads the source catalog and checks every rule against it. Connects to the source; writes
 /// nothing anywhere. `name` is the job's name.
 pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
-    let server_id = job.source.server_id.unwrap_or_else(|| replica_id(&name));
-    let (source, source_display) = open_source(&job.source.url, server_id)?;
-    let sink = open_sink(&job.sink.url)?;
+    let opened = registry::open_source(&job.source.url, job.source.connector_options()?, &name)?;
+    let (source, source_display) = (opened.source, opened.display);
+    let sink_connector = registry::connector(&job.sink.url, Side::Sink, Some(Shape::Tables))?;
+    let sink = registry::open_sink(&job.sink.url, job.sink.connector_options()?)?;
     let incremental = job.runs(MigrationType::Incremental);
-    if incremental && matches!(scheme(&job.sink.url), "parquet" | "arrow") {
+    if incremental && !sink_connector.capabilities.applies_changes {
         return Err(JobError::NotIncremental {
             field: "sink.url".into(),
-            message: "a file sink (Parquet, Arrow) takes full migrations only: updates and deletes cannot be applied to files; remove \"incremental\" from migration.types or use a database sink".into(),
+            message: format!("a {} sink takes full migrations only: updates and deletes cannot be applied to it; remove \"incremental\" from migration.types or use a database sink", sink_connector.name),
         }
         .into());
     }
@@ -370,7 +182,7 @@ pub async fn plan(job: JobFile, name: String) -> ferry_engine::Result<Plan> {
         }
     }
 
-    let dialect = Dialect::for_engine(source.engine());
+    let dialect = source.filter_dialect();
     let compiler = Compiler::new();
     let mut request_tables = Vec::new();
     let mut flows = Vec::new();

@@ -1,24 +1,22 @@
-//! What the user sees: the plan (`ferry check`), progress while running (a bar per table on a
-//! terminal, log lines otherwise) and the summary table at the end.
+//! What the user sees: the plan (`ferry check`), progress while running (a bar per table or
+//! for the keys on a terminal, log lines otherwise) and the summaries at the end.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_engine::{Progress, StreamProgress};
+use ferry_jobs::status::StatusBoard;
+use ferry_jobs::{Counters, Event, PlanSummary, Progress, StreamProgress};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::plan::Plan;
-
 /// The plan in words: per source table, what is read, what the source filters, where rows go.
-pub fn describe_plan(plan: &Plan) -> String {
+pub fn describe_plan(plan: &PlanSummary) -> String {
     let mut text = String::new();
     let types: Vec<String> = plan
-        .job
-        .migration
         .types
         .iter()
         .map(|t| format!("{t:?}").to_lowercase())
@@ -27,8 +25,8 @@ pub fn describe_plan(plan: &Plan) -> String {
         text,
         "migration: {} · batch_size {} · parallelism {}",
         types.join(" + "),
-        plan.job.migration.batch_size,
-        plan.job.migration.parallelism
+        plan.batch_size,
+        plan.parallelism
     );
     for table in &plan.tables {
         let estimate = table.estimated_rows.map_or_else(
@@ -69,8 +67,144 @@ fn megabytes(bytes: u64) -> f64 {
     bytes as f64 / 1_000_000.0
 }
 
+/// Shows a running job's progress, as its events say what it moves, until
+/// [`Follower::finish`].
+pub struct Follower {
+    done: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Follower {
+    /// Follows `events` of the run whose status is on `board`: bars when `interactive`, else
+    /// log lines.
+    pub fn start(
+        mut events: UnboundedReceiver<Event>,
+        board: Arc<StatusBoard>,
+        interactive: bool,
+    ) -> Follower {
+        let done = CancellationToken::new();
+        let stop = done.clone();
+        let task = tokio::spawn(async move {
+            let mut tables: Option<ProgressDisplay> = None;
+            let mut keys: Option<JoinHandle<()>> = None;
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => break,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Some(Event::Counters(Counters::Tables {
+                        progress,
+                        streaming,
+                    })) => {
+                        if let Some(old) = tables.take() {
+                            old.finish().await;
+                        }
+                        tables = Some(ProgressDisplay::start(
+                            progress,
+                            streaming,
+                            interactive,
+                            Duration::from_secs(5),
+                        ));
+                    }
+                    Some(Event::Counters(Counters::Keys { keys_total, .. })) => {
+                        if keys.is_none() {
+                            keys = Some(tokio::spawn(show_keys(
+                                interactive,
+                                Arc::clone(&board),
+                                keys_total,
+                                stop.clone(),
+                            )));
+                        }
+                    }
+                    Some(_) => {}
+                    None => stop.cancelled().await,
+                }
+            }
+            if let Some(display) = tables {
+                display.finish().await;
+            }
+            if let Some(task) = keys {
+                let _ = task.await;
+            }
+        });
+        Follower { done, task }
+    }
+
+    /// Stops following (bars are left at their final state).
+    pub async fn finish(self) {
+        self.done.cancel();
+        let _ = self.task.await;
+    }
+}
+
+/// A Redis job's state, keys done of total, commands, MB/s and the lag in bytes: on a bar
+/// redrawn five times a second (`bars`), or in a log line every two seconds.
+async fn show_keys(bars: bool, board: Arc<StatusBoard>, keys_total: u64, done: CancellationToken) {
+    let tick = if bars {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(2)
+    };
+    let bar = bars.then(|| {
+        let bar = ProgressBar::with_draw_target(Some(keys_total), ProgressDrawTarget::stderr());
+        if let Ok(style) = ProgressStyle::with_template("{msg} [{bar:25}] {pos}/{len} keys") {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        bar
+    });
+    let mut incremental = false;
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => break,
+            _ = tokio::time::sleep(tick) => {}
+        }
+        let status = board.snapshot();
+        let full = status.full.clone().unwrap_or_default();
+        let stream = status.incremental.clone().unwrap_or_default();
+        let rate = if status.incremental.is_some() {
+            stream.mb_per_sec
+        } else {
+            full.mb_per_sec
+        };
+        let lag = stream.lag_bytes.map_or("-".to_string(), |l| l.to_string());
+        match &bar {
+            Some(bar) => {
+                if status.incremental.is_some() && !incremental {
+                    incremental = true;
+                    if let Ok(style) = ProgressStyle::with_template("{spinner} {wide_msg}") {
+                        bar.set_style(style);
+                    }
+                }
+                bar.set_position(full.rows_done);
+                bar.set_message(if incremental {
+                    format!(
+                        "{} · {} commands · {rate:.2} MB/s · lag {lag} bytes · {} keys copied",
+                        status.redis_state, stream.rows_applied, full.rows_done
+                    )
+                } else {
+                    format!("{} {rate:>6.2} MB/s", status.redis_state)
+                });
+                bar.tick();
+            }
+            None => info!(
+                state = status.redis_state,
+                keys = full.rows_done,
+                keys_total,
+                commands = stream.rows_applied,
+                mb_per_second = format!("{rate:.2}"),
+                lag_bytes = lag,
+                "Redis migration"
+            ),
+        }
+    }
+    if let Some(bar) = bar {
+        bar.abandon();
+    }
+}
+
 /// Shows progress until [`ProgressDisplay::finish`].
-pub struct ProgressDisplay {
+struct ProgressDisplay {
     done: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -78,7 +212,7 @@ pub struct ProgressDisplay {
 impl ProgressDisplay {
     /// Starts showing `progress`: bars when `interactive`, else a log line per table every
     /// `log_every`.
-    pub fn start(
+    fn start(
         progress: Arc<Progress>,
         streaming: Arc<StreamProgress>,
         interactive: bool,
@@ -97,7 +231,7 @@ impl ProgressDisplay {
     }
 
     /// Stops showing progress (bars are left at their final state).
-    pub async fn finish(self) {
+    async fn finish(self) {
         self.done.cancel();
         let _ = self.task.await;
     }

@@ -1,4 +1,4 @@
-//! `ferry bench`: a PostgreSQL → PostgreSQL load of a generated table, by ferry at several
+//! `ferry-bench load`: a PostgreSQL → PostgreSQL load of a generated table, by ferry at several
 //! batch sizes and, in the same run on the same servers, by the baselines
 //! `psql COPY … TO STDOUT | psql COPY … FROM STDIN` in binary and text format.
 //!
@@ -14,10 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_engine::Error;
+use ferry_local::{postgres_bin_dir, psql_path, PgServer, SUPERUSER};
 use ferry_parquet::{FileFormat, FileSink};
-use ferry_testkit::{postgres_bin_dir, psql_path, PgServer, SUPERUSER};
 
-/// Options of `ferry bench`.
+/// Options of `ferry-bench load`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchArgs {
     /// Rows in the generated table.
@@ -100,6 +100,24 @@ fn stat_cpu_seconds(process: &str, first: usize) -> f64 {
     (ticks(first) + ticks(first + 1)) / TICKS_PER_SECOND
 }
 
+/// The `ferry` binary the benchmarks run: `$FERRY_BIN`, or `ferry` beside this binary (both
+/// in `target/release` after `cargo build --release -p ferry -p ferry-benches`).
+pub(crate) fn ferry_binary() -> Result<std::path::PathBuf, Error> {
+    if let Some(path) = std::env::var_os("FERRY_BIN") {
+        return Ok(path.into());
+    }
+    let here = std::env::current_exe().map_err(failed)?;
+    let ferry = here.with_file_name("ferry");
+    if ferry.is_file() {
+        Ok(ferry)
+    } else {
+        Err(failed(format!(
+            "{} not found: build it first (cargo build --release -p ferry), or set FERRY_BIN",
+            ferry.display()
+        )))
+    }
+}
+
 /// Waits for `done`, failing after `limit`.
 pub(crate) fn wait(
     what: &str,
@@ -159,7 +177,11 @@ impl BenchJob {
 
     /// Asks the run to stop and waits for it; it must end cleanly.
     pub(crate) fn stop(&self, mut child: std::process::Child) -> Result<(), Error> {
-        fs::write(crate::run::stop_file(&self.path, &self.name), b"stop\n").map_err(failed)?;
+        fs::write(
+            ferry_jobs::ControlFiles::beside(&self.path, &self.name).stop,
+            b"stop\n",
+        )
+        .map_err(failed)?;
         let status = child.wait().map_err(failed)?;
         if status.success() {
             Ok(())
@@ -302,7 +324,7 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
         }
     }
 
-    let ferry = std::env::current_exe().map_err(failed)?;
+    let ferry = crate::load::ferry_binary()?;
     // ferry's full load of the table into `sink_url`, a job of its own at `batch_size`.
     let run_ferry = |job: &str, sink_url: &str, batch_size: usize, name: &str| {
         let text = format!(

@@ -1,4 +1,4 @@
-//! `ferry bench-binlog`: how fast ferry applies a MariaDB binlog — into MariaDB and into
+//! `ferry-bench binlog`: how fast ferry applies a MariaDB binlog — into MariaDB and into
 //! PostgreSQL, at several batch sizes — beside how fast `mariadb-binlog` alone reads and
 //! decodes the same binlog range from the server, in the same run on the same servers.
 //!
@@ -16,14 +16,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ferry_engine::Error;
-use ferry_testkit::{MariaServer, PgServer, MARIADB_USER};
+use ferry_local::{MariaServer, PgServer, MARIADB_USER};
 
-use crate::bench::{
-    failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement,
-};
-use crate::bench_cdc::median;
+use crate::cdc::median;
+use crate::load::{failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement};
 
-/// Options of `ferry bench-binlog`.
+/// Options of `ferry-bench binlog`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct BenchBinlogArgs {
     /// Transactions in each load (two row changes each).
@@ -146,7 +144,7 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
     let pg = PgServer::start().map_err(failed)?;
     pg.create_database("bench").map_err(failed)?;
     let sinks = [BenchSink::Maria(maria), BenchSink::Postgres(pg)];
-    let ferry = std::env::current_exe().map_err(failed)?;
+    let ferry = crate::load::ferry_binary()?;
     let changes = args.transactions * 2 + 1;
     // (sink, batch size, ferry, mariadb-binlog, load changes/s) per round.
     let mut results: Vec<(&'static str, usize, Measurement, Measurement, f64)> = Vec::new();

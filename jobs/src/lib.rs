@@ -1,0 +1,32 @@
+//! ferry's job runtime: every kind of job (tables between PostgreSQL, MySQL/MariaDB and files;
+//! a Redis instance into another) planned, run, verified and dropped through one contract
+//! ([`Job`]) under one run context ([`RunContext`]: stop signal, live limits, retry policy,
+//! events, status), over the connector registry ([`registry`]). It prints nothing: front ends
+//! (the `ferry` CLI, the service) render its reports, events and [`JobStatus`].
+
+#![warn(missing_docs)]
+
+pub mod context;
+mod error;
+pub mod job;
+pub mod redis;
+pub mod registry;
+pub mod spec;
+pub mod status;
+pub mod table;
+
+pub use context::{ControlFiles, Event, RunContext};
+pub use error::JobError;
+pub use job::{
+    drop, is_running, open, require_running, run, CheckReport, DropReport, Job, PlanSummary,
+    RunReport, TableReport, VerifyReport,
+};
+pub use spec::JobSpec;
+pub use status::{Counters, JobStatus, Phase, RunState};
+
+/// What front ends need of the layers below, so that they depend on this crate alone.
+pub use ferry_engine::{Error, ErrorClass, Position, Progress, StreamProgress, TableProgress};
+/// A Redis job's live counters.
+pub use ferry_redis::status::{MigrationState, MigrationStatus};
+/// The job file.
+pub use ferry_sql::{JobFile, MigrationType};
