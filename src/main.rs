@@ -82,17 +82,11 @@ enum Command {
     },
 }
 
-/// Exit codes: 0 done; 2 the user must fix something; 3 a server or the network failed;
-/// 4 a bug in ferry; 130 stopped by Ctrl-C.
+/// Exit codes: 0 done; 1 `ferry verify` found differences; otherwise
+/// [`ferry_jobs::exit_code`] (2 the user's to fix, 3 a server or the network, 4 a bug, 130
+/// stopped by Ctrl-C).
 fn exit_code(error: &Error) -> ExitCode {
-    match error {
-        Error::Stopped => ExitCode::from(130),
-        other => match other.class() {
-            ErrorClass::User => ExitCode::from(2),
-            ErrorClass::External => ExitCode::from(3),
-            ErrorClass::Internal => ExitCode::from(4),
-        },
-    }
+    ExitCode::from(ferry_jobs::exit_code(error))
 }
 
 fn init_logging(verbose: u8, quiet_for_bars: bool) {

@@ -5,7 +5,7 @@
 //! computed on both servers.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,21 +61,6 @@ const COMPARE: [(&str, &str); 2] = [
         "SELECT count(*), sum(order_id), sum(line * qty) FROM sales.items",
     ),
 ];
-
-/// The binary under test.
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
-fn ferry(command: &str, job: &Path) -> Output {
-    cli::run(FERRY, command, job)
-}
-
-fn spawn_ferry(command: &str, job: &Path) -> Child {
-    cli::spawn(FERRY, command, job)
-}
-
-fn stop(job: &Path, child: Child) -> Output {
-    cli::stop(FERRY, job, child)
-}
 
 fn servers() -> (MariaServer, PgServer) {
     let source = MariaServer::start()
@@ -239,7 +224,7 @@ fn wait_until_streaming(sink: &PgServer) {
 
 /// The sink equals the source: by ferry's own verify and by aggregates on both servers.
 fn assert_verified(source: &MariaServer, sink: &PgServer, job: &Path) {
-    let output = ferry("verify", job);
+    let output = cli::ferry("verify", job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
@@ -289,13 +274,13 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
         &sink,
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 500\nparallelism = 2\nchunk_rows = 4000",
     );
-    let check = ferry("check", &job);
+    let check = cli::ferry("check", &job);
     assert!(check.status.success(), "{}", describe(&check));
     let writers = start_writers(source.url("shop"), 1);
     wait_for("the writers to start", Duration::from_secs(30), || {
         writers.transactions() > 20
     });
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     wait_until_streaming(&sink);
     let started = writers.transactions();
     wait_for(
@@ -323,7 +308,7 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
         )
         .unwrap();
     catch_up(&source, &sink, 1);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -342,7 +327,7 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
 
     // A clean stop resumes where it ended, also across a restart of the source.
     let writers = start_writers(source.url("shop"), 2);
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     wait_for("more writes", Duration::from_secs(30), || {
         writers.transactions() > 300
     });
@@ -357,7 +342,7 @@ fn snapshot_hands_off_to_the_binlog_while_writers_keep_writing() {
     });
     writers.finish();
     catch_up(&source, &sink, 2);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -397,12 +382,12 @@ fn killed_at_random_points_it_resumes_and_by_gtid_once_its_binlog_file_is_gone()
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 200\nparallelism = 2\nchunk_rows = 2000",
     );
     let writers = start_writers(source.url("shop"), 3);
-    cli::kill_rounds(FERRY, &job, 5, 300, &mut Dice(11));
+    cli::kill_rounds(&job, 5, 300, &mut Dice(11));
     let written = writers.finish();
     assert!(written > 100);
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     catch_up(&source, &sink, 1);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     // Resumed by the binlog file and offset it recorded (a clean file name: the first
@@ -430,9 +415,9 @@ fn killed_at_random_points_it_resumes_and_by_gtid_once_its_binlog_file_is_gone()
         )
         .unwrap();
     purge_older_binlogs(&source);
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     catch_up(&source, &sink, 2);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -449,7 +434,7 @@ fn killed_at_random_points_it_resumes_and_by_gtid_once_its_binlog_file_is_gone()
         )
         .unwrap();
     purge_older_binlogs(&source);
-    let mut child = spawn_ferry("run", &job);
+    let mut child = cli::spawn("run", &job);
     let deadline = Instant::now() + Duration::from_secs(120);
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
@@ -494,7 +479,7 @@ fn precheck_names_each_binlog_setting_and_grant_with_its_fix() {
     );
     let job = dir.path().join("precheck.toml");
     std::fs::write(&job, text).unwrap();
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     for expected in [
@@ -513,7 +498,7 @@ fn precheck_names_each_binlog_setting_and_grant_with_its_fix() {
     }
     // `run` checks the source as `check` does before it writes anything to the sink: no
     // target table, no bookkeeping schema.
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("binlog_row_metadata is MINIMAL"));
     let written = sink
@@ -539,9 +524,9 @@ fn wait_for_one(sink: &MariaServer, query: &str) {
 /// Stops the job, which must end cleanly, and runs `ferry verify`, which must find all
 /// `tables` target tables equal.
 fn stop_and_verify(job: &Path, child: Child, tables: usize) {
-    let output = stop(job, child);
+    let output = cli::stop(job, child);
     assert!(output.status.success(), "{}", describe(&output));
-    let output = ferry("verify", job);
+    let output = cli::ferry("verify", job);
     assert!(
         String::from_utf8_lossy(&output.stdout)
             .contains(&format!("verify passed: {tables} target tables equal")),
@@ -584,8 +569,8 @@ fn mariadb_changes_land_in_mariadb_through_kills_with_types_kept() {
         &RULES,
     );
     let writers = start_writers(source.url("shop"), 5);
-    cli::kill_rounds(FERRY, &job, 4, 400, &mut Dice(17));
-    let child = spawn_ferry("run", &job);
+    cli::kill_rounds(&job, 4, 400, &mut Dice(17));
+    let child = cli::spawn("run", &job);
     wait_for_one(&sink, "SELECT COUNT(*) FROM _ferry.applied");
     let started = writers.transactions();
     wait_for("writes while streaming", Duration::from_secs(60), || {
@@ -707,8 +692,8 @@ fn postgres_changes_land_in_mariadb_through_a_kill() {
             })
         })
     };
-    cli::kill_rounds(FERRY, &job, 2, 400, &mut Dice(29));
-    let child = spawn_ferry("run", &job);
+    cli::kill_rounds(&job, 2, 400, &mut Dice(29));
+    let child = cli::spawn("run", &job);
     wait_for_one(&sink, "SELECT COUNT(*) FROM _ferry.applied");
     std::thread::sleep(Duration::from_secs(2));
     stop_writing.store(true, Ordering::Relaxed);

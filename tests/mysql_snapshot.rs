@@ -4,7 +4,6 @@
 //! and the errors for what cannot be carried.
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use ferry_testkit::cli::{self, describe};
 use ferry_testkit::{MariaServer, PgServer};
@@ -82,13 +81,6 @@ const COLUMNS: [(&str, &str); 31] = [
     ("time_to_sec(tm)", "extract(epoch from tm)"),
 ];
 
-/// The binary under test.
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
-fn ferry(command: &str, job: &Path) -> Output {
-    cli::run(FERRY, command, job)
-}
-
 fn servers() -> (MariaServer, PgServer) {
     let source = MariaServer::start()
         .expect("start MariaDB (apt-get install -y mariadb-server mariadb-client)");
@@ -138,7 +130,7 @@ fn every_mapped_type_and_a_split_table_arrive_in_postgres() {
             "INSERT INTO sales.big_orders SELECT id, customer AS client, amount AS total, note FROM shop.orders WHERE amount > 100",
         ],
     );
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -238,7 +230,7 @@ fn every_mapped_type_arrives_through_the_binlog_too() {
         "types = [\"schema\", \"full\", \"incremental\"]",
     );
     std::fs::write(&job, text).unwrap();
-    let mut child = cli::spawn(FERRY, "run", &job);
+    let mut child = cli::spawn("run", &job);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     let streaming = || {
         sink.psql("sink", "SELECT count(*) FROM _ferry.applied")
@@ -298,7 +290,7 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
         &sink,
         &["INSERT INTO sales.shifts SELECT * FROM shop.shifts"],
     );
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -319,7 +311,7 @@ fn what_cannot_be_carried_is_named_with_the_fix() {
         &sink,
         &["INSERT INTO sales.days SELECT id, day FROM shop.shifts"],
     );
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -373,9 +365,9 @@ fn postgres_and_mariadb_fill_mariadb_and_verify_finds_them_equal() {
         ),
     )
     .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("verify passed: 2 target tables equal"),
@@ -396,7 +388,7 @@ fn postgres_and_mariadb_fill_mariadb_and_verify_finds_them_equal() {
     maria
         .sql("copy", "UPDATE copy.things SET t = 'tampered' WHERE id = 4")
         .unwrap();
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
 
     // MariaDB → MariaDB: the declared types are kept (same engine).
@@ -418,7 +410,7 @@ fn postgres_and_mariadb_fill_mariadb_and_verify_finds_them_equal() {
         ),
     )
     .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let declared = |db: &str| {
         maria
@@ -438,7 +430,7 @@ fn postgres_and_mariadb_fill_mariadb_and_verify_finds_them_equal() {
             .unwrap()
     };
     assert_eq!(all("mirror_src"), all("mirror_dst"));
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
 }
 
@@ -467,7 +459,7 @@ fn the_account_needs_reload_and_copies_without_the_binlog_position_if_it_must() 
     std::fs::write(&job, text).unwrap();
 
     // Without RELOAD there is no consistent moment across connections: named, with the grant.
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("GRANT RELOAD"), "{stderr}");
@@ -477,7 +469,7 @@ fn the_account_needs_reload_and_copies_without_the_binlog_position_if_it_must() 
     source
         .sql("shop", "GRANT RELOAD ON *.* TO 'reader'@'127.0.0.1'")
         .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("BINLOG MONITOR"), "{stderr}");
@@ -520,7 +512,7 @@ fn a_value_that_does_not_fit_an_existing_target_column_is_an_error_not_a_cut() {
         ),
     )
     .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -541,7 +533,7 @@ fn a_value_that_does_not_fit_an_existing_target_column_is_an_error_not_a_cut() {
     pg.psql("source", "UPDATE public.words SET w = 'fits' WHERE id = 2")
         .unwrap();
     maria.sql("shop", "SET GLOBAL local_infile = 0").unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("refuses LOAD DATA LOCAL INFILE"),

@@ -4,7 +4,6 @@
 //! counts, after the writers stop and ferry catches up.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,21 +52,6 @@ const COMPARE: [(&str, &str); 2] = [
         "SELECT * FROM sales.items ORDER BY order_id, line",
     ),
 ];
-
-/// The binary under test.
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
-fn ferry(command: &str, job: &Path) -> Output {
-    cli::run(FERRY, command, job)
-}
-
-fn spawn_ferry(command: &str, job: &Path) -> Child {
-    cli::spawn(FERRY, command, job)
-}
-
-fn stop(job: &Path, child: Child) -> Output {
-    cli::stop(FERRY, job, child)
-}
 
 fn server() -> PgServer {
     let server = PgServer::start().expect("start PostgreSQL (apt-get install -y postgresql)");
@@ -212,7 +196,7 @@ fn catch_up(server: &PgServer, id: i32) {
 
 /// The sink equals the source: by ferry's own verify and by comparing the content here.
 fn assert_verified(server: &PgServer, job: &Path) {
-    let output = ferry("verify", job);
+    let output = cli::ferry("verify", job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("verify passed: 3 target tables equal"),
@@ -265,7 +249,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
     wait_for("the writers to start", Duration::from_secs(30), || {
         writers.transactions() > 20
     });
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     // Keep writing through the snapshot and well into streaming.
     wait_for("ferry to stream changes", Duration::from_secs(120), || {
         server
@@ -281,7 +265,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
     );
     let written = writers.finish();
     catch_up(&server, 1);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("changes read"), "{stdout}");
@@ -294,9 +278,9 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
         writers.transactions() > 200
     });
     writers.finish();
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     catch_up(&server, 2);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -314,7 +298,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
              INSERT INTO sales.items VALUES (-5, 1, 1);",
         )
         .unwrap();
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -326,7 +310,7 @@ fn snapshot_hands_off_to_streaming_while_writers_keep_writing() {
     );
 
     // ferry drop removes the slot and publication.
-    let output = ferry("drop", &job);
+    let output = cli::ferry("drop", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(String::from_utf8_lossy(&output.stdout).contains("replication slot ferry_sync"));
     assert_eq!(
@@ -352,12 +336,12 @@ fn killed_at_random_points_it_resumes_without_loss_or_duplicates() {
     );
     let writers = start_writers(server.url("source"), 3);
     // Early kills land in the snapshot, later ones while streaming.
-    cli::kill_rounds(FERRY, &job, 5, 300, &mut Dice(7));
+    cli::kill_rounds(&job, 5, 300, &mut Dice(7));
     let written = writers.finish();
     assert!(written > 100);
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     catch_up(&server, 1);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     assert_verified(&server, &job);
 }
@@ -381,7 +365,7 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
     let mut text = std::fs::read_to_string(&job).unwrap();
     text.push_str("[[rules]]\nsql = 'SELECT * FROM shop.log'\n");
     std::fs::write(&job, &text).unwrap();
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -393,7 +377,7 @@ fn precheck_names_each_problem_and_the_statement_that_fixes_it() {
     // Without the keyless table, the filtered table with TOASTed columns is the problem.
     let text = text.replace("[[rules]]\nsql = 'SELECT * FROM shop.log'\n", "");
     std::fs::write(&job, &text).unwrap();
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -422,7 +406,7 @@ fn source_restarts_during_the_snapshot_and_mid_stream_are_survived_without_loss(
         dir.path(),
         "types = [\"schema\", \"full\", \"incremental\"]\nbatch_size = 1000\nparallelism = 2\nchunk_rows = 2000\nmax_rows_per_second = 4000",
     );
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     wait_for("a committed part", Duration::from_secs(60), || {
         server
             .psql("sink", "SELECT count(*) FROM _ferry.parts")
@@ -445,7 +429,7 @@ fn source_restarts_during_the_snapshot_and_mid_stream_are_survived_without_loss(
     });
     writers.finish();
     catch_up(&server, 2);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -539,7 +523,7 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
         });
 
         // Cut ferry during the snapshot: the rerun cannot resume a keyless table part by part.
-        let mut child = spawn_ferry("run", &job);
+        let mut child = cli::spawn("run", &job);
         wait_for("a committed part", Duration::from_secs(60), || {
             server
                 .psql("sink", "SELECT count(*) FROM _ferry.parts")
@@ -550,7 +534,7 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
         let output = child.wait_with_output().unwrap();
         assert_eq!(output.status.code(), None, "{}", describe(&output));
 
-        let child = spawn_ferry("run", &job);
+        let child = cli::spawn("run", &job);
         wait_until_streaming(&server);
         std::thread::sleep(Duration::from_secs(2));
         stop_writing.store(true, Ordering::Relaxed);
@@ -559,12 +543,12 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
         child
     });
     catch_up(&server, 1);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("the job starts over"), "{stderr}");
 
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -596,7 +580,7 @@ fn a_table_without_a_key_is_followed_by_whole_rows_and_starts_over_if_cut_mid_sn
             "DELETE FROM sales.events WHERE ctid = (SELECT ctid FROM sales.events WHERE label IS NULL LIMIT 1)",
         )
         .unwrap();
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains(
@@ -642,7 +626,7 @@ fn ferry_limit_changes_a_running_database_jobs_rate() {
             "types = [\"schema\", \"full\", \"incremental\"]\nparallelism = 1\nchunk_rows = {LIMIT}\nmax_rows_per_second = {LIMIT}\n"
         ),
     );
-    let child = spawn_ferry("run", &job);
+    let child = cli::spawn("run", &job);
     wait_for("the first part to land", Duration::from_secs(120), || {
         rows_landed(&server) > 0
     });
@@ -655,7 +639,7 @@ fn ferry_limit_changes_a_running_database_jobs_rate() {
         "{limited} rows landed in {window:.1} s under a limit of {LIMIT} rows/s"
     );
 
-    let output = cli::run_with(FERRY, "limit", &job, &["--rows-per-second", "0"]);
+    let output = cli::ferry_with("limit", &job, &["--rows-per-second", "0"]);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("rows_per_second = 0"),
@@ -675,7 +659,7 @@ fn ferry_limit_changes_a_running_database_jobs_rate() {
 
     wait_until_streaming(&server);
     catch_up(&server, 1);
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("limits changed (ferry limit)"),

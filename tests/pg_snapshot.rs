@@ -28,7 +28,7 @@ fn job(server: &PgServer, sink_url: &str, migration: &str, rules: &[&str]) -> St
 fn ferry(command: &str, job_text: &str, dir: &Path) -> Output {
     let path = dir.join("job.toml");
     std::fs::write(&path, job_text).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
+    Command::new(ferry_testkit::cli::binary())
         .arg(command)
         .arg(&path)
         .output()
@@ -475,7 +475,7 @@ fn ctrl_c_stops_cleanly_and_leaves_only_whole_parts() {
     );
     let path = dir.path().join("job.toml");
     std::fs::write(&path, text).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let child = Command::new(ferry_testkit::cli::binary())
         .arg("run")
         .arg(&path)
         .stdout(std::process::Stdio::piped())

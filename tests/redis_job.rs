@@ -4,7 +4,6 @@
 //! finds the target equal, and then finds a tampered key.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,13 +12,6 @@ use ferry_redis::replica::ReplicaConfig;
 use ferry_redis::sink::RedisWriter;
 use ferry_testkit::cli::{self, describe, wait_for, Dice};
 use ferry_testkit::RedisServer;
-
-/// The binary under test.
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
-fn ferry(command: &str, job: &Path) -> Output {
-    cli::run(FERRY, command, job)
-}
 
 fn write_job(dir: &Path, source: &RedisServer, target: &RedisServer, extra: &str) -> PathBuf {
     let path = dir.join("cache.toml");
@@ -84,10 +76,6 @@ fn catch_up(source: &RedisServer, target: &RedisServer, n: u32) {
     });
 }
 
-fn stop(job: &Path, child: Child) -> Output {
-    cli::stop(FERRY, job, child)
-}
-
 #[test]
 fn a_live_redis_moves_through_kills_and_verifies_equal() {
     let source = RedisServer::start().expect("start Redis (apt-get install -y redis-server)");
@@ -102,47 +90,40 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let job = write_job(dir.path(), &source, &target, "");
-    let check = ferry("check", &job);
+    let check = cli::ferry("check", &job);
     assert!(check.status.success(), "{}", describe(&check));
 
     let stop_writing = Arc::new(AtomicBool::new(false));
     let writer = start_writer(&source, Arc::clone(&stop_writing));
-    cli::kill_rounds(FERRY, &job, 4, 200, &mut Dice(5));
-    let child = cli::spawn(FERRY, "run", &job);
+    cli::kill_rounds(&job, 4, 200, &mut Dice(5));
+    let run = cli::spawn_logged("run", &job, &dir.path().join("run.log"));
     catch_up(&source, &target, 1);
-    // Limits change while the job runs.
-    let output = std::process::Command::new(FERRY)
-        .args(["limit"])
-        .arg(&job)
-        .args(["--bandwidth-mb", "500"])
-        .output()
-        .unwrap();
+    // Limits change while the job runs: it logs the change within a second.
+    let output = cli::ferry_with("limit", &job, &["--bandwidth-mb", "500"]);
     assert!(output.status.success(), "{}", describe(&output));
-    std::thread::sleep(Duration::from_millis(1500));
+    run.wait_for_log(
+        Duration::from_secs(30),
+        &["limits changed (ferry limit) rows_per_second=None bandwidth_mb=Some(500)"],
+    );
     stop_writing.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     catch_up(&source, &target, 2);
     // A report of the state, keys and lag comes every two seconds.
-    std::thread::sleep(Duration::from_millis(2500));
-    let output = stop(&job, child);
+    run.wait_for_log(
+        Duration::from_secs(30),
+        &["state=\"INCR_MIGRATING\"", "lag_bytes="],
+    );
+    let output = run.stop(&job);
     assert!(output.status.success(), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("state=\"INCR_MIGRATING\"")
-            && stderr.contains("lag_bytes=")
-            && stderr.contains("state=\"TERMINATED\"")
-            && stderr.contains(
-                "limits changed (ferry limit) rows_per_second=None bandwidth_mb=Some(500)"
-            ),
-        "{stderr}"
-    );
+    assert!(stderr.contains("state=\"TERMINATED\""), "{stderr}");
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("`ferry run` continues from there"),
         "{}",
         describe(&output)
     );
 
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("verify passed"),
@@ -152,7 +133,7 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
 
     // A key changed in the target is found and named; exit code 1.
     target.cli(&["-n", "1", "INCR", "count:1"]).unwrap();
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -169,7 +150,7 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
             .replace("types = [\"full\", \"incremental\"]", "types = [\"full\"]"),
     )
     .unwrap();
-    let output = ferry("run", &full);
+    let output = cli::ferry("run", &full);
     assert!(output.status.success(), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("state=\"SUCCESS\""),
@@ -178,7 +159,7 @@ fn a_live_redis_moves_through_kills_and_verifies_equal() {
     );
 
     // ferry drop removes the job's point from the target.
-    let output = ferry("drop", &job);
+    let output = cli::ferry("drop", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         target
@@ -222,9 +203,9 @@ fn rules_choose_keys_move_databases_and_leave_commands_out() {
         "[[rules]]\nsql = \"INSERT INTO db3 SELECT * FROM db0 WHERE key LIKE 'user:%'\"\n\
          [[rules]]\nsql = \"SELECT * FROM db1 WHERE command <> 'DEL'\"\n",
     );
-    let check = ferry("check", &job);
+    let check = cli::ferry("check", &job);
     assert!(check.status.success(), "{}", describe(&check));
-    let child = cli::spawn(FERRY, "run", &job);
+    let child = cli::spawn("run", &job);
     wait_for("the copy in target db 3", Duration::from_secs(60), || {
         keys(&target, 3).contains(&"user:moved".to_string())
     });
@@ -247,7 +228,7 @@ fn rules_choose_keys_move_databases_and_leave_commands_out() {
             .cli(&["-n", "3", "GET", "user:marker"])
             .is_ok_and(|v| v.trim() == "1")
     });
-    let output = stop(&job, child);
+    let output = cli::stop(&job, child);
     assert!(output.status.success(), "{}", describe(&output));
 
     let selected: Vec<String> = keys(&source, 0)
@@ -287,7 +268,7 @@ fn rules_choose_keys_move_databases_and_leave_commands_out() {
 
     // verify compares what the rules select, where they send it: the key whose DEL the
     // rules left out is the one difference.
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -296,7 +277,7 @@ fn rules_choose_keys_move_databases_and_leave_commands_out() {
         "{stdout}"
     );
     target.cli(&["-n", "1", "DEL", "keep:1"]).unwrap();
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
 
     // A value moving into the selection from outside it cannot be followed: the run stops,
@@ -307,7 +288,7 @@ fn rules_choose_keys_move_databases_and_leave_commands_out() {
             "SET user:before 1\nSET order:x 1\nRENAME order:x user:x\n",
         )
         .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -334,7 +315,7 @@ fn redis_jobs_refuse_bad_rules_and_a_non_redis_target() {
         &target,
         "[[rules]]\nsql = 'SELECT key FROM db0'\n",
     );
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("write SELECT *"),
@@ -350,7 +331,7 @@ fn redis_jobs_refuse_bad_rules_and_a_non_redis_target() {
         ),
     )
     .unwrap();
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("Redis target"),
@@ -359,7 +340,7 @@ fn redis_jobs_refuse_bad_rules_and_a_non_redis_target() {
     );
     // Into itself: refused before anything is read.
     let job = write_job(dir.path(), &source, &source, "");
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr).contains("is the source itself"),

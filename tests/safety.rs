@@ -9,13 +9,6 @@ use std::process::Output;
 use ferry_testkit::cli::{self, describe};
 use ferry_testkit::{MariaServer, PgServer, RedisServer, MARIADB_USER, SUPERUSER};
 
-/// The binary under test.
-const FERRY: &str = env!("CARGO_BIN_EXE_ferry");
-
-fn ferry(command: &str, job: &Path) -> Output {
-    cli::run(FERRY, command, job)
-}
-
 fn write(dir: &Path, file: &str, text: &str) -> PathBuf {
     let path = dir.join(file);
     std::fs::write(&path, text).unwrap();
@@ -126,7 +119,7 @@ fn a_sink_that_is_the_source_is_refused_whatever_its_url_says() {
                 let job = write(dir.path(), &format!("alias{index}.toml"), &text);
                 for command in ["check", "run"] {
                     assert_refused(
-                        &ferry(command, &job),
+                        &cli::ferry(command, &job),
                         "is the source table itself",
                         &format!("{command} into {sink} ({existing}, {rules:?})"),
                     );
@@ -152,7 +145,7 @@ fn a_sink_that_is_the_source_is_refused_whatever_its_url_says() {
         &["INSERT INTO copy.* SELECT * FROM shop.*"],
     );
     let job = write(dir.path(), "copy.toml", &into_copy);
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let other = job_text(
         &source,
@@ -162,7 +155,7 @@ fn a_sink_that_is_the_source_is_refused_whatever_its_url_says() {
         &["SELECT * FROM shop.*"],
     );
     let job = write(dir.path(), "other.toml", &other);
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(server.psql("other", PG_DIGEST).unwrap(), before);
     assert_eq!(server.psql("source", PG_DIGEST).unwrap(), before);
@@ -201,7 +194,7 @@ fn a_mysql_sink_that_is_the_source_is_refused() {
             let job = write(dir.path(), "same.toml", &text);
             for command in ["check", "run"] {
                 assert_refused(
-                    &ferry(command, &job),
+                    &cli::ferry(command, &job),
                     "is the source table itself",
                     &format!("{command} into {sink} ({existing})"),
                 );
@@ -226,7 +219,7 @@ fn a_redis_target_that_is_the_source_under_another_address_is_refused() {
         );
         let job = write(dir.path(), "cache.toml", &text);
         for command in ["check", "run", "verify"] {
-            let output = ferry(command, &job);
+            let output = cli::ferry(command, &job);
             assert_eq!(
                 output.status.code(),
                 Some(2),
@@ -260,13 +253,17 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
     let text = format!("name = \"shop_sync\"\n{text}");
     let job = write(dir.path(), "shop.toml", &text);
     // Not running yet: nothing to stop or limit.
-    assert_refused(&ferry("stop", &job), "is not running", "stop before run");
     assert_refused(
-        &cli::run_with(FERRY, "limit", &job, &["--rows-per-second", "5"]),
+        &cli::ferry("stop", &job),
+        "is not running",
+        "stop before run",
+    );
+    assert_refused(
+        &cli::ferry_with("limit", &job, &["--rows-per-second", "5"]),
         "is not running",
         "limit before run",
     );
-    let first = cli::spawn(FERRY, "run", &job);
+    let first = cli::spawn("run", &job);
     cli::wait_for(
         "the first run to stream",
         std::time::Duration::from_secs(60),
@@ -277,7 +274,7 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
         },
     );
     // The same file again; the same job name from another directory (the sink's lock).
-    let again = ferry("run", &job);
+    let again = cli::ferry("run", &job);
     assert_refused(
         &again,
         "job shop_sync is already running (pid",
@@ -291,12 +288,12 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
     let elsewhere = tempfile::tempdir().unwrap();
     let copy = write(elsewhere.path(), "shop.toml", &text);
     assert_refused(
-        &ferry("run", &copy),
+        &cli::ferry("run", &copy),
         "job shop_sync is already running",
         "run elsewhere",
     );
     assert_refused(
-        &ferry("drop", &job),
+        &cli::ferry("drop", &job),
         "is already running",
         "drop while running",
     );
@@ -308,14 +305,18 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
             .psql("sink", "SELECT count(*) FROM shop.orders WHERE id = 1000")
             .is_ok_and(|n| n.trim() == "1")
     });
-    let output = cli::stop(FERRY, &job, first);
+    let output = cli::stop(&job, first);
     assert!(output.status.success(), "{}", describe(&output));
     let digest = format!("{ORDERS_DIGEST} FROM shop.orders");
     assert_eq!(
         server.psql("sink", &digest).unwrap(),
         server.psql("source", &digest).unwrap()
     );
-    assert_refused(&ferry("stop", &job), "is not running", "stop after the run");
+    assert_refused(
+        &cli::ferry("stop", &job),
+        "is not running",
+        "stop after the run",
+    );
     // The job file edited since (another rule): the records are still this file's, as the
     // checkpoint beside it says, and `ferry drop` removes them.
     std::fs::write(
@@ -327,11 +328,11 @@ fn a_second_runner_and_a_drop_are_refused_while_a_job_runs() {
     )
     .unwrap();
     assert_refused(
-        &ferry("run", &job),
+        &cli::ferry("run", &job),
         "belongs to another job of that name",
         "run after an edit",
     );
-    let output = ferry("drop", &job);
+    let output = cli::ferry("drop", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let slots = server
         .psql("source", "SELECT count(*) FROM pg_replication_slots")
@@ -364,7 +365,7 @@ fn drop_is_refused_while_a_full_migration_runs() {
         "[migration]\nmax_rows_per_second = 1500\nchunk_rows = 1000\nparallelism = 1\nbatch_size = 100\n",
     );
     let job = write(dir.path(), "notes.toml", &text);
-    let run = cli::spawn(FERRY, "run", &job);
+    let run = cli::spawn("run", &job);
     cli::wait_for(
         "a first committed part",
         std::time::Duration::from_secs(60),
@@ -375,7 +376,7 @@ fn drop_is_refused_while_a_full_migration_runs() {
         },
     );
     assert_refused(
-        &ferry("drop", &job),
+        &cli::ferry("drop", &job),
         "is already running",
         "drop during the copy",
     );
@@ -473,7 +474,7 @@ fn rules_too_deep_names_too_long_and_volatile_functions_are_refused_before_any_w
         );
         for command in ["check", "run"] {
             assert_refused(
-                &ferry(command, &job),
+                &cli::ferry(command, &job),
                 expected,
                 &format!("{command} {expected}"),
             );
@@ -495,7 +496,7 @@ fn rules_too_deep_names_too_long_and_volatile_functions_are_refused_before_any_w
         ],
     );
     let job = write(dir.path(), "deep.toml", &text);
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let digest = ORDERS_DIGEST;
     assert_eq!(
@@ -524,7 +525,7 @@ fn sql_written_into_a_checkpoint_is_never_run() {
     )
     .replace("[migration]\n", "[migration]\nchunk_rows = 100\n");
     let job = write(dir.path(), "parts.toml", &text);
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let state_path = dir.path().join("parts.state.json");
     let state = std::fs::read_to_string(&state_path).unwrap();
@@ -541,7 +542,7 @@ fn sql_written_into_a_checkpoint_is_never_run() {
         edited["snapshot"]["parts"][0]["range"] = forged;
         edited["snapshot"]["complete"] = serde_json::json!(false);
         std::fs::write(&state_path, edited.to_string()).unwrap();
-        let output = ferry("run", &job);
+        let output = cli::ferry("run", &job);
         assert_refused(&output, "is not a ferry checkpoint", "a forged range");
     }
     assert_eq!(
@@ -576,7 +577,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
     // Both default to the name shop_sync.
     let first_job = write(dir.path(), "shop-sync.toml", &first);
     let second_job = write(dir.path(), "shop_sync.toml", &second);
-    let run = cli::spawn(FERRY, "run", &first_job);
+    let run = cli::spawn("run", &first_job);
     cli::wait_for(
         "the first job to stream",
         std::time::Duration::from_secs(60),
@@ -589,7 +590,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
                 .is_ok_and(|n| n.trim() == "1")
         },
     );
-    let output = cli::stop(FERRY, &first_job, run);
+    let output = cli::stop(&first_job, run);
     assert!(output.status.success(), "{}", describe(&output));
     // A change the first job must still get, whatever the second tries.
     server
@@ -600,7 +601,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
         .unwrap();
     for command in ["check", "run", "drop"] {
         assert_refused(
-            &ferry(command, &second_job),
+            &cli::ferry(command, &second_job),
             "belongs to another job of that name",
             &format!("{command} of the second job"),
         );
@@ -612,7 +613,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
     let third_job = write(other_dir.path(), "shop_sync.toml", &third);
     for command in ["run", "drop"] {
         assert_refused(
-            &ferry(command, &third_job),
+            &cli::ferry(command, &third_job),
             "the replication slot and publication ferry_shop_sync at the source belongs to another job",
             &format!("{command} elsewhere"),
         );
@@ -632,7 +633,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
         .unwrap();
     assert_eq!(tables.trim(), "0", "the third job wrote to its sink");
     // The first job goes on from where it stopped: nothing lost, nothing doubled.
-    let run = cli::spawn(FERRY, "run", &first_job);
+    let run = cli::spawn("run", &first_job);
     cli::wait_for(
         "the change made while stopped",
         std::time::Duration::from_secs(60),
@@ -642,7 +643,7 @@ fn jobs_that_share_a_name_never_share_a_slot_parts_or_a_position() {
                 .is_ok_and(|n| n.trim() == "1")
         },
     );
-    let output = cli::stop(FERRY, &first_job, run);
+    let output = cli::stop(&first_job, run);
     assert!(output.status.success(), "{}", describe(&output));
     let digest = ORDERS_DIGEST;
     assert_eq!(
@@ -687,7 +688,7 @@ fn bookkeeping_and_system_schemas_are_never_targets() {
             &[rule],
         );
         for command in ["check", "run"] {
-            let output = ferry(command, &job);
+            let output = cli::ferry(command, &job);
             assert_refused(&output, "in a schema the sink keeps for itself", rule);
             assert!(
                 String::from_utf8_lossy(&output.stderr).contains(table),
@@ -721,7 +722,7 @@ fn bookkeeping_and_system_schemas_are_never_targets() {
         );
         let job = write(dir.path(), "forge.toml", &text);
         assert_refused(
-            &ferry("run", &job),
+            &cli::ferry("run", &job),
             "in a schema the sink keeps for itself",
             rule,
         );
@@ -751,7 +752,7 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
     )
     .replace("[migration]\n", "[migration]\nchunk_rows = 100\n");
     let job = write(dir.path(), "parts.toml", &text);
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let digest = ORDERS_DIGEST;
     let expected = server
@@ -771,7 +772,7 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
             "DROP TABLE copy.orders; CREATE TABLE copy.orders (id int PRIMARY KEY, name text);",
         )
         .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(landed(), expected, "a table made anew was left empty");
 
@@ -780,13 +781,13 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
     let state_path = dir.path().join("parts.state.json");
     let saved = std::fs::read_to_string(&state_path).unwrap();
     assert!(saved.contains("\"complete\": true"), "{saved}");
-    let output = ferry("drop", &job);
+    let output = cli::ferry("drop", &job);
     assert!(output.status.success(), "{}", describe(&output));
     server
         .psql("sink", "TRUNCATE copy.orders, copy.notes")
         .unwrap();
     std::fs::write(&state_path, &saved).unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(landed(), expected, "a checkpoint's word skipped rows");
     let notes = NOTES_DIGEST;
@@ -810,7 +811,7 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
         .psql("sink", &format!("{notes} FROM copy.notes"))
         .unwrap();
     assert_refused(
-        &ferry("run", &job),
+        &cli::ferry("run", &job),
         "could add rows twice",
         "a keyless target without records",
     );
@@ -827,7 +828,7 @@ fn parts_count_only_for_the_target_the_sink_holds_them_for() {
     state["snapshot"]["parts"].as_array_mut().unwrap().pop();
     std::fs::write(&state_path, state.to_string()).unwrap();
     assert_refused(
-        &ferry("run", &job),
+        &cli::ferry("run", &job),
         "do not cover it exactly once",
         "a part list cut short",
     );
@@ -877,14 +878,14 @@ fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() 
             &[rule],
         );
         let job = write(dir.path(), "permanent.toml", &text);
-        let output = ferry("run", &job);
+        let output = cli::ferry("run", &job);
         assert_refused(&output, expected, rule);
         assert!(
             !String::from_utf8_lossy(&output.stderr).contains("trying again"),
             "{rule} was retried: {}",
             describe(&output)
         );
-        let _ = ferry("drop", &job);
+        let _ = cli::ferry("drop", &job);
     }
 
     // A full disk passes: ferry tries again, and no temporary file stays behind.
@@ -916,7 +917,7 @@ fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() 
     );
     let job = write(dir.path(), "full_disk.toml", &text);
     let log = dir.path().join("full_disk.log");
-    let mut child = std::process::Command::new(FERRY)
+    let mut child = std::process::Command::new(cli::binary())
         .arg("run")
         .arg(&job)
         .stdout(std::fs::File::create(dir.path().join("full_disk.out")).unwrap())
@@ -970,7 +971,7 @@ fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() 
         Some(&["20000", "20000"][..]),
         "{summary}"
     );
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
 }
 
@@ -993,7 +994,7 @@ fn a_dot_in_a_source_name_never_moves_its_target_to_another_schema() {
         "[\"schema\", \"full\"]",
         &[r"INSERT INTO '${1}_old' SELECT * FROM 'shop\.(eu\..*)'"],
     );
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     let landed = server
         .psql(
@@ -1037,7 +1038,7 @@ fn connection_refusals_carry_the_servers_reason_and_are_the_users() {
             &["SELECT * FROM shop.orders"],
         );
         let job = write(dir.path(), "connect.toml", &text);
-        assert_refused(&ferry("check", &job), expected, &source);
+        assert_refused(&cli::ferry("check", &job), expected, &source);
     }
     // A password the server asks for and the URL lacks.
     server
@@ -1067,7 +1068,7 @@ fn connection_refusals_carry_the_servers_reason_and_are_the_users() {
         &["SELECT * FROM shop.orders"],
     );
     let job = write(dir.path(), "password.toml", &text);
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
     assert!(
         String::from_utf8_lossy(&output.stderr)
@@ -1104,7 +1105,7 @@ fn a_mysql_target_made_anew_gets_its_rows_again() {
     let expected = source
         .sql("shop", &format!("{digest} shop.orders"))
         .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         sink.sql("", &format!("{digest} copy.orders")).unwrap(),
@@ -1132,7 +1133,7 @@ fn a_mysql_target_made_anew_gets_its_rows_again() {
         "DROP TABLE copy.orders; CREATE TABLE copy.orders (id int PRIMARY KEY, name varchar(20));",
     )
     .unwrap();
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         sink.sql("", &format!("{digest} copy.orders")).unwrap(),
@@ -1160,9 +1161,9 @@ fn verify_reports_a_failed_read_as_a_failure_not_as_missing_rows() {
         "[\"schema\", \"full\"]",
         &["SELECT * FROM shop.spans"],
     );
-    let output = ferry("run", &job);
+    let output = cli::ferry("run", &job);
     assert!(output.status.success(), "{}", describe(&output));
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
     // A value in the target that reading it fails on, late in the table: the read of the
     // target side fails after some batches, and verify says so (exit 2, the reason), where
@@ -1173,13 +1174,70 @@ fn verify_reports_a_failed_read_as_a_failure_not_as_missing_rows() {
             "UPDATE shop.spans SET d = interval '1 month' WHERE id = 2900",
         )
         .unwrap();
-    let output = ferry("verify", &job);
+    let output = cli::ferry("verify", &job);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(!stdout.contains("DIFFERENT"), "{}", describe(&output));
     assert_refused(
         &output,
         "months has no fixed length",
         "verify over a failed read",
+    );
+}
+
+#[test]
+fn verify_whose_source_goes_away_fails_as_a_server_failure_naming_it() {
+    let server = pg_servers();
+    server
+        .psql(
+            "source",
+            "CREATE TABLE shop.wide (id int PRIMARY KEY, note text);
+             INSERT INTO shop.wide SELECT g, repeat('n', 100) FROM generate_series(1, 200000) g;",
+        )
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let job = pg_job(
+        &server,
+        dir.path(),
+        "wide.toml",
+        "",
+        "[\"schema\", \"full\"]",
+        &["SELECT * FROM shop.wide"],
+    );
+    let output = cli::ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    // The source drops ferry's connections while verify reads: verify must fail as a server
+    // failure (exit 3) that names the source, never report the rows it did not read as
+    // missing in the target (exit 1).
+    let mut verify = cli::spawn("verify", &job);
+    let mut terminated = 0;
+    let status = loop {
+        if let Some(status) = verify.try_wait().unwrap() {
+            break status;
+        }
+        terminated += server
+            .psql(
+                "postgres",
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'source' AND application_name = 'ferry'",
+            )
+            .map(|out| out.trim().parse::<u32>().unwrap_or(0))
+            .unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let output = verify.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        terminated > 0,
+        "no connection of verify was cut: {}",
+        describe(&output)
+    );
+    assert_eq!(status.code(), Some(3), "{}", describe(&output));
+    assert!(!stdout.contains("DIFFERENT"), "{}", describe(&output));
+    let source = format!("127.0.0.1:{}/source", server.port());
+    assert!(
+        stderr.contains(&source),
+        "the error names the source ({source}): {}",
+        describe(&output)
     );
 }
 
@@ -1208,7 +1266,7 @@ fn check_leaves_no_aborted_connection_on_mariadb() {
             .to_string()
     };
     let before = (aborted(&source), aborted(&sink));
-    let output = ferry("check", &job);
+    let output = cli::ferry("check", &job);
     assert!(output.status.success(), "{}", describe(&output));
     assert_eq!(
         (aborted(&source), aborted(&sink)),

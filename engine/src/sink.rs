@@ -118,6 +118,11 @@ pub fn compare_claim(
     }
 }
 
+/// How long taking a job's lock in the sink waits for a holder that may be going away (a run
+/// killed a moment ago: its server session lingers until the server notices): long enough
+/// for that, short enough that a second runner is refused promptly.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// How long a name a sink keeps whole.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NameLimit {

@@ -30,3 +30,18 @@ pub use ferry_engine::{Error, ErrorClass, Position, Progress, StreamProgress, Ta
 pub use ferry_redis::status::{MigrationState, MigrationStatus};
 /// The job file.
 pub use ferry_sql::{JobFile, MigrationType};
+
+/// The exit code of a command that failed with `error`, the same for every front end that
+/// has exit codes: 2 the user must fix something (before anything was written), 3 a server or
+/// the network failed (after the retries), 4 a bug in ferry, 130 stopped (Ctrl-C) before the
+/// job was done.
+pub fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::Stopped => 130,
+        other => match other.class() {
+            ErrorClass::User => 2,
+            ErrorClass::External => 3,
+            ErrorClass::Internal => 4,
+        },
+    }
+}

@@ -9,7 +9,9 @@ use ferry_testkit::cli::Dice;
 const VALID: &str = r#"name = "shop_sync"
 [source]
 url = "postgres://user:secret@127.0.0.1:5432/shop"
+[source.options]
 server_id = 1073741999
+resume_mode = "auto"
 [sink]
 url = "mysql://user@127.0.0.1:3306"
 existing_rows = "truncate"
@@ -20,7 +22,6 @@ parallelism = 4
 chunk_rows = 250000
 max_rows_per_second = 0
 bandwidth_limit_mb = 0
-resume_mode = "auto"
 [[rules]]
 sql = "INSERT INTO sales.big_orders SELECT id, name AS full_name FROM shop.orders WHERE amount > 100"
 [[rules]]

@@ -353,8 +353,13 @@ impl Sink for MysqlSink {
         conn.query_drop("SET SESSION wait_timeout = 31536000")
             .await
             .map_err(context())?;
+        // A run killed a moment ago holds the lock until the server notices its connection
+        // is gone: wait that long before calling the job taken.
         let taken: Option<Option<i64>> = conn
-            .exec_first("SELECT GET_LOCK(?, 0)", (&name,))
+            .exec_first(
+                "SELECT GET_LOCK(?, ?)",
+                (&name, ferry_engine::sink::LOCK_WAIT.as_secs()),
+            )
             .await
             .map_err(context())?;
         if taken.flatten() == Some(1) {

@@ -279,16 +279,25 @@ impl Sink for PostgresSink {
             )
             .await
             .map_err(context())?;
-        let taken: bool = client
-            .query_one(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))",
-                &[&JOB_LOCK_CLASS, &job],
-            )
-            .await
-            .map_err(context())?
-            .get(0);
-        if taken {
-            return Ok(ferry_engine::SinkLock::new(client));
+        // A run killed a moment ago holds the lock until its server session notices the
+        // client is gone: wait that long before calling the job taken.
+        let deadline = std::time::Instant::now() + ferry_engine::sink::LOCK_WAIT;
+        loop {
+            let taken: bool = client
+                .query_one(
+                    "SELECT pg_try_advisory_lock($1, hashtext($2))",
+                    &[&JOB_LOCK_CLASS, &job],
+                )
+                .await
+                .map_err(context())?
+                .get(0);
+            if taken {
+                return Ok(ferry_engine::SinkLock::new(client));
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         let row = client
             .query_opt(

@@ -16,11 +16,12 @@
 
 use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::replica::{ReplicaConfig, ReplicaError};
+use crate::error::RedisError;
+use crate::replica::ReplicaConfig;
 use crate::sink::RedisWriter;
 
 /// `CONFIG GET name` on `server`: the value, `None` when the server has no such setting.
-async fn config_get(server: &mut RedisWriter, name: &str) -> Result<Option<String>, ReplicaError> {
+async fn config_get(server: &mut RedisWriter, name: &str) -> Result<Option<String>, RedisError> {
     match server
         .request(&[b"CONFIG", b"GET", name.as_bytes()])
         .await?
@@ -38,7 +39,7 @@ pub async fn info_field(
     server: &mut RedisWriter,
     section: &str,
     field: &str,
-) -> Result<Option<String>, ReplicaError> {
+) -> Result<Option<String>, RedisError> {
     let prefix = format!("{field}:");
     Ok(server
         .info(section)
@@ -57,7 +58,7 @@ pub const RESTART_ALLOWANCE_SECONDS: u64 = 60;
 pub async fn same_server(
     source: &ReplicaConfig,
     target: &ReplicaConfig,
-) -> Result<Option<String>, ReplicaError> {
+) -> Result<Option<String>, RedisError> {
     let mut source_server = RedisWriter::connect(source).await?;
     let mut target_server = RedisWriter::connect(target).await?;
     let source_id = info_field(&mut source_server, "server", "run_id").await?;
@@ -99,7 +100,7 @@ fn replica_limits(setting: &str) -> Option<(u64, u64, u64)> {
 pub async fn check(
     source: &ReplicaConfig,
     target: &ReplicaConfig,
-) -> Result<Vec<String>, ReplicaError> {
+) -> Result<Vec<String>, RedisError> {
     let mut warnings = Vec::new();
     let mut target_server = RedisWriter::connect(target).await?;
     if let Some(policy) = config_get(&mut target_server, "maxmemory-policy").await? {

@@ -14,8 +14,9 @@ use ferry_engine::RateLimit;
 
 use tokio::sync::mpsc;
 
-use crate::rdb::{Event, Kind, RdbError, RdbReader, Values};
-use crate::replica::{Replica, ReplicaError, StreamCommand};
+use crate::error::RedisError;
+use crate::rdb::{Event, Kind, RdbReader, Values};
+use crate::replica::{Replica, StreamCommand};
 use crate::rules::{plan, KeyRow, Planned, Rules};
 use crate::sink::RedisWriter;
 use crate::status::MigrationStatus;
@@ -36,50 +37,6 @@ const ELEMENT_OVERHEAD: usize = 48;
 
 /// Bytes of commands queued before they are sent, whatever their count.
 const BATCH_BYTES: usize = 1 << 20;
-
-/// An error moving data.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    /// The link to the source or the target failed.
-    #[error(transparent)]
-    Link(#[from] ReplicaError),
-    /// The RDB could not be read.
-    #[error(transparent)]
-    Rdb(#[from] RdbError),
-    /// The rules cannot be applied to what the source did.
-    #[error("rules: {0}")]
-    Rules(String),
-}
-
-impl ferry_engine::error::ClassifiedError for CopyError {
-    fn class(&self) -> ferry_engine::error::ErrorClass {
-        use ferry_engine::error::ErrorClass;
-        match self {
-            // The network or the server went away: worth trying again.
-            CopyError::Link(ReplicaError::Io { .. }) | CopyError::Rdb(RdbError::Io(_)) => {
-                ErrorClass::External
-            }
-            // A refusal (password, permissions, a command the target rejects) or a key ferry
-            // cannot carry: the user's to fix.
-            CopyError::Link(ReplicaError::Protocol { .. })
-            | CopyError::Rdb(RdbError::Unsupported { .. })
-            | CopyError::Rules(_) => ErrorClass::User,
-            CopyError::Rdb(RdbError::Malformed(_)) => ErrorClass::Internal,
-        }
-    }
-}
-
-impl From<CopyError> for ferry_engine::Error {
-    fn from(error: CopyError) -> Self {
-        ferry_engine::Error::Connector(Box::new(error))
-    }
-}
-
-impl From<ReplicaError> for ferry_engine::Error {
-    fn from(error: ReplicaError) -> Self {
-        CopyError::Link(error).into()
-    }
-}
 
 /// The job's limits, shared by the full copy and the command stream and changeable while it
 /// runs ([`RateLimit::set_per_second`]): source bytes a second (RDB bytes, then stream bytes)
@@ -174,7 +131,7 @@ pub async fn copy_rdb(
     writer: &mut RedisWriter,
     options: CopyOptions,
     limits: &Limits,
-) -> Result<(Replica, CopyStats), CopyError> {
+) -> Result<(Replica, CopyStats), RedisError> {
     let batch = options.batch.max(1);
     let (chunk_tx, chunk_rx) = mpsc::channel::<Vec<u8>>(16);
     let bandwidth = Arc::clone(&limits.bytes);
@@ -255,7 +212,7 @@ pub async fn copy_rdb(
             Ok(Some(event)) => event,
             Ok(None) => break,
             Err(error) => {
-                outcome = Err(CopyError::from(error));
+                outcome = Err(error);
                 break;
             }
         };
@@ -310,7 +267,7 @@ pub async fn copy_rdb(
         if writer.queued() >= batch || writer.queued_bytes() >= BATCH_BYTES {
             // The target works on this batch while the next one is prepared.
             if let Err(error) = writer.send().await {
-                outcome = Err(error.into());
+                outcome = Err(error);
                 break;
             }
         }
@@ -319,7 +276,7 @@ pub async fn copy_rdb(
     let _ = parser.await;
     let (replica, received) = feeder
         .await
-        .map_err(|e| CopyError::Rdb(RdbError::Malformed(format!("the RDB reader stopped: {e}"))))?;
+        .map_err(|e| RedisError::Malformed(format!("the RDB reader stopped: {e}")))?;
     // A link that broke comes first: the parser then saw the RDB end early, and that is
     // only its consequence.
     stats.rdb_bytes = received?;
@@ -331,8 +288,8 @@ pub async fn copy_rdb(
 /// Where the rules send each key that starts in `batch`, in order.
 fn route_keys(
     rules: &Rules,
-    batch: &[Result<Option<Event>, RdbError>],
-) -> Result<Vec<Vec<u64>>, CopyError> {
+    batch: &[Result<Option<Event>, RedisError>],
+) -> Result<Vec<Vec<u64>>, RedisError> {
     let rows: Vec<KeyRow<'_>> = batch
         .iter()
         .filter_map(|event| match event {
@@ -345,7 +302,7 @@ fn route_keys(
             _ => None,
         })
         .collect();
-    rules.selector.route(&rows).map_err(CopyError::Rules)
+    rules.selector.route(&rows).map_err(RedisError::Rules)
 }
 
 /// Queues what a stream keeps besides its entries: it exists even when empty, its last ID and
@@ -537,7 +494,7 @@ pub async fn apply_stream(
     point: &mut StreamPoint,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
     done: &(dyn Fn(&StreamPoint) -> bool + Sync),
-) -> Result<u64, CopyError> {
+) -> Result<u64, RedisError> {
     let batch = options.batch.max(1);
     let mut replayed = 0;
     // What the target will hold once the queued commands are sent.
@@ -722,7 +679,7 @@ fn plan_pending(
     rules: &Rules,
     pending: &VecDeque<StreamCommand>,
     mut db: u64,
-) -> Result<Vec<Vec<Planned>>, CopyError> {
+) -> Result<Vec<Vec<Planned>>, RedisError> {
     let mut commands = Vec::with_capacity(pending.len());
     for command in pending {
         match step(&command.args) {
@@ -731,5 +688,5 @@ fn plan_pending(
             Step::Ignore | Step::Replconf | Step::Edge { .. } => {}
         }
     }
-    plan(rules.selector.as_ref(), &rules.commands, &commands).map_err(CopyError::Rules)
+    plan(rules.selector.as_ref(), &rules.commands, &commands).map_err(RedisError::Rules)
 }

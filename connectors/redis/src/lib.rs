@@ -11,6 +11,7 @@
 
 pub mod check;
 pub mod copy;
+pub mod error;
 pub mod migrate;
 pub mod rdb;
 pub mod replica;
@@ -18,6 +19,8 @@ pub mod rules;
 pub mod sink;
 pub mod status;
 pub mod verify;
+
+pub use error::RedisError;
 
 use ferry_engine::{Capabilities, Connector, ConnectorOptions, Error, RetryPolicy, Shape};
 

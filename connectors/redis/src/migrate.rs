@@ -11,10 +11,10 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tracing::{info, warn};
 
 use crate::copy::{
-    apply_stream, copy_rdb, queue_mark, CopyError, CopyOptions, CopyStats, Limits, StreamPoint,
+    apply_stream, copy_rdb, queue_mark, CopyOptions, CopyStats, Limits, StreamPoint,
 };
-use crate::rdb::RdbError;
-use crate::replica::{Replica, ReplicaConfig, ReplicaError, SyncStart};
+use crate::error::RedisError;
+use crate::replica::{Replica, ReplicaConfig, SyncStart};
 use crate::rules::Rules;
 use crate::sink::RedisWriter;
 use crate::status::MigrationState;
@@ -61,17 +61,6 @@ pub struct MigrationReport {
     pub point: Option<StreamPoint>,
 }
 
-/// Whether an error is a broken link worth reconnecting for (not a refusal or bad data).
-fn broken_link(error: &CopyError) -> bool {
-    match error {
-        CopyError::Link(ReplicaError::Io { .. }) => true,
-        CopyError::Link(ReplicaError::Protocol { .. }) => false,
-        // An RDB cut short by the link going down.
-        CopyError::Rdb(RdbError::Io(_)) => true,
-        CopyError::Rdb(_) | CopyError::Rules(_) => false,
-    }
-}
-
 /// Moves `source` into `target`, from `start` (a point an earlier run committed) or from a
 /// full copy, until `done` says the point reached is enough. `committed` hears of every point
 /// the target holds (keep it: it is where the next run continues).
@@ -83,7 +72,7 @@ pub async fn migrate(
     start: Option<StreamPoint>,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
     done: &(dyn Fn(&StreamPoint) -> bool + Sync),
-) -> Result<MigrationReport, CopyError> {
+) -> Result<MigrationReport, RedisError> {
     let mut report = MigrationReport {
         point: start,
         ..MigrationReport::default()
@@ -107,7 +96,7 @@ pub async fn migrate(
                 limits.status.set_state(MigrationState::Success);
                 return Ok(report);
             }
-            Err(error) if broken_link(&error) => {
+            Err(error) if error.is_broken_link() => {
                 // The count of tries starts again whenever the target's point moves.
                 if report.point != point_before {
                     failures = 0;
@@ -135,15 +124,15 @@ async fn empty_target(
     writer: &mut RedisWriter,
     target: &ReplicaConfig,
     rules: Option<&Rules>,
-) -> Result<(), CopyError> {
+) -> Result<(), RedisError> {
     match rules {
         None => {
             warn!("emptying the target (FLUSHALL) before copying again, so no key deleted at the source since the earlier copy survives there");
             if let OwnedFrame::Error(message) = writer.request(&[b"FLUSHALL"]).await? {
-                return Err(CopyError::Link(ReplicaError::Protocol {
+                return Err(RedisError::Protocol {
                     address: target.address.clone(),
                     message: format!("emptying the target before a new copy: {message}"),
-                }));
+                });
             }
         }
         Some(rules) => {
@@ -168,7 +157,7 @@ async fn run_once(
     report: &mut MigrationReport,
     committed: &mut (dyn FnMut(&StreamPoint) + Send),
     done: &(dyn Fn(&StreamPoint) -> bool + Sync),
-) -> Result<(), CopyError> {
+) -> Result<(), RedisError> {
     // A new target connection each time: one the link left inside a MULTI would swallow
     // what comes next.
     let mut writer = RedisWriter::connect(target).await?;

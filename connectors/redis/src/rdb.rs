@@ -15,37 +15,17 @@
 //! with their consumers and pending entries). Module values and the old zipmap
 //! hashes are errors naming the key: never dropped in silence.
 
+use crate::error::RedisError;
 use std::collections::VecDeque;
 use std::io::Read;
 
 /// Elements per [`Event::Values`] slice of a plain-encoded value.
 pub const DEFAULT_SLICE: usize = 1024;
 
-/// An error reading an RDB stream.
-#[derive(Debug, thiserror::Error)]
-pub enum RdbError {
-    /// The bytes could not be read.
-    #[error("reading the RDB: {0}")]
-    Io(#[from] std::io::Error),
-    /// The bytes are not a valid RDB.
-    #[error("the RDB is malformed: {0}")]
-    Malformed(String),
-    /// A key of a type ferry does not carry.
-    #[error("key {key:?} in db {db} is a {what}, which ferry does not carry yet; delete it or migrate it by other means")]
-    Unsupported {
-        /// The database.
-        db: u64,
-        /// The key, lossily as text.
-        key: String,
-        /// What it is.
-        what: String,
-    },
-}
+type Result<T> = std::result::Result<T, RedisError>;
 
-type Result<T> = std::result::Result<T, RdbError>;
-
-fn malformed(message: impl Into<String>) -> RdbError {
-    RdbError::Malformed(message.into())
+fn malformed(message: impl Into<String>) -> RedisError {
+    RedisError::Malformed(message.into())
 }
 
 /// The kind of a key's value.
@@ -357,7 +337,7 @@ impl<R: Read> RdbReader<R> {
                 }
                 0xF5 => return Ok(Some(Event::Function(self.string()?))),
                 0xF6 | 0xF7 => {
-                    return Err(RdbError::Unsupported {
+                    return Err(RedisError::Unsupported {
                         db: self.db,
                         key: String::new(),
                         what: format!("module or function auxiliary record (opcode {opcode:#x})"),
@@ -400,8 +380,8 @@ impl<R: Read> RdbReader<R> {
         })
     }
 
-    fn unsupported(&self, what: &str) -> RdbError {
-        RdbError::Unsupported {
+    fn unsupported(&self, what: &str) -> RedisError {
+        RedisError::Unsupported {
             db: self.db,
             key: String::from_utf8_lossy(&self.key).into_owned(),
             what: what.into(),

@@ -18,6 +18,7 @@
 //! Redis's own replicas do (a first ACK during a diskless sync can be lost), and at once when
 //! the source asks with `REPLCONF GETACK`.
 
+use crate::error::RedisError;
 use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::decode::decode;
@@ -40,30 +41,6 @@ pub struct ReplicaConfig {
     pub user: Option<String>,
     /// The password, if the source wants one.
     pub password: Option<String>,
-}
-
-/// An error of the replication link.
-#[derive(Debug, thiserror::Error)]
-pub enum ReplicaError {
-    /// The connection failed or broke.
-    #[error("Redis at {address}: {context}: {source}")]
-    Io {
-        /// `host:port`.
-        address: String,
-        /// What ferry was doing.
-        context: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The source refused something or answered what a replica cannot follow.
-    #[error("Redis at {address}: {message}")]
-    Protocol {
-        /// `host:port`.
-        address: String,
-        /// What happened, and what to do.
-        message: String,
-    },
 }
 
 /// How the source answered `PSYNC`.
@@ -118,17 +95,17 @@ enum RdbFraming {
 }
 
 impl Replica {
-    fn io(&self, context: &str) -> impl FnOnce(std::io::Error) -> ReplicaError + '_ {
+    fn io(&self, context: &str) -> impl FnOnce(std::io::Error) -> RedisError + '_ {
         let context = context.to_string();
-        move |source| ReplicaError::Io {
+        move |source| RedisError::Io {
             address: self.config.address.clone(),
             context,
             source,
         }
     }
 
-    fn protocol(&self, message: impl Into<String>) -> ReplicaError {
-        ReplicaError::Protocol {
+    fn protocol(&self, message: impl Into<String>) -> RedisError {
+        RedisError::Protocol {
             address: self.config.address.clone(),
             message: message.into(),
         }
@@ -139,10 +116,10 @@ impl Replica {
     pub async fn connect(
         config: ReplicaConfig,
         from: Option<(&str, u64)>,
-    ) -> Result<(Replica, SyncStart), ReplicaError> {
+    ) -> Result<(Replica, SyncStart), RedisError> {
         let socket = TcpStream::connect(&config.address)
             .await
-            .map_err(|source| ReplicaError::Io {
+            .map_err(|source| RedisError::Io {
                 address: config.address.clone(),
                 context: "connecting".into(),
                 source,
@@ -245,7 +222,7 @@ impl Replica {
         self.offset
     }
 
-    async fn fill(&mut self) -> Result<(), ReplicaError> {
+    async fn fill(&mut self) -> Result<(), RedisError> {
         if self.at > 0 && self.at == self.buffer.len() {
             self.buffer.clear();
             self.at = 0;
@@ -272,7 +249,7 @@ impl Replica {
         Ok(())
     }
 
-    async fn send(&mut self, args: &[Vec<u8>]) -> Result<(), ReplicaError> {
+    async fn send(&mut self, args: &[Vec<u8>]) -> Result<(), RedisError> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for arg in args {
             out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
@@ -284,7 +261,7 @@ impl Replica {
     }
 
     /// One reply line, skipping the bare newlines a source sends as keep-alives.
-    async fn line(&mut self) -> Result<String, ReplicaError> {
+    async fn line(&mut self) -> Result<String, RedisError> {
         loop {
             while self.buffer.get(self.at) == Some(&b'\n') {
                 self.at += 1;
@@ -300,7 +277,7 @@ impl Replica {
         }
     }
 
-    async fn expect_ok(&mut self, args: &[Vec<u8>], doing: &str) -> Result<(), ReplicaError> {
+    async fn expect_ok(&mut self, args: &[Vec<u8>], doing: &str) -> Result<(), RedisError> {
         self.send(args).await?;
         let reply = self.line().await?;
         if reply.starts_with("+OK") {
@@ -314,8 +291,8 @@ impl Replica {
     /// there were.
     pub async fn read_rdb(
         &mut self,
-        mut chunk: impl FnMut(&[u8]) -> Result<(), ReplicaError>,
-    ) -> Result<u64, ReplicaError> {
+        mut chunk: impl FnMut(&[u8]) -> Result<(), RedisError>,
+    ) -> Result<u64, RedisError> {
         let mut total = 0;
         while let Some(bytes) = self.rdb_chunk().await? {
             total += bytes.len() as u64;
@@ -326,7 +303,7 @@ impl Replica {
 
     /// The next piece of the RDB of a full resync, `None` once it is complete (the command
     /// stream follows). Cancelling the call loses nothing.
-    pub async fn rdb_chunk(&mut self) -> Result<Option<Vec<u8>>, ReplicaError> {
+    pub async fn rdb_chunk(&mut self) -> Result<Option<Vec<u8>>, RedisError> {
         if self.rdb.is_none() {
             let header = self.line().await?;
             let Some(framing) = header.strip_prefix('$') else {
@@ -383,7 +360,7 @@ impl Replica {
     }
 
     /// The next command already received, without waiting for the network.
-    pub fn buffered_command(&mut self) -> Result<Option<StreamCommand>, ReplicaError> {
+    pub fn buffered_command(&mut self) -> Result<Option<StreamCommand>, RedisError> {
         let decoded = decode(&self.buffer[self.at..])
             .map_err(|e| self.protocol(format!("a malformed command in the stream: {e:?}")))?;
         let Some((frame, consumed)) = decoded else {
@@ -415,7 +392,7 @@ impl Replica {
 
     /// The next command of the stream. Answers `REPLCONF GETACK` itself (it still counts in
     /// the offset) and sends an ACK whenever one is due.
-    pub async fn next_command(&mut self) -> Result<StreamCommand, ReplicaError> {
+    pub async fn next_command(&mut self) -> Result<StreamCommand, RedisError> {
         loop {
             if self.last_ack.elapsed() >= ACK_INTERVAL {
                 self.ack().await?;
@@ -440,7 +417,7 @@ impl Replica {
     }
 
     /// Reports the offset read so far.
-    pub async fn ack(&mut self) -> Result<(), ReplicaError> {
+    pub async fn ack(&mut self) -> Result<(), RedisError> {
         self.last_ack = Instant::now();
         let offset = self.offset.to_string().into_bytes();
         self.send(&[b"REPLCONF".to_vec(), b"ACK".to_vec(), offset])

@@ -32,7 +32,7 @@ use std::sync::Arc;
 
 use redis_protocol::resp2::types::OwnedFrame;
 
-use crate::replica::ReplicaError;
+use crate::error::RedisError;
 use crate::sink::RedisWriter;
 
 /// A key or command as the rules see it.
@@ -128,7 +128,7 @@ fn category_kind(category: &[u8]) -> Option<&'static str> {
 
 impl CommandTable {
     /// Reads the table from `source`.
-    pub async fn fetch(source: &mut RedisWriter) -> Result<CommandTable, ReplicaError> {
+    pub async fn fetch(source: &mut RedisWriter) -> Result<CommandTable, RedisError> {
         let reply = source.request(&[b"COMMAND"]).await?;
         Ok(CommandTable::from_reply(&reply))
     }

@@ -7,7 +7,8 @@ use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::replica::{ReplicaConfig, ReplicaError};
+use crate::error::RedisError;
+use crate::replica::ReplicaConfig;
 
 /// A reply of the server, as [`RedisWriter::request`] returns it.
 pub use redis_protocol::resp2::types::OwnedFrame as Reply;
@@ -31,10 +32,10 @@ pub struct RedisWriter {
 
 impl RedisWriter {
     /// Connects (and logs in when a password is given).
-    pub async fn connect(config: &ReplicaConfig) -> Result<RedisWriter, ReplicaError> {
+    pub async fn connect(config: &ReplicaConfig) -> Result<RedisWriter, RedisError> {
         let socket = TcpStream::connect(&config.address)
             .await
-            .map_err(|source| ReplicaError::Io {
+            .map_err(|source| RedisError::Io {
                 address: config.address.clone(),
                 context: "connecting to the target".into(),
                 source,
@@ -123,21 +124,21 @@ impl RedisWriter {
         self.commands
     }
 
-    fn error(&self, message: String) -> ReplicaError {
-        ReplicaError::Protocol {
+    fn error(&self, message: String) -> RedisError {
+        RedisError::Protocol {
             address: self.address.clone(),
             message,
         }
     }
 
     /// Sends one command (after whatever is queued) and returns its reply.
-    pub async fn request(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, ReplicaError> {
+    pub async fn request(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, RedisError> {
         let mut replies = self.request_many(&[args.to_vec()]).await?;
         replies.pop().ok_or_else(|| self.error("no reply".into()))
     }
 
-    fn write_error(&self) -> impl FnOnce(std::io::Error) -> ReplicaError + '_ {
-        move |source| ReplicaError::Io {
+    fn write_error(&self) -> impl FnOnce(std::io::Error) -> RedisError + '_ {
+        move |source| RedisError::Io {
             address: self.address.clone(),
             context: "writing to the server".into(),
             source,
@@ -145,7 +146,7 @@ impl RedisWriter {
     }
 
     /// Writes what is queued to the socket.
-    async fn send_out(&mut self) -> Result<(), ReplicaError> {
+    async fn send_out(&mut self) -> Result<(), RedisError> {
         let written = self.socket.write_all(&self.out).await;
         written.map_err(self.write_error())?;
         self.out.clear();
@@ -153,7 +154,7 @@ impl RedisWriter {
     }
 
     /// `INFO section` as text (empty when the server sends something else).
-    pub async fn info(&mut self, section: &str) -> Result<String, ReplicaError> {
+    pub async fn info(&mut self, section: &str) -> Result<String, RedisError> {
         Ok(match self.request(&[b"INFO", section.as_bytes()]).await? {
             OwnedFrame::BulkString(text) => String::from_utf8_lossy(&text).into_owned(),
             _ => String::new(),
@@ -165,7 +166,7 @@ impl RedisWriter {
     pub async fn request_many(
         &mut self,
         commands: &[Vec<&[u8]>],
-    ) -> Result<Vec<Reply>, ReplicaError> {
+    ) -> Result<Vec<Reply>, RedisError> {
         self.flush().await?;
         for args in commands {
             self.command(args);
@@ -193,10 +194,10 @@ impl RedisWriter {
         Ok(replies)
     }
 
-    async fn read_more(&mut self) -> Result<(), ReplicaError> {
+    async fn read_more(&mut self) -> Result<(), RedisError> {
         let mut chunk = [0u8; 16 * 1024];
         let read = self.socket.read(&mut chunk).await;
-        let read = read.map_err(|source| ReplicaError::Io {
+        let read = read.map_err(|source| RedisError::Io {
             address: self.address.clone(),
             context: "reading the server's replies".into(),
             source,
@@ -209,7 +210,7 @@ impl RedisWriter {
     }
 
     /// Sends what is queued and reads every reply; fails on the first error reply.
-    pub async fn flush(&mut self) -> Result<(), ReplicaError> {
+    pub async fn flush(&mut self) -> Result<(), RedisError> {
         self.send().await?;
         self.settle().await
     }
@@ -222,7 +223,7 @@ impl RedisWriter {
     /// Sends what is queued without waiting for its replies, so the target works on it while
     /// the caller prepares the next batch; the batch sent before is answered first (one
     /// batch in flight at most). Its error, if any, comes from here or [`Self::settle`].
-    pub async fn send(&mut self) -> Result<(), ReplicaError> {
+    pub async fn send(&mut self) -> Result<(), RedisError> {
         self.settle().await?;
         if self.pending.is_empty() {
             return Ok(());
@@ -240,7 +241,7 @@ impl RedisWriter {
     }
 
     /// Reads the replies of the batch in flight; fails on the first error reply.
-    pub async fn settle(&mut self) -> Result<(), ReplicaError> {
+    pub async fn settle(&mut self) -> Result<(), RedisError> {
         let mut answered = 0;
         let mut first_error = None;
         let mut at = 0;

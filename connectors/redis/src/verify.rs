@@ -13,7 +13,8 @@
 use redis_protocol::resp2::types::OwnedFrame;
 
 use crate::copy::FERRY_KEY_PREFIX;
-use crate::replica::{ReplicaConfig, ReplicaError};
+use crate::error::RedisError;
+use crate::replica::ReplicaConfig;
 use crate::rules::{KeyRow, Selector};
 use crate::sink::RedisWriter;
 
@@ -97,8 +98,8 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
 
 const FNV_START: u64 = 0xcbf2_9ce4_8422_2325;
 
-fn protocol(server: &ReplicaConfig, message: String) -> ReplicaError {
-    ReplicaError::Protocol {
+fn protocol(server: &ReplicaConfig, message: String) -> RedisError {
+    RedisError::Protocol {
         address: server.address.clone(),
         message,
     }
@@ -129,7 +130,7 @@ struct Side<'a> {
 }
 
 impl Side<'_> {
-    async fn ask(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, ReplicaError> {
+    async fn ask(&mut self, args: &[&[u8]]) -> Result<OwnedFrame, RedisError> {
         match self.conn.request(args).await? {
             OwnedFrame::Error(message) => Err(protocol(
                 self.config,
@@ -142,7 +143,7 @@ impl Side<'_> {
         }
     }
 
-    async fn select(&mut self, db: u64) -> Result<(), ReplicaError> {
+    async fn select(&mut self, db: u64) -> Result<(), RedisError> {
         if self.db != Some(db) {
             self.ask(&[b"SELECT", db.to_string().as_bytes()]).await?;
             self.db = Some(db);
@@ -151,7 +152,7 @@ impl Side<'_> {
     }
 
     /// The databases holding keys, from `INFO keyspace`.
-    async fn databases(&mut self) -> Result<Vec<u64>, ReplicaError> {
+    async fn databases(&mut self) -> Result<Vec<u64>, RedisError> {
         Ok(self
             .conn
             .info("keyspace")
@@ -162,7 +163,7 @@ impl Side<'_> {
     }
 
     /// One `SCAN` step: the next cursor and the keys.
-    async fn scan(&mut self, cursor: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), ReplicaError> {
+    async fn scan(&mut self, cursor: &[u8]) -> Result<(Vec<u8>, Vec<Vec<u8>>), RedisError> {
         let step = STEP.to_string();
         match self
             .ask(&[b"SCAN", cursor, b"COUNT", step.as_bytes()])
@@ -187,7 +188,7 @@ impl Side<'_> {
         command: &[u8],
         key: &[u8],
         pairs: bool,
-    ) -> Result<u64, ReplicaError> {
+    ) -> Result<u64, RedisError> {
         let (mut cursor, mut digest, mut count) = (b"0".to_vec(), 0u64, 0u64);
         let step = STEP.to_string();
         loop {
@@ -218,7 +219,7 @@ impl Side<'_> {
     }
 
     /// Folds a stream's entries in order, read `STEP` at a time.
-    async fn stream_digest(&mut self, key: &[u8]) -> Result<u64, ReplicaError> {
+    async fn stream_digest(&mut self, key: &[u8]) -> Result<u64, RedisError> {
         let mut digest = FNV_START;
         let mut start = b"-".to_vec();
         let step = STEP.to_string();
@@ -252,7 +253,7 @@ impl Side<'_> {
     /// Type, digest and expiry of `key` in `db`; `None` when it does not exist.
     /// `digest` continued with a stream's consumer groups: name, consumers, pending entries
     /// and last delivered ID (not entries read: a server before Redis 7.0 does not count it).
-    async fn groups_digest(&mut self, key: &[u8], mut digest: u64) -> Result<u64, ReplicaError> {
+    async fn groups_digest(&mut self, key: &[u8], mut digest: u64) -> Result<u64, RedisError> {
         let OwnedFrame::Array(groups) = self.ask(&[b"XINFO", b"GROUPS", key]).await? else {
             return Err(protocol(self.config, "a bad XINFO GROUPS reply".into()));
         };
@@ -276,7 +277,7 @@ impl Side<'_> {
     }
 
     /// The types of `keys` in database `db` (`none` for a key it lacks), asked together.
-    async fn types(&mut self, db: u64, keys: &[Vec<u8>]) -> Result<Vec<String>, ReplicaError> {
+    async fn types(&mut self, db: u64, keys: &[Vec<u8>]) -> Result<Vec<String>, RedisError> {
         self.select(db).await?;
         let asks: Vec<Vec<&[u8]>> = keys
             .iter()
@@ -291,7 +292,7 @@ impl Side<'_> {
             .collect())
     }
 
-    async fn describe(&mut self, db: u64, key: &[u8]) -> Result<Option<Described>, ReplicaError> {
+    async fn describe(&mut self, db: u64, key: &[u8]) -> Result<Option<Described>, RedisError> {
         self.select(db).await?;
         let kind = bytes_of(self.ask(&[b"TYPE", key]).await?).unwrap_or_default();
         let kind = String::from_utf8_lossy(&kind).into_owned();
@@ -343,7 +344,7 @@ impl Side<'_> {
     /// The key's absolute expiry (ms since 1970, `None`: none) and whether it is the server's
     /// own; `None` when the key is gone. From `PEXPIRETIME`, or on a server without it
     /// (before Redis 7.0) from `PTTL` and this machine's clock.
-    async fn expiry(&mut self, key: &[u8]) -> Result<Option<(Option<i64>, bool)>, ReplicaError> {
+    async fn expiry(&mut self, key: &[u8]) -> Result<Option<(Option<i64>, bool)>, RedisError> {
         if self.expiry_time != Some(false) {
             match self.conn.request(&[b"PEXPIRETIME", key]).await? {
                 OwnedFrame::Error(message)
@@ -381,7 +382,7 @@ pub async fn verify(
     source: &ReplicaConfig,
     target: &ReplicaConfig,
     every: u64,
-) -> Result<VerifyReport, ReplicaError> {
+) -> Result<VerifyReport, RedisError> {
     verify_selected(source, target, every, None).await
 }
 
@@ -399,7 +400,7 @@ fn routes(
     db: u64,
     keys: &[Vec<u8>],
     kinds: &[String],
-) -> Result<Vec<Vec<u64>>, ReplicaError> {
+) -> Result<Vec<Vec<u64>>, RedisError> {
     let rows: Vec<KeyRow<'_>> = keys
         .iter()
         .zip(kinds)
@@ -410,12 +411,10 @@ fn routes(
             command: None,
         })
         .collect();
-    rules
-        .route(&rows)
-        .map_err(|message| ReplicaError::Protocol {
-            address: "the job's rules".into(),
-            message,
-        })
+    rules.route(&rows).map_err(|message| RedisError::Protocol {
+        address: "the job's rules".into(),
+        message,
+    })
 }
 
 /// [`verify`] under rules: each source key the rules select is compared with its copy in
@@ -426,7 +425,7 @@ pub async fn verify_selected(
     target: &ReplicaConfig,
     every: u64,
     rules: Option<&dyn Selector>,
-) -> Result<VerifyReport, ReplicaError> {
+) -> Result<VerifyReport, RedisError> {
     let mut from = Side {
         config: source,
         conn: RedisWriter::connect(source).await?,

@@ -95,7 +95,10 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
         Arc::clone(&stop),
         Arc::clone(&written),
     ));
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::wait_until("the writer to write", Duration::from_secs(30), || {
+        written.load(Ordering::Relaxed) > 50
+    })
+    .await;
 
     let mut sink = RedisWriter::connect(&config(&target)).await.unwrap();
     let (replica, start) = Replica::connect(config(&source), None).await.unwrap();
@@ -142,14 +145,24 @@ async fn a_live_source_lands_equal_across_a_dropped_link() {
     assert!(commits > 0);
     let (replid, offset) = (point.replid.clone(), point.offset);
     drop(replica);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::wait_until(
+        "the source to notice the dropped link",
+        Duration::from_secs(30),
+        || common::no_replica(&source),
+    )
+    .await;
     let (mut replica, start) = Replica::connect(config(&source), Some((&replid, offset)))
         .await
         .unwrap();
     assert!(matches!(start, SyncStart::Partial { .. }), "{start:?}");
 
-    // Stop writing, then catch up to where the source's log ends.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // More writes after the resync, then stop writing and catch up to where the source's
+    // log ends.
+    let resumed_at = written.load(Ordering::Relaxed);
+    common::wait_until("writes after the resync", Duration::from_secs(30), || {
+        written.load(Ordering::Relaxed) > resumed_at + 100
+    })
+    .await;
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
     assert!(written.load(Ordering::Relaxed) > 100);

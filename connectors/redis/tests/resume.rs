@@ -102,7 +102,10 @@ async fn auto_copies_again_before_a_commit_and_resyncs_partially_after() {
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    common::wait_until("the copy to begin", Duration::from_secs(60), || {
+        limits.status.keys() > 0
+    })
+    .await;
     assert!(points.lock().unwrap().is_empty(), "the copy ended too soon");
     cut(&source);
     limits.bytes.set_per_second(0);
@@ -116,8 +119,15 @@ async fn auto_copies_again_before_a_commit_and_resyncs_partially_after() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let at_cut = points.lock().unwrap().len();
     cut(&source);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stream continues after the cut (a partial resync) before the writer stops.
+    common::wait_until(
+        "the stream to continue after the cut",
+        Duration::from_secs(60),
+        || points.lock().unwrap().len() > at_cut,
+    )
+    .await;
 
     stop.store(true, Ordering::Relaxed);
     writer.await.unwrap();
@@ -158,9 +168,21 @@ async fn manual_stops_at_a_cut_and_the_next_run_continues_from_its_point() {
     // Wait until it streams (a point past the copy's), then cut: the run stops with the error.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let streamed = last.lock().unwrap().as_ref().is_some_and(|p| p.offset > 0);
-        if streamed {
-            tokio::time::sleep(Duration::from_millis(300)).await;
+        let streamed = last
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|p| p.offset)
+            .filter(|&o| o > 0);
+        if let Some(first) = streamed {
+            // A later point too: the run streams, not only began to.
+            common::wait_until("a second streamed point", Duration::from_secs(60), || {
+                last.lock()
+                    .unwrap()
+                    .as_ref()
+                    .is_some_and(|p| p.offset > first)
+            })
+            .await;
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "never streamed");
@@ -201,9 +223,8 @@ fn spawn_migration(
     target: &RedisServer,
     end: Arc<AtomicU64>,
     points: Arc<AtomicU64>,
-) -> tokio::task::JoinHandle<
-    Result<ferry_redis::migrate::MigrationReport, ferry_redis::copy::CopyError>,
-> {
+) -> tokio::task::JoinHandle<Result<ferry_redis::migrate::MigrationReport, ferry_redis::RedisError>>
+{
     let (source, target) = (config(source), config(target));
     tokio::spawn(async move {
         let options = MigrationOptions {
@@ -243,7 +264,12 @@ async fn a_killed_run_continues_from_the_point_the_target_records_without_counti
     // Killed during the copy: the next run finds the copy cut, empties the target and
     // copies again.
     let run = spawn_migration(&source, &target, Arc::clone(&end), Arc::clone(&points));
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    common::wait_until("the copy to begin", Duration::from_secs(60), || {
+        target
+            .cli(&["GET", "__ferry__:checkpoint:test"])
+            .is_ok_and(|v| v.trim() == "copying")
+    })
+    .await;
     run.abort();
     let _ = run.await;
     // Killed several times while streaming: each next run reads the point from the target.

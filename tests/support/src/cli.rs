@@ -1,24 +1,38 @@
 //! Running the `ferry` binary from tests as a user runs it, and waiting on what it does.
-//!
-//! Test crates pass the binary's path (`env!("CARGO_BIN_EXE_ferry")`, which only they can
-//! name).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The `ferry` binary under test: `$FERRY_BIN`, or the one cargo built beside the running
+/// test binary (integration tests run from `target/<profile>/deps/`, the binary is in
+/// `target/<profile>/`; cargo builds it before the package's integration tests).
+pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("FERRY_BIN") {
+        return path.into();
+    }
+    let here = std::env::current_exe().expect("the test binary's path");
+    let profile = here
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test binary is in target/<profile>/deps");
+    let ferry = profile.join("ferry");
+    assert!(
+        ferry.is_file(),
+        "{} not found: run the tests with cargo test (it builds the binary), or set FERRY_BIN",
+        ferry.display()
+    );
+    ferry
+}
+
 /// Runs `ferry <command> <job>` to its end.
-pub fn run(ferry: &str, command: &str, job: &Path) -> Output {
-    Command::new(ferry)
-        .arg(command)
-        .arg(job)
-        .output()
-        .expect("run ferry")
+pub fn ferry(command: &str, job: &Path) -> Output {
+    ferry_with(command, job, &[])
 }
 
 /// Runs `ferry <command> <job> <args…>` to its end.
-pub fn run_with(ferry: &str, command: &str, job: &Path, args: &[&str]) -> Output {
-    Command::new(ferry)
+pub fn ferry_with(command: &str, job: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
         .arg(command)
         .arg(job)
         .args(args)
@@ -27,8 +41,8 @@ pub fn run_with(ferry: &str, command: &str, job: &Path, args: &[&str]) -> Output
 }
 
 /// Starts `ferry <command> <job>` with its output captured.
-pub fn spawn(ferry: &str, command: &str, job: &Path) -> Child {
-    Command::new(ferry)
+pub fn spawn(command: &str, job: &Path) -> Child {
+    Command::new(binary())
         .arg(command)
         .arg(job)
         .stdout(Stdio::piped())
@@ -37,9 +51,59 @@ pub fn spawn(ferry: &str, command: &str, job: &Path) -> Child {
         .expect("run ferry")
 }
 
+/// A `ferry <command> <job>` whose log (stderr) goes to a file, so that a test can wait on
+/// what it logs while it runs.
+pub struct Logged {
+    /// The process.
+    pub child: Child,
+    /// Its log.
+    pub log: PathBuf,
+}
+
+/// Starts `ferry <command> <job>`, its stdout captured and its log written to `log`.
+pub fn spawn_logged(command: &str, job: &Path, log: &Path) -> Logged {
+    let file = std::fs::File::create(log).expect("create the log file");
+    let child = Command::new(binary())
+        .arg(command)
+        .arg(job)
+        .stdout(Stdio::piped())
+        .stderr(file)
+        .spawn()
+        .expect("run ferry");
+    Logged {
+        child,
+        log: log.to_path_buf(),
+    }
+}
+
+impl Logged {
+    /// What it has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until its log holds every one of `lines`, failing the test after `limit`.
+    pub fn wait_for_log(&self, limit: Duration, lines: &[&str]) {
+        wait_for(&format!("ferry to log {lines:?}"), limit, || {
+            let log = self.log();
+            lines.iter().all(|line| log.contains(line))
+        });
+    }
+
+    /// Asks it to stop with `ferry stop` (job `job`) and returns its output, the log as its
+    /// stderr.
+    pub fn stop(self, job: &Path) -> Output {
+        let output = ferry("stop", job);
+        assert!(output.status.success(), "{}", describe(&output));
+        let mut output = self.child.wait_with_output().expect("wait for ferry");
+        output.stderr = std::fs::read(&self.log).unwrap_or_default();
+        output
+    }
+}
+
 /// Asks a running job to stop with `ferry stop` and returns the run's output.
-pub fn stop(ferry: &str, job: &Path, child: Child) -> Output {
-    let output = run(ferry, "stop", job);
+pub fn stop(job: &Path, child: Child) -> Output {
+    let output = ferry("stop", job);
     assert!(output.status.success(), "{}", describe(&output));
     child.wait_with_output().expect("wait for ferry")
 }
@@ -47,9 +111,9 @@ pub fn stop(ferry: &str, job: &Path, child: Child) -> Output {
 /// Kills `ferry run` `rounds` times at points `dice` picks, from `first_ms` on and later each
 /// round (early ones land in the snapshot, later ones while streaming). Each run must have
 /// been killed, not have ended on its own.
-pub fn kill_rounds(ferry: &str, job: &Path, rounds: u64, first_ms: u64, dice: &mut Dice) {
+pub fn kill_rounds(job: &Path, rounds: u64, first_ms: u64, dice: &mut Dice) {
     for round in 0..rounds {
-        let mut child = spawn(ferry, "run", job);
+        let mut child = spawn("run", job);
         std::thread::sleep(Duration::from_millis(
             first_ms + dice.roll(1200) + round * 500,
         ));

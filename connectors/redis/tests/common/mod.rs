@@ -102,3 +102,26 @@ pub fn assert_same(target: &RedisServer, source: &RedisServer) {
         differences.join("\n")
     );
 }
+
+/// Waits until `condition` holds, failing the test after `limit`.
+pub async fn wait_until(
+    what: &str,
+    limit: std::time::Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether `server` has no replica connected (it has noticed a dropped link).
+pub fn no_replica(server: &RedisServer) -> bool {
+    server
+        .cli(&["INFO", "replication"])
+        .is_ok_and(|info| info.contains("connected_slaves:0"))
+}
