@@ -8,6 +8,8 @@
 #![warn(missing_docs)]
 
 mod apply;
+#[doc(hidden)]
+pub mod bench;
 mod changes;
 pub mod config;
 mod decode;
