@@ -177,28 +177,22 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
         }
         RunReport::Keyspace {
             migration: Some(report),
-            ..
+            position,
         } => {
             println!(
                 "Redis migration: {} keys copied in {} full copies, {} commands replayed, {} partial resyncs",
                 report.keys_copied, report.full_copies, report.commands_replayed, report.partial_resyncs
             );
-            if let Some(point) = report.point {
-                println!(
-                    "the target holds the source up to offset {} of {}",
-                    point.offset, point.replid
-                );
+            if let Some(position) = position {
+                println!("the target holds the source up to {position}");
             }
         }
         RunReport::Keyspace {
             migration: None,
-            stopped_at,
+            position,
         } => println!(
             "stopped; the target holds the source up to {}; `ferry run` continues from there",
-            stopped_at.map_or("the last batch".to_string(), |p| format!(
-                "offset {} of {}",
-                p.offset, p.replid
-            ))
+            position.map_or("the last batch".to_string(), |p| p.to_string())
         ),
     }
     Ok(())

@@ -1,6 +1,7 @@
 //! The hot paths below the pipeline, each alone: the coalescer folding change rows by key, the
-//! binary COPY encoder and decoder (PostgreSQL sink and snapshot), and the RDB reader (Redis
-//! full copy). Throughput in rows (keys for the RDB).
+//! binary COPY encoder and decoder (PostgreSQL sink and snapshot), the pgoutput decoder
+//! (PostgreSQL change feed) and the RDB reader (Redis full copy). Throughput in rows (keys for
+//! the RDB).
 
 use std::sync::Arc;
 
@@ -94,6 +95,8 @@ fn coalescer(c: &mut Criterion) {
 fn copy_codec(c: &mut Criterion) {
     let batch = rows(0, ROWS);
     let stream = ferry_postgres::bench::copy_encode(&batch).expect("encode");
+    let decoded = ferry_postgres::bench::copy_decode(&stream, &batch, 8192).expect("decode");
+    assert_eq!(decoded, ROWS, "the COPY stream decodes to every row");
     let mut group = c.benchmark_group("copy");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.bench_function("encode", |b| {
@@ -102,6 +105,26 @@ fn copy_codec(c: &mut Criterion) {
     group.bench_function("decode", |b| {
         b.iter(|| ferry_postgres::bench::copy_decode(&stream, &batch, 8192).expect("decode"))
     });
+    group.finish();
+}
+
+fn pgoutput(c: &mut Criterion) {
+    let messages = ferry_postgres::bench::pgoutput_messages(ROWS);
+    let decoded = ferry_postgres::bench::pgoutput_decode(&messages, 8192).expect("decode");
+    assert_eq!(decoded, ROWS, "every change decodes to one row");
+    let mut group = c.benchmark_group("pgoutput_decode");
+    group.throughput(Throughput::Elements(ROWS as u64));
+    for batch_size in [64, 1024, 8192] {
+        group.bench_with_input(
+            BenchmarkId::from_parameter(batch_size),
+            &messages,
+            |b, messages| {
+                b.iter(|| {
+                    ferry_postgres::bench::pgoutput_decode(messages, batch_size).expect("decode")
+                })
+            },
+        );
+    }
     group.finish();
 }
 
@@ -135,6 +158,12 @@ fn rdb(keys: usize) -> Vec<u8> {
 fn rdb_reader(c: &mut Criterion) {
     let keys = ROWS;
     let bytes = rdb(keys);
+    let mut reader = ferry_redis::rdb::RdbReader::new(bytes.as_slice());
+    let mut keys_read = 0;
+    while let Some(event) = reader.next_event().expect("an event") {
+        keys_read += usize::from(matches!(event, ferry_redis::rdb::Event::Key(_)));
+    }
+    assert_eq!(keys_read, keys + keys / 10, "every key is read");
     let mut group = c.benchmark_group("rdb");
     group.throughput(Throughput::Elements((keys + keys / 10) as u64));
     group.bench_function("read", |b| {
@@ -150,5 +179,5 @@ fn rdb_reader(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, coalescer, copy_codec, rdb_reader);
+criterion_group!(benches, coalescer, copy_codec, pgoutput, rdb_reader);
 criterion_main!(benches);

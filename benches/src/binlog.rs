@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ferry_engine::Error;
 use ferry_local::{MariaServer, PgServer, MARIADB_USER};
 
-use crate::cdc::median;
+use crate::cdc::{round_cells, ChangeRound};
 use crate::load::{failed, measure, peak_rss_kb, process_cpu_seconds, wait, BenchJob, Measurement};
 
 /// Options of `ferry-bench binlog`.
@@ -147,7 +147,7 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
     let ferry = crate::load::ferry_binary()?;
     let changes = args.transactions * 2 + 1;
     // (sink, batch size, ferry, mariadb-binlog, load changes/s) per round.
-    let mut results: Vec<(&'static str, usize, Measurement, Measurement, f64)> = Vec::new();
+    let mut results: Vec<ChangeRound> = Vec::new();
 
     for sink in &sinks {
         for &batch_size in &args.batch_sizes {
@@ -239,7 +239,13 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
                     cpu_seconds,
                     peak_rss_kb: peak,
                 };
-                results.push((sink.name(), batch_size, ferry_run, baseline, write_rate));
+                results.push(ChangeRound {
+                    sink: sink.name(),
+                    batch: batch_size,
+                    ferry: ferry_run,
+                    baseline,
+                    load_rate: write_rate,
+                });
             }
         }
     }
@@ -251,43 +257,30 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
     Ok(())
 }
 
-type Round = (&'static str, usize, Measurement, Measurement, f64);
-
-fn render(results: &[Round], changes: u64, args: &BenchBinlogArgs) -> String {
+fn render(results: &[ChangeRound], changes: u64, args: &BenchBinlogArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{changes} row changes ({} transactions of 2 updates from one connection, then one sentinel update) on a {}-row MariaDB table; ferry and mariadb-binlog each start with the whole load waiting; median of {} round(s)\n",
+        "{changes} row changes ({} transactions of 2 updates from one connection, then one sentinel update) on a {}-row MariaDB table; ferry and mariadb-binlog each start with the whole load waiting; median of {} round(s), ratio = median of the rounds' ratios\n",
         args.transactions,
         args.accounts,
         args.rounds.max(1)
     );
-    let _ = writeln!(out, "| sink | batch size | load changes/s | mariadb-binlog changes/s | ferry changes/s | × mariadb-binlog | ferry CPU s per M changes | ferry peak RSS MB |");
+    let _ = writeln!(out, "| sink | batch size | load changes/s | mariadb-binlog changes/s | ferry changes/s | × mariadb-binlog (rounds) | ferry CPU s per M changes | ferry peak RSS MB |");
     let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|");
-    let rate = |m: &Measurement| changes as f64 / m.seconds;
     for sink in ["MariaDB", "PostgreSQL"] {
         for &batch in &args.batch_sizes {
-            let rounds: Vec<&Round> = results
+            let rounds: Vec<&ChangeRound> = results
                 .iter()
-                .filter(|r| r.0 == sink && r.1 == batch)
+                .filter(|r| r.sink == sink && r.batch == batch)
                 .collect();
-            if rounds.is_empty() {
-                continue;
+            if !rounds.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "| {sink} | {batch} | {} |",
+                    round_cells(&rounds, changes)
+                );
             }
-            let _ = writeln!(
-                out,
-                "| {sink} | {batch} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {:.1} |",
-                median(rounds.iter().map(|r| r.4)),
-                median(rounds.iter().map(|r| rate(&r.3))),
-                median(rounds.iter().map(|r| rate(&r.2))),
-                median(rounds.iter().map(|r| rate(&r.2) / rate(&r.3))),
-                median(
-                    rounds
-                        .iter()
-                        .map(|r| r.2.cpu_seconds / (changes as f64 / 1e6))
-                ),
-                rounds.iter().map(|r| r.2.peak_rss_kb).max().unwrap_or(0) as f64 / 1024.0
-            );
         }
     }
     out

@@ -88,7 +88,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
     let ferry = crate::load::ferry_binary()?;
     let changes = args.transactions * 2 + 1;
     // (batch size, ferry, pg_recvlogical, pgbench changes/s) per round.
-    let mut results: Vec<(usize, Measurement, Measurement, f64)> = Vec::new();
+    let mut results: Vec<ChangeRound> = Vec::new();
 
     for &batch_size in &args.batch_sizes {
         let name = format!("cdc_{batch_size}");
@@ -233,7 +233,13 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
                 cpu_seconds,
                 peak_rss_kb: peak,
             };
-            results.push((batch_size, ferry_run, baseline, write_rate));
+            results.push(ChangeRound {
+                sink: "PostgreSQL",
+                batch: batch_size,
+                ferry: ferry_run,
+                baseline,
+                load_rate: write_rate,
+            });
         }
     }
 
@@ -244,11 +250,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
     Ok(())
 }
 
-fn render(
-    results: &[(usize, Measurement, Measurement, f64)],
-    changes: u64,
-    args: &BenchCdcArgs,
-) -> String {
+fn render(results: &[ChangeRound], changes: u64, args: &BenchCdcArgs) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -259,31 +261,58 @@ fn render(
     );
     let _ = writeln!(out, "| batch size | pgbench changes/s | pg_recvlogical changes/s | ferry changes/s | × pg_recvlogical (rounds) | ferry CPU s per M changes | ferry peak RSS MB |");
     let _ = writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|");
-    let rate = |m: &Measurement| changes as f64 / m.seconds;
     for &batch in &args.batch_sizes {
-        let rounds: Vec<_> = results.iter().filter(|r| r.0 == batch).collect();
-        if rounds.is_empty() {
-            continue;
+        let rounds: Vec<&ChangeRound> = results.iter().filter(|r| r.batch == batch).collect();
+        if !rounds.is_empty() {
+            let _ = writeln!(out, "| {batch} | {} |", round_cells(&rounds, changes));
         }
-        let ratios: Vec<f64> = rounds.iter().map(|r| rate(&r.1) / rate(&r.2)).collect();
-        let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
-        let _ = writeln!(
-            out,
-            "| {batch} | {:.0} | {:.0} | {:.0} | {:.2} ({}) | {:.2} | {:.1} |",
-            median(rounds.iter().map(|r| r.3)),
-            median(rounds.iter().map(|r| rate(&r.2))),
-            median(rounds.iter().map(|r| rate(&r.1))),
-            median(ratios.iter().copied()),
-            shown.join(", "),
-            median(
-                rounds
-                    .iter()
-                    .map(|r| r.1.cpu_seconds / (changes as f64 / 1e6))
-            ),
-            rounds.iter().map(|r| r.1.peak_rss_kb).max().unwrap_or(0) as f64 / 1024.0
-        );
     }
     out
+}
+
+/// One round of a change-apply benchmark: ferry's run and the baseline's over the same load.
+pub(crate) struct ChangeRound {
+    /// The sink ferry applied into.
+    pub(crate) sink: &'static str,
+    /// ferry's batch size.
+    pub(crate) batch: usize,
+    /// ferry applying the load.
+    pub(crate) ferry: Measurement,
+    /// The engine's own tool decoding it.
+    pub(crate) baseline: Measurement,
+    /// Changes a second the load was written at.
+    pub(crate) load_rate: f64,
+}
+
+/// The table cells of `rounds` (one configuration) over `changes` changes: the medians of the
+/// load's, the baseline's and ferry's changes/s, of the rounds' ratios (each listed), of
+/// ferry's CPU seconds per million changes, and ferry's peak RSS.
+pub(crate) fn round_cells(rounds: &[&ChangeRound], changes: u64) -> String {
+    let rate = |m: &Measurement| changes as f64 / m.seconds;
+    let ratios: Vec<f64> = rounds
+        .iter()
+        .map(|r| rate(&r.ferry) / rate(&r.baseline))
+        .collect();
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+    format!(
+        "{:.0} | {:.0} | {:.0} | {:.2} ({}) | {:.2} | {:.1}",
+        median(rounds.iter().map(|r| r.load_rate)),
+        median(rounds.iter().map(|r| rate(&r.baseline))),
+        median(rounds.iter().map(|r| rate(&r.ferry))),
+        median(ratios.iter().copied()),
+        shown.join(", "),
+        median(
+            rounds
+                .iter()
+                .map(|r| r.ferry.cpu_seconds / (changes as f64 / 1e6))
+        ),
+        rounds
+            .iter()
+            .map(|r| r.ferry.peak_rss_kb)
+            .max()
+            .unwrap_or(0) as f64
+            / 1024.0
+    )
 }
 
 /// The middle value (the mean of the two middle ones for an even count).

@@ -37,6 +37,16 @@ pub enum Position {
         /// domain, comma separated), when the server has GTIDs.
         gtid: Option<String>,
     },
+    /// A place in a Redis server's replication stream: the replication id followed and the
+    /// offset of the last byte applied, with the database the stream's commands go to there.
+    Redis {
+        /// The replication id.
+        replid: String,
+        /// The offset of the last byte applied.
+        offset: u64,
+        /// The database selected at that offset.
+        db: u64,
+    },
 }
 
 impl Position {
@@ -52,6 +62,7 @@ impl Position {
                 *offset,
                 gtid.as_deref().unwrap_or_default(),
             ),
+            Position::Redis { replid, offset, .. } => (3, 0, replid.as_str(), *offset, ""),
         }
     }
 }
@@ -115,6 +126,7 @@ impl fmt::Display for Position {
                     _ => Ok(()),
                 }
             }
+            Position::Redis { replid, offset, .. } => write!(f, "offset {offset} of {replid}"),
         }
     }
 }
@@ -134,6 +146,19 @@ mod tests {
             Position::Postgres { lsn: 0x1_0000_0010 }.to_string(),
             "LSN 1/10"
         );
+    }
+
+    #[test]
+    fn redis_points_print_as_the_services_do_and_order_by_offset() {
+        let at = |offset| Position::Redis {
+            replid: "8f3a".into(),
+            offset,
+            db: 0,
+        };
+        assert_eq!(at(7).to_string(), "offset 7 of 8f3a");
+        assert!(at(7) < at(8));
+        assert!(at(7).comparable(&at(8)));
+        assert!(!at(7).comparable(&Position::Postgres { lsn: 7 }));
     }
 
     #[test]

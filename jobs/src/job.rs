@@ -13,7 +13,6 @@ use crate::spec::JobSpec;
 use crate::table::{TableDescription, TableJob};
 
 pub use crate::table::verify::TableReport;
-pub use ferry_redis::copy::StreamPoint;
 pub use ferry_redis::migrate::MigrationReport;
 pub use ferry_redis::verify::VerifyReport as KeyspaceVerifyReport;
 
@@ -141,8 +140,8 @@ pub enum RunReport {
     Keyspace {
         /// What the migration did, when it ended by itself.
         migration: Option<MigrationReport>,
-        /// Where the target stands, when it was stopped.
-        stopped_at: Option<StreamPoint>,
+        /// Where the target stands (a [`Position::Redis`]), when it ended or was stopped.
+        position: Option<Position>,
     },
 }
 

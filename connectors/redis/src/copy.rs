@@ -449,6 +449,17 @@ pub struct StreamPoint {
 }
 
 impl StreamPoint {
+    /// The point as the engine's position.
+    pub fn position(&self) -> ferry_engine::Position {
+        ferry_engine::Position::Redis {
+            replid: self.replid.clone(),
+            offset: self.offset,
+            db: self.db,
+        }
+    }
+}
+
+impl StreamPoint {
     /// The point as kept in a target key: `<replid> <offset> <db>`.
     pub fn encode(&self) -> String {
         format!("{} {} {}", self.replid, self.offset, self.db)

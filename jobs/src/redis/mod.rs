@@ -288,12 +288,12 @@ impl Job for RedisJob {
         );
         Ok(match report.transpose()? {
             Some(report) => RunReport::Keyspace {
+                position: report.point.as_ref().map(StreamPoint::position),
                 migration: Some(report),
-                stopped_at: None,
             },
             None => RunReport::Keyspace {
                 migration: None,
-                stopped_at: last,
+                position: last.as_ref().map(StreamPoint::position),
             },
         })
     }
