@@ -1,6 +1,8 @@
-//! Every error variant of every crate, pinned to its class and the exit code the CLI gives
-//! it; rows of the same failure (a value that cannot be read, a target that refuses a value,
-//! a connection lost, a bad URL) carry the same class whichever connector raised them.
+//! Every error variant of every crate whose cause a test can build (PostgreSQL's driver errors
+//! and the file writers' wrapped errors cannot be; their classes follow the SQLSTATE or the io
+//! cause), pinned to its class and the exit code the CLI gives it; rows of the same failure (a
+//! value that cannot be read, a target that refuses a value, a connection lost, a bad URL)
+//! carry the same class whichever connector raised them.
 
 use ferry_engine::{Error, ErrorClass};
 use ferry_jobs::JobError;
