@@ -139,11 +139,11 @@ pub async fn run_job(path: &Path, interactive: bool) -> Result<(), Error> {
     let control = ControlFiles::beside(path, &spec.name);
     let job = ferry_jobs::open(spec)?;
     let (context, events) = RunContext::new(job.spec());
-    let on_signal = context.stop.clone();
+    let on_signal = context.controls();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
             warn!("stopping: what is committed stays, the rest is rolled back");
-            on_signal.cancel();
+            on_signal.request_stop();
         }
     });
     let _watch = control.watch(&context);

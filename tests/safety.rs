@@ -45,6 +45,16 @@ fn pg_job(
     write(dir, file, &text)
 }
 
+/// Creates a table at the source (`setup`), writes the schema + full job `file` of one `rule`
+/// and runs it to success.
+fn copied(server: &PgServer, dir: &Path, file: &str, setup: &str, rule: &str) -> PathBuf {
+    server.psql("source", setup).unwrap();
+    let job = pg_job(server, dir, file, "", "[\"schema\", \"full\"]", &[rule]);
+    let output = cli::ferry("run", &job);
+    assert!(output.status.success(), "{}", describe(&output));
+    job
+}
+
 /// Asserts `output` is a refusal (exit 2) whose message contains `expected`.
 fn assert_refused(output: &Output, expected: &str, what: &str) {
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -978,24 +988,15 @@ fn permanent_errors_exit_at_once_and_a_full_disk_is_retried_without_leftovers() 
 #[test]
 fn a_dot_in_a_source_name_never_moves_its_target_to_another_schema() {
     let server = pg_servers();
-    server
-        .psql(
-            "source",
-            r#"CREATE TABLE shop."eu.orders" (id int PRIMARY KEY, name text);
-               INSERT INTO shop."eu.orders" VALUES (1, 'a'), (2, 'b');"#,
-        )
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let job = pg_job(
+    copied(
         &server,
         dir.path(),
         "dotted.toml",
-        "",
-        "[\"schema\", \"full\"]",
-        &[r"INSERT INTO '${1}_old' SELECT * FROM 'shop\.(eu\..*)'"],
+        r#"CREATE TABLE shop."eu.orders" (id int PRIMARY KEY, name text);
+               INSERT INTO shop."eu.orders" VALUES (1, 'a'), (2, 'b');"#,
+        r"INSERT INTO '${1}_old' SELECT * FROM 'shop\.(eu\..*)'",
     );
-    let output = cli::ferry("run", &job);
-    assert!(output.status.success(), "{}", describe(&output));
     let landed = server
         .psql(
             "sink",
@@ -1145,24 +1146,15 @@ fn a_mysql_target_made_anew_gets_its_rows_again() {
 #[test]
 fn verify_reports_a_failed_read_as_a_failure_not_as_missing_rows() {
     let server = pg_servers();
-    server
-        .psql(
-            "source",
-            "CREATE TABLE shop.spans (id int PRIMARY KEY, d interval);
-             INSERT INTO shop.spans SELECT g, make_interval(days => g) FROM generate_series(1, 3000) g;",
-        )
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let job = pg_job(
+    let job = copied(
         &server,
         dir.path(),
         "spans.toml",
-        "",
-        "[\"schema\", \"full\"]",
-        &["SELECT * FROM shop.spans"],
+        "CREATE TABLE shop.spans (id int PRIMARY KEY, d interval);
+             INSERT INTO shop.spans SELECT g, make_interval(days => g) FROM generate_series(1, 3000) g;",
+        "SELECT * FROM shop.spans",
     );
-    let output = cli::ferry("run", &job);
-    assert!(output.status.success(), "{}", describe(&output));
     let output = cli::ferry("verify", &job);
     assert!(output.status.success(), "{}", describe(&output));
     // A value in the target that reading it fails on, late in the table: the read of the
@@ -1187,24 +1179,15 @@ fn verify_reports_a_failed_read_as_a_failure_not_as_missing_rows() {
 #[test]
 fn verify_whose_source_goes_away_fails_as_a_server_failure_naming_it() {
     let server = pg_servers();
-    server
-        .psql(
-            "source",
-            "CREATE TABLE shop.wide (id int PRIMARY KEY, note text);
-             INSERT INTO shop.wide SELECT g, repeat('n', 100) FROM generate_series(1, 200000) g;",
-        )
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let job = pg_job(
+    let job = copied(
         &server,
         dir.path(),
         "wide.toml",
-        "",
-        "[\"schema\", \"full\"]",
-        &["SELECT * FROM shop.wide"],
+        "CREATE TABLE shop.wide (id int PRIMARY KEY, note text);
+             INSERT INTO shop.wide SELECT g, repeat('n', 100) FROM generate_series(1, 200000) g;",
+        "SELECT * FROM shop.wide",
     );
-    let output = cli::ferry("run", &job);
-    assert!(output.status.success(), "{}", describe(&output));
     // The source drops ferry's connections while verify reads: verify must fail as a server
     // failure (exit 3) that names the source, never report the rows it did not read as
     // missing in the target (exit 1).

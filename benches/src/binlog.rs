@@ -125,14 +125,8 @@ impl BenchSink {
     }
 }
 
-/// Runs the benchmark and prints the table.
-pub async fn run(args: BenchBinlogArgs) -> Result<(), Error> {
-    tokio::task::spawn_blocking(move || run_blocking(args))
-        .await
-        .map_err(failed)?
-}
-
-fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
+/// Runs the benchmark and prints the table (blocking: it waits on processes).
+pub fn run(args: BenchBinlogArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
     let source = MariaServer::start_with_id(1).map_err(failed)?;
     source.create_database("bench").map_err(failed)?;
@@ -251,10 +245,7 @@ fn run_blocking(args: BenchBinlogArgs) -> Result<(), Error> {
     }
 
     let table = render(&results, changes, &args);
-    print!("{table}");
-    fs::write(args.out.join("binlog-results.md"), &table).map_err(failed)?;
-    eprintln!("wrote {}/binlog-results.md", args.out.display());
-    Ok(())
+    crate::load::publish(&args.out, "binlog-results.md", &table)
 }
 
 fn render(results: &[ChangeRound], changes: u64, args: &BenchBinlogArgs) -> String {

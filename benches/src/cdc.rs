@@ -57,14 +57,8 @@ fn value(server: &PgServer, database: &str, sql: &str) -> Result<String, Error> 
         .to_string())
 }
 
-/// Runs the benchmark and prints the table.
-pub async fn run(args: BenchCdcArgs) -> Result<(), Error> {
-    tokio::task::spawn_blocking(move || run_blocking(args))
-        .await
-        .map_err(failed)?
-}
-
-fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
+/// Runs the benchmark and prints the table (blocking: it waits on processes).
+pub fn run(args: BenchCdcArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
     let bin = postgres_bin_dir().map_err(failed)?;
     let source = PgServer::start().map_err(failed)?;
@@ -244,10 +238,7 @@ fn run_blocking(args: BenchCdcArgs) -> Result<(), Error> {
     }
 
     let table = render(&results, changes, &args);
-    print!("{table}");
-    fs::write(args.out.join("cdc-results.md"), &table).map_err(failed)?;
-    eprintln!("wrote {}/cdc-results.md", args.out.display());
-    Ok(())
+    crate::load::publish(&args.out, "cdc-results.md", &table)
 }
 
 fn render(results: &[ChangeRound], changes: u64, args: &BenchCdcArgs) -> String {

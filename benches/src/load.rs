@@ -100,6 +100,14 @@ fn stat_cpu_seconds(process: &str, first: usize) -> f64 {
     (ticks(first) + ticks(first + 1)) / TICKS_PER_SECOND
 }
 
+/// Prints a runner's results table and writes it as `name` in `out`.
+pub(crate) fn publish(out: &std::path::Path, name: &str, table: &str) -> Result<(), Error> {
+    print!("{table}");
+    fs::write(out.join(name), table).map_err(failed)?;
+    eprintln!("wrote {}/{name}", out.display());
+    Ok(())
+}
+
 /// The `ferry` binary the benchmarks run: `$FERRY_BIN`, or `ferry` beside this binary (both
 /// in `target/release` after `cargo build --release -p ferry -p ferry-benches`).
 pub(crate) fn ferry_binary() -> Result<std::path::PathBuf, Error> {
@@ -286,14 +294,8 @@ fn count(server: &PgServer) -> Result<u64, Error> {
         .map_err(failed)
 }
 
-/// Runs the benchmark and prints the table.
-pub async fn run(args: BenchArgs) -> Result<(), Error> {
-    tokio::task::spawn_blocking(move || run_blocking(args))
-        .await
-        .map_err(failed)?
-}
-
-fn run_blocking(args: BenchArgs) -> Result<(), Error> {
+/// Runs the benchmark and prints the table (blocking: it waits on processes).
+pub fn run(args: BenchArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
     let source = PgServer::start().map_err(failed)?;
     let sink = PgServer::start().map_err(failed)?;
@@ -381,17 +383,13 @@ fn run_blocking(args: BenchArgs) -> Result<(), Error> {
     }
 
     let table = render(&results, args.rows, binary_bytes, &args);
-    print!("{table}");
-    fs::write(args.out.join("results.md"), &table).map_err(failed)?;
+    publish(&args.out, "results.md", &table)?;
     fs::write(
         args.out.join("rows_per_second.svg"),
         plot(&results, args.rows),
     )
     .map_err(failed)?;
-    eprintln!(
-        "wrote {}/results.md and rows_per_second.svg",
-        args.out.display()
-    );
+    eprintln!("wrote {}/rows_per_second.svg", args.out.display());
     Ok(())
 }
 

@@ -57,15 +57,14 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Load(args) => load::run(args).await,
-            Command::Cdc(args) => cdc::run(args).await,
-            Command::Mysql(args) => mysql::run(args).await,
-            Command::Binlog(args) => binlog::run(args).await,
-            Command::Redis(args) => redis::run(args).await,
-        }
-    });
+    // The runners that wait on processes block; the Redis one drives the connector itself.
+    let result = match cli.command {
+        Command::Load(args) => load::run(args),
+        Command::Cdc(args) => cdc::run(args),
+        Command::Mysql(args) => mysql::run(args),
+        Command::Binlog(args) => binlog::run(args),
+        Command::Redis(args) => runtime.block_on(redis::run(args)),
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

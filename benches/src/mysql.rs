@@ -116,14 +116,8 @@ fn maria_count(server: &MariaServer, table: &str) -> Result<u64, Error> {
         .map_err(failed)
 }
 
-/// Runs the benchmark and prints the table.
-pub async fn run(args: BenchMysqlArgs) -> Result<(), Error> {
-    tokio::task::spawn_blocking(move || run_blocking(args))
-        .await
-        .map_err(failed)?
-}
-
-fn run_blocking(args: BenchMysqlArgs) -> Result<(), Error> {
+/// Runs the benchmark and prints the table (blocking: it waits on processes).
+pub fn run(args: BenchMysqlArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
     let source = MariaServer::start_with_id(1).map_err(failed)?;
     let maria_sink = MariaServer::start_with_id(2).map_err(failed)?;
@@ -210,10 +204,7 @@ fn run_blocking(args: BenchMysqlArgs) -> Result<(), Error> {
     }
 
     let table = render(&results, &args);
-    print!("{table}");
-    fs::write(args.out.join("mysql-results.md"), &table).map_err(failed)?;
-    eprintln!("wrote {}/mysql-results.md", args.out.display());
-    Ok(())
+    crate::load::publish(&args.out, "mysql-results.md", &table)
 }
 
 fn render(results: &[Measurement], args: &BenchMysqlArgs) -> String {

@@ -554,10 +554,7 @@ pub async fn run(args: BenchRedisArgs) -> Result<(), Error> {
             m.cpu_seconds
         );
     }
-    print!("{table}");
-    fs::write(args.out.join("redis-results.md"), &table).map_err(failed)?;
     let _ = fs::remove_file(&file);
     let _ = fs::remove_file(&stream_file);
-    eprintln!("wrote {}/redis-results.md", args.out.display());
-    Ok(())
+    crate::load::publish(&args.out, "redis-results.md", &table)
 }

@@ -103,31 +103,13 @@ impl RunContext {
         Arc::clone(&self.status)
     }
 
-    /// Changes the limits within the running job: rows and source bytes a second (0: none;
-    /// `None`: unchanged).
-    pub fn set_limits(&self, rows_per_second: Option<u64>, bytes_per_second: Option<u64>) {
-        if let Some(rows) = rows_per_second {
-            self.limits.rows.set_per_second(rows);
-        }
-        if let Some(bytes) = bytes_per_second {
-            self.limits.bytes.set_per_second(bytes);
-        }
-        info!(
-            rows_per_second = self.limits.rows.per_second(),
-            bytes_per_second = self.limits.bytes.per_second(),
-            "limits changed"
-        );
-        self.emit(Event::LimitsChanged {
-            rows_per_second: self.limits.rows.per_second(),
-            bytes_per_second: self.limits.bytes.per_second(),
-        });
-    }
-
-    /// Asks the job to stop.
-    pub fn request_stop(&self) {
-        if !self.stop.is_cancelled() {
-            self.emit(Event::Stopping);
-            self.stop.cancel();
+    /// What steers the running job from elsewhere (another task, a control file, an API
+    /// call): its stop signal and limits, announcing each change as an event.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            stop: self.stop.clone(),
+            limits: self.limits.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -169,6 +151,40 @@ impl RunContext {
             Ok(_) => self.status.set_state(RunState::Completed),
             Err(Error::Stopped) => self.status.set_state(RunState::Stopped),
             Err(error) => self.status.failed(error, false, 0),
+        }
+    }
+}
+
+/// A running job's stop signal and limits, for whoever steers it; each change is announced as
+/// an [`Event`].
+#[derive(Clone)]
+pub struct Controls {
+    stop: CancellationToken,
+    limits: Limits,
+    events: mpsc::UnboundedSender<Event>,
+}
+
+impl Controls {
+    /// Changes the limits within the running job: rows and source bytes a second (0: none;
+    /// `None`: unchanged).
+    pub fn set_limits(&self, rows_per_second: Option<u64>, bytes_per_second: Option<u64>) {
+        if let Some(rows) = rows_per_second {
+            self.limits.rows.set_per_second(rows);
+        }
+        if let Some(bytes) = bytes_per_second {
+            self.limits.bytes.set_per_second(bytes);
+        }
+        let _ = self.events.send(Event::LimitsChanged {
+            rows_per_second: self.limits.rows.per_second(),
+            bytes_per_second: self.limits.bytes.per_second(),
+        });
+    }
+
+    /// Asks the job to stop: it commits what it has read and ends.
+    pub fn request_stop(&self) {
+        if !self.stop.is_cancelled() {
+            let _ = self.events.send(Event::Stopping);
+            self.stop.cancel();
         }
     }
 }
@@ -232,8 +248,7 @@ impl ControlFiles {
         let _ = std::fs::remove_file(&self.limits);
         let (stop_file, limits_file) = (self.stop.clone(), self.limits.clone());
         let stop = context.stop.clone();
-        let limits = context.limits.clone();
-        let events = context.events.clone();
+        let controls = context.controls();
         let task = tokio::spawn(async move {
             let mut applied = String::new();
             let mut tick = 0u64;
@@ -246,8 +261,7 @@ impl ControlFiles {
                 if stop_file.exists() {
                     let _ = std::fs::remove_file(&stop_file);
                     warn!("stop requested (ferry stop)");
-                    let _ = events.send(Event::Stopping);
-                    stop.cancel();
+                    controls.request_stop();
                     break;
                 }
                 if !tick.is_multiple_of(2) {
@@ -260,17 +274,8 @@ impl ControlFiles {
                     continue;
                 }
                 let (rows, bandwidth) = parse_limits(&text);
-                if let Some(rows) = rows {
-                    limits.rows.set_per_second(rows);
-                }
-                if let Some(mb) = bandwidth {
-                    limits.bytes.set_per_second(mb.saturating_mul(MEGABYTE));
-                }
+                controls.set_limits(rows, bandwidth.map(|mb| mb.saturating_mul(MEGABYTE)));
                 info!(rows_per_second = ?rows, bandwidth_mb = ?bandwidth, "limits changed (ferry limit)");
-                let _ = events.send(Event::LimitsChanged {
-                    rows_per_second: limits.rows.per_second(),
-                    bytes_per_second: limits.bytes.per_second(),
-                });
                 applied = text;
             }
         });

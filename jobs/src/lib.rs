@@ -15,7 +15,7 @@ pub mod spec;
 pub mod status;
 pub mod table;
 
-pub use context::{ControlFiles, Event, RunContext};
+pub use context::{ControlFiles, Controls, Event, RunContext};
 pub use error::JobError;
 pub use job::{
     drop, is_running, open, require_running, run, CheckReport, DropReport, Job, PlanSummary,
