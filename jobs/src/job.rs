@@ -8,6 +8,7 @@ use ferry_engine::{Error, Holder, JobLock, Position, Progress, Shape, StreamProg
 use ferry_sql::MigrationType;
 
 use crate::context::RunContext;
+use crate::precheck::Precheck;
 use crate::registry::{self, Side};
 use crate::spec::JobSpec;
 use crate::table::{TableDescription, TableJob};
@@ -22,13 +23,30 @@ pub trait Job: Send + Sync {
     /// What the job is.
     fn spec(&self) -> &JobSpec;
 
-    /// Connects, checks everything the job would do, and says what it would move. Writes
-    /// nothing.
-    async fn check(&self) -> Result<CheckReport, Error>;
+    /// Connects, checks everything the job would do item by item, and, when nothing blocks
+    /// it, says what it would move. Writes nothing.
+    async fn precheck(&self) -> (Precheck, Option<CheckReport>);
+
+    /// The precheck as one result: what the job would move, or the first blocking failure.
+    async fn check(&self) -> Result<CheckReport, Error> {
+        let (mut precheck, report) = self.precheck().await;
+        match (precheck.take_error(), report) {
+            (Some(error), _) => Err(error),
+            (None, Some(report)) => Ok(report),
+            (None, None) => Err(Error::Internal(
+                "the precheck neither passed nor said what failed".into(),
+            )),
+        }
+    }
 
     /// Runs the job under `context` until it is done or stopped, resuming from its checkpoint.
     /// Called by [`run`], which holds the job's lock.
     async fn run(&self, context: &RunContext) -> Result<RunReport, Error>;
+
+    /// The job's change feed at the source and the log bytes it keeps the source from
+    /// recycling, for a source that keeps feeds (a PostgreSQL replication slot); `None`
+    /// otherwise.
+    async fn retained_log(&self) -> Result<Option<(String, u64)>, Error>;
 
     /// Compares the target with what the job's rules select from the source.
     async fn verify(&self) -> Result<VerifyReport, Error>;

@@ -9,6 +9,7 @@
 pub mod context;
 mod error;
 pub mod job;
+pub mod precheck;
 pub mod redis;
 pub mod registry;
 pub mod spec;
@@ -21,11 +22,14 @@ pub use job::{
     drop, is_running, open, require_running, run, CheckReport, DropReport, Job, PlanSummary,
     RunReport, TableReport, VerifyReport,
 };
+pub use precheck::{ItemStatus, Precheck, PrecheckItem};
 pub use spec::JobSpec;
 pub use status::{Counters, JobStatus, Phase, RunState};
 
 /// What front ends need of the layers below, so that they depend on this crate alone.
-pub use ferry_engine::{Error, ErrorClass, Position, Progress, StreamProgress, TableProgress};
+pub use ferry_engine::{
+    CheckpointStore, Error, ErrorClass, Position, Progress, StreamProgress, TableProgress,
+};
 /// A Redis job's live counters.
 pub use ferry_redis::status::{MigrationState, MigrationStatus};
 /// The job file.

@@ -43,6 +43,15 @@ fn scheme(url: &str) -> &str {
     url.split_once("://").map_or("", |(scheme, _)| scheme)
 }
 
+/// The name of the connector taking `url`'s scheme (`PostgreSQL`), `unknown` for none.
+pub fn connector_name(url: &str) -> &'static str {
+    let scheme = scheme(url);
+    CONNECTORS
+        .iter()
+        .find(|c| c.takes(scheme))
+        .map_or("unknown", |c| c.name)
+}
+
 /// The connector `url` names, on `side`, for a job of `shape` (`None`: any).
 pub fn connector(url: &str, side: Side, shape: Option<Shape>) -> Result<&'static Connector, Error> {
     let scheme = scheme(url);

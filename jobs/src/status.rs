@@ -111,6 +111,23 @@ pub struct IncrementalStatus {
     pub mb_per_sec: f64,
 }
 
+/// One source table of a table job's full phase.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct TableStatus {
+    /// The source table (`public.orders`).
+    pub source_table: String,
+    /// `not_started`, `migrating` or `finished`.
+    pub status: &'static str,
+    /// Rows read.
+    pub rows_done: u64,
+    /// The source's estimate of its rows.
+    pub rows_total_estimate: Option<u64>,
+    /// Snapshot parts committed.
+    pub parts_done: u32,
+    /// Snapshot parts in all.
+    pub parts_total: u32,
+}
+
 /// The limits in force.
 #[derive(Clone, Debug, Default, Serialize, PartialEq)]
 pub struct LimitsStatus {
@@ -156,6 +173,8 @@ pub struct JobStatus {
     pub full: Option<FullStatus>,
     /// The incremental phase, once it began.
     pub incremental: Option<IncrementalStatus>,
+    /// Per source table, the full phase (table jobs).
+    pub tables: Vec<TableStatus>,
     /// The limits in force.
     pub limits: LimitsStatus,
     /// The last failure, if any.
@@ -320,7 +339,7 @@ impl StatusBoard {
         let runs_full = self.types.contains(&MigrationType::Full);
         self.with(|b| {
             let (mut state, mut phase) = (b.state, b.phase);
-            let (mut full, mut incremental) = (None, None);
+            let (mut full, mut incremental, mut table_list) = (None, None, Vec::new());
             match b.counters.clone() {
                 Some(Counters::Tables {
                     progress,
@@ -328,6 +347,7 @@ impl StatusBoard {
                 }) => {
                     if runs_full {
                         full = Some(table_full(&progress, &mut b.full_rate));
+                        table_list = progress.tables().iter().map(table_status).collect();
                     }
                     if phase == Some(Phase::Incremental) {
                         let (rows_per_sec, mb_per_sec) = b
@@ -410,6 +430,7 @@ impl StatusBoard {
                 redis_state: state.redis_name(phase),
                 full,
                 incremental,
+                tables: table_list,
                 limits,
                 error: b.error.clone(),
             }
@@ -424,6 +445,24 @@ fn percent(done: u64, total: Option<u64>, finished: bool) -> f64 {
     }
     let total = total.unwrap_or(0).max(done).max(1);
     (done as f64 * 100.0 / total as f64).min(99.9)
+}
+
+fn table_status(table: &ferry_engine::TableProgress) -> TableStatus {
+    let (parts_done, parts_total) = table.parts();
+    TableStatus {
+        source_table: table.table.to_string(),
+        status: if table.is_finished() {
+            "finished"
+        } else if table.rows_read() > 0 || parts_done > 0 {
+            "migrating"
+        } else {
+            "not_started"
+        },
+        rows_done: table.rows_read(),
+        rows_total_estimate: table.estimated_rows,
+        parts_done,
+        parts_total,
+    }
 }
 
 fn table_full(progress: &Progress, rate: &mut Rate) -> FullStatus {

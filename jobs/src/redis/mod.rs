@@ -25,6 +25,10 @@ use tracing::{info, warn};
 
 use crate::context::RunContext;
 use crate::job::{CheckReport, DropReport, Job, RunReport, VerifyReport};
+use crate::precheck::{
+    Precheck, RULES_VALID, SINK_CONNECTIVITY, SINK_EVICTION, SOURCE_CONNECTIVITY,
+    SOURCE_REPLICATION,
+};
 use crate::registry::{self, Side};
 use crate::spec::JobSpec;
 use crate::status::Counters;
@@ -210,18 +214,84 @@ impl Job for RedisJob {
 
     /// Both servers answer; the rules compile; warnings about settings that can spoil the
     /// migration.
-    async fn check(&self) -> Result<CheckReport, Error> {
-        refuse_same_server(&self.source, &self.target).await?;
-        migration_rules(&self.spec.file, &self.source).await?;
-        let warnings = ferry_redis::check::check(&self.source, &self.target).await?;
+    async fn precheck(&self) -> (Precheck, Option<CheckReport>) {
+        let mut items = Precheck::default();
+        let answers = |config: &ReplicaConfig| {
+            let config = config.clone();
+            async move {
+                let mut conn = RedisWriter::connect(&config).await?;
+                conn.info("server").await?;
+                Ok::<_, Error>(())
+            }
+        };
+        let source = items.record(
+            SOURCE_CONNECTIVITY,
+            Some(self.source.address.clone()),
+            "the source answers",
+            answers(&self.source).await,
+        );
+        let target = items.record(
+            SINK_CONNECTIVITY,
+            Some(self.target.address.clone()),
+            "the target answers",
+            answers(&self.target).await,
+        );
+        if source.is_none() || target.is_none() {
+            items.skip(RULES_VALID, "a server cannot be reached");
+            return (items, None);
+        }
+        let valid = async {
+            refuse_same_server(&self.source, &self.target).await?;
+            migration_rules(&self.spec.file, &self.source).await?;
+            Ok::<_, Error>(())
+        };
+        if items
+            .record(
+                RULES_VALID,
+                None,
+                "the rules and target are valid",
+                valid.await,
+            )
+            .is_none()
+        {
+            return (items, None);
+        }
+        let warnings = match ferry_redis::check::check(&self.source, &self.target).await {
+            Ok(warnings) => warnings,
+            Err(error) => {
+                items.fail(
+                    SINK_CONNECTIVITY,
+                    Some(self.target.address.clone()),
+                    error.into(),
+                );
+                return (items, None);
+            }
+        };
         for warning in &warnings {
             warn!("{warning}");
+            if warning.contains("maxmemory-policy") {
+                items.warn(SINK_EVICTION, Some(self.target.address.clone()), warning);
+            } else {
+                items.warn(
+                    SOURCE_REPLICATION,
+                    Some(self.source.address.clone()),
+                    warning,
+                );
+            }
         }
-        Ok(CheckReport::Keyspace {
+        if !warnings.iter().any(|w| w.contains("maxmemory-policy")) {
+            items.pass(
+                SINK_EVICTION,
+                Some(self.target.address.clone()),
+                "the target does not evict keys",
+            );
+        }
+        let report = CheckReport::Keyspace {
             source: self.source.address.clone(),
             target: self.target.address.clone(),
             warnings,
-        })
+        };
+        (items, Some(report))
     }
 
     /// The migration, until done (`full` only) or stopped.
@@ -299,6 +369,11 @@ impl Job for RedisJob {
     }
 
     /// Every key compared.
+    /// A Redis source keeps no feed for the job: its backlog is the source's own.
+    async fn retained_log(&self) -> Result<Option<(String, u64)>, Error> {
+        Ok(None)
+    }
+
     async fn verify(&self) -> Result<VerifyReport, Error> {
         refuse_same_server(&self.source, &self.target).await?;
         let rules = selector(&self.spec.file, &self.source).await?;

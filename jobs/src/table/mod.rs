@@ -13,6 +13,11 @@ use tracing::warn;
 
 use crate::context::RunContext;
 use crate::job::{CheckReport, DropReport, Job, PlanSummary, RunReport, VerifyReport};
+use crate::precheck::{
+    Item, Precheck, RULES_VALID, SINK_CONFLICTS, SINK_CONNECTIVITY, SOURCE_CDC,
+    SOURCE_CONNECTIVITY, SOURCE_LOG_RETENTION,
+};
+use crate::registry;
 use crate::spec::JobSpec;
 
 pub use plan::{plan, Plan, RouteDescription, TableDescription};
@@ -34,6 +39,10 @@ impl TableJob {
                 message: "no rules: only tables that a rule selects are moved; add one, e.g.\n  [[rules]]\n  sql = \"SELECT * FROM public.*\"".into(),
             }
             .into());
+        }
+        // Rules that do not parse are refused here, before any server is asked.
+        for (index, rule) in spec.file.rules.iter().enumerate() {
+            ferry_sql::Rule::parse(index, &rule.sql)?;
         }
         Ok(TableJob { spec })
     }
@@ -62,42 +71,135 @@ impl Job for TableJob {
         &self.spec
     }
 
-    async fn check(&self) -> Result<CheckReport, Error> {
-        let plan = self.plan().await?;
-        plan.sink
-            .claim(&plan.name, &plan.definition(), true)
-            .await?;
-        plan.sink
-            .prepare(&plan.targets, &plan.prepare_options(true))
-            .await?;
+    async fn precheck(&self) -> (Precheck, Option<CheckReport>) {
+        let mut items = Precheck::default();
+        let job = &self.spec.file;
+        let source = async {
+            let options = job.source.connector_options()?;
+            let opened = registry::open_source(&job.source.url, options, &self.spec.name)?;
+            opened.source.identity().await
+        };
+        let source = items.record(
+            SOURCE_CONNECTIVITY,
+            Some(registry::place(&job.source.url)),
+            "the source answers",
+            source.await,
+        );
+        let sink = async {
+            let sink = registry::open_sink(&job.sink.url, job.sink.connector_options()?)?;
+            sink.identity().await
+        };
+        let sink = items.record(
+            SINK_CONNECTIVITY,
+            Some(registry::place(&job.sink.url)),
+            "the sink answers",
+            sink.await,
+        );
+        let incremental = job.runs(MigrationType::Incremental);
+        let mut later = vec![RULES_VALID, SINK_CONFLICTS];
+        if incremental {
+            later.push(SOURCE_CDC);
+        }
+        let skip_later = |items: &mut Precheck, later: &[Item], why: &str| {
+            for item in later {
+                items.skip(*item, why);
+            }
+        };
+        if source.is_none() || sink.is_none() {
+            skip_later(&mut items, &later, "a server cannot be reached");
+            return (items, None);
+        }
+        let plan = match self.plan().await {
+            Ok(plan) => plan,
+            Err(error) => {
+                items.fail(RULES_VALID, None, error);
+                skip_later(&mut items, &later[1..], "the rules are not valid");
+                return (items, None);
+            }
+        };
+        items.pass(
+            RULES_VALID,
+            None,
+            format!(
+                "{} rules select {} source tables into {} targets",
+                job.rules.len(),
+                plan.tables.len(),
+                plan.targets.len()
+            ),
+        );
+        let conflicts = async {
+            plan.sink
+                .claim(&plan.name, &plan.definition(), true)
+                .await?;
+            plan.sink
+                .prepare(&plan.targets, &plan.prepare_options(true))
+                .await
+        };
+        if items
+            .record(
+                SINK_CONFLICTS,
+                Some(registry::place(&job.sink.url)),
+                "the targets can take what the rules write",
+                conflicts.await,
+            )
+            .is_none()
+        {
+            skip_later(&mut items, &later[2..], "the sink's targets conflict");
+            return (items, None);
+        }
         let mut notes = Vec::new();
-        if plan.job.runs(MigrationType::Incremental) {
-            plan.source.check_changes(&plan.change_request()).await?;
-            let held = if plan.source.keeps_feeds() {
-                plan.source.retained_log(&plan.feed_name()).await?
-            } else {
-                None
+        if incremental {
+            let cdc = async {
+                plan.source.check_changes(&plan.change_request()).await?;
+                if plan.source.keeps_feeds() {
+                    plan.source.retained_log(&plan.feed_name()).await
+                } else {
+                    Ok(None)
+                }
             };
+            let held = match cdc.await {
+                Ok(held) => held,
+                Err(error) => {
+                    items.fail(SOURCE_CDC, Some(registry::place(&job.source.url)), error);
+                    return (items, None);
+                }
+            };
+            items.pass(
+                SOURCE_CDC,
+                Some(registry::place(&job.source.url)),
+                "the source keeps a change log the job can follow",
+            );
             if let Some(bytes) = held {
-                let state = self.spec.store.load()?;
                 let held = format!(
                     "replication slot {} holds {:.1} MB of WAL on the source",
                     plan.feed_name(),
                     bytes as f64 / 1e6
                 );
-                if state.is_none() {
-                    warn!("{held}, but this job has no checkpoint: if no job uses the slot any more, remove it with `ferry drop`");
+                let checkpoint = match self.spec.store.load() {
+                    Ok(state) => state,
+                    Err(error) => {
+                        items.fail(SINK_CONFLICTS, None, error);
+                        return (items, None);
+                    }
+                };
+                if checkpoint.is_none() {
+                    let message = format!("{held}, but this job has no checkpoint: if no job uses the slot any more, remove it with `ferry drop`");
+                    warn!("{message}");
+                    items.warn(SOURCE_LOG_RETENTION, Some(plan.feed_name()), message);
                 } else if bytes > RETAINED_WAL_WARNING {
-                    warn!("{held} and cannot recycle it until the job runs and catches up; run the job, or `ferry drop` it if it is abandoned");
+                    let message = format!("{held} and cannot recycle it until the job runs and catches up; run the job, or `ferry drop` it if it is abandoned");
+                    warn!("{message}");
+                    items.warn(SOURCE_LOG_RETENTION, Some(plan.feed_name()), message);
                 } else {
                     notes.push(held);
                 }
             }
         }
-        Ok(CheckReport::Tables {
+        let report = CheckReport::Tables {
             plan: plan.summary(),
             notes,
-        })
+        };
+        (items, Some(report))
     }
 
     async fn run(&self, context: &RunContext) -> Result<RunReport, Error> {
@@ -109,6 +211,22 @@ impl Job for TableJob {
             "plan checked"
         );
         run::run(&plan, &self.spec.store, context).await
+    }
+
+    async fn retained_log(&self) -> Result<Option<(String, u64)>, Error> {
+        if !self.spec.file.runs(MigrationType::Incremental) {
+            return Ok(None);
+        }
+        let plan = self.plan().await?;
+        if !plan.source.keeps_feeds() {
+            return Ok(None);
+        }
+        let feed = plan.feed_name();
+        Ok(plan
+            .source
+            .retained_log(&feed)
+            .await?
+            .map(|bytes| (feed, bytes)))
     }
 
     async fn verify(&self) -> Result<VerifyReport, Error> {
