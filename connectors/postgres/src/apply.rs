@@ -29,8 +29,17 @@ use crate::types::PgType;
 /// The schema holding ferry's own bookkeeping in a sink database.
 pub(crate) const STATE_SCHEMA: &str = "_ferry";
 
-/// Creates the bookkeeping tables (idempotent; run once per run, before any writer).
+/// Taken (for the transaction) before ferry creates schemas or its bookkeeping tables in a
+/// sink database: PostgreSQL's `IF NOT EXISTS` is not safe under concurrency — two jobs
+/// starting at once into one database both find `_ferry` missing, and one fails on the
+/// catalog's unique index (seen with ten jobs in one `ferry serve`). A one-key advisory lock
+/// (`ferrySCH` in ASCII), apart from the two-key job locks.
+pub(crate) const DDL_LOCK: &str = "SELECT pg_advisory_xact_lock(7378429400503763784)";
+
+/// Creates the bookkeeping tables (idempotent; run once per run, before any writer). One
+/// simple query: its statements run in one transaction, under [`DDL_LOCK`].
 pub(crate) const CREATE_STATE: &str = "
+SELECT pg_advisory_xact_lock(7378429400503763784);
 CREATE SCHEMA IF NOT EXISTS _ferry;
 CREATE TABLE IF NOT EXISTS _ferry.applied (
     job text PRIMARY KEY,

@@ -17,7 +17,7 @@ use ferry_engine::{
     SinkWriter, TableId, TableSchema, WriterOptions,
 };
 
-use crate::apply::{applied_position, PgApplier, PreparedTable, CREATE_STATE};
+use crate::apply::{applied_position, PgApplier, PreparedTable, CREATE_STATE, DDL_LOCK};
 use crate::config::{quote_ident, quote_table, PgEndpoint};
 use crate::encode::{wire_type, CopyEncoder, TargetColumn};
 use crate::error::PgError;
@@ -106,8 +106,9 @@ impl PostgresSink {
                 definitions.push(format!("PRIMARY KEY ({})", key.join(", ")));
             }
             if !options.dry_run {
+                // One simple query, so one transaction, under the DDL lock.
                 let statement = format!(
-                    "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {name} ({})",
+                    "{DDL_LOCK}; CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {name} ({})",
                     quote_ident(&table.id.schema),
                     definitions.join(", ")
                 );
