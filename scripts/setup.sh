@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what ferry's demo, tests and benchmarks need on a fresh Debian machine:
 # PostgreSQL 15 server binaries (initdb, pg_ctl, psql), MariaDB (mariadbd, mariadb-install-db,
-# mariadb) and Redis (redis-server, redis-cli). Idempotent; needs root for apt-get.
+# mariadb), Redis (redis-server, redis-cli), curl, and Chromium with ChromeDriver. Idempotent; needs root for apt-get.
 set -euo pipefail
 
 need_postgres() {
@@ -18,6 +18,12 @@ need_redis() {
 }
 
 packages=()
+# curl: the README's examples of `ferry serve` (a test runs them as written).
+if ! command -v curl >/dev/null 2>&1; then packages+=(curl); fi
+# Chromium and ChromeDriver: the status page's test in a real browser.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  packages+=(chromium chromium-driver)
+fi
 if need_postgres; then packages+=(postgresql postgresql-client); fi
 if need_mariadb; then packages+=(mariadb-server mariadb-client); fi
 if need_redis; then packages+=(redis-server redis-tools); fi

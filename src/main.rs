@@ -2,6 +2,7 @@
 //! terminal rendering, exit codes.
 
 mod demo;
+mod remote;
 mod render;
 
 use std::io::IsTerminal;
@@ -58,10 +59,16 @@ enum Command {
         #[arg(long)]
         rows_per_second: Option<u64>,
     },
-    /// Ask the running job to stop cleanly (it commits what it has read, then exits).
+    /// Ask the job running in the foreground (`ferry run job.toml`) to stop cleanly: it
+    /// commits what it has read and exits; the next `ferry run` resumes it. (A job on a
+    /// server is paused with `ferry pause NAME`; `ferry terminate NAME` ends it for good.)
     Stop {
         /// The job file (TOML).
         job: PathBuf,
+        /// Refused: on a server, use `ferry pause NAME` (resumable) or `ferry terminate NAME`
+        /// (final).
+        #[arg(long, hide = true)]
+        server: Option<String>,
     },
     /// Remove the job's change feed at the source (replication slot and publication), its
     /// records in the sink and its checkpoint. The migrated rows stay.
@@ -72,6 +79,63 @@ enum Command {
         /// (another job file of the same name, or this one before an edit).
         #[arg(long)]
         force: bool,
+    },
+    /// Run ferry as a service holding many jobs, driven over HTTP (`/v1`), with metrics
+    /// (`/metrics`) and a status page (`/`). Jobs that were running resume on start.
+    Serve {
+        /// Where the job catalog and the jobs' checkpoints live.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The HTTP address (default 127.0.0.1:8470; another than loopback needs a token).
+        #[arg(long)]
+        http: Option<std::net::SocketAddr>,
+        /// A file holding the access token HTTP requests must carry (else $FERRY_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// A TOML file with `data_dir`, `http` and `token_file` (flags win).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// List the jobs of a ferry server.
+    Jobs {
+        /// The server (default $FERRY_SERVER, else http://127.0.0.1:8470).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Show a server job's status: state, phases, lag, precheck findings, errors.
+    Status {
+        /// The job's name.
+        name: String,
+        /// The server (default $FERRY_SERVER, else http://127.0.0.1:8470).
+        #[arg(long)]
+        server: Option<String>,
+        /// Print the status document as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a server job: it commits what it read and keeps its position.
+    Pause {
+        /// The job's name.
+        name: String,
+        /// The server (default $FERRY_SERVER, else http://127.0.0.1:8470).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Resume a paused server job from its position.
+    Resume {
+        /// The job's name.
+        name: String,
+        /// The server (default $FERRY_SERVER, else http://127.0.0.1:8470).
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Stop a server job for good (the service's "stop"; it cannot be resumed).
+    Terminate {
+        /// The job's name.
+        name: String,
+        /// The server (default $FERRY_SERVER, else http://127.0.0.1:8470).
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Start two local PostgreSQL servers, load a sample shop, migrate it with filters and
     /// renames, print the summary, stop the servers.
@@ -287,6 +351,91 @@ async fn drop_job(path: &Path, force: bool) -> Result<(), Error> {
     Ok(())
 }
 
+fn finish(result: Result<(), remote::RemoteError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => error.exit(),
+    }
+}
+
+/// What `ferry serve --config FILE` may set.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    data_dir: Option<PathBuf>,
+    http: Option<std::net::SocketAddr>,
+    token_file: Option<PathBuf>,
+}
+
+async fn serve(
+    data_dir: Option<PathBuf>,
+    http: Option<std::net::SocketAddr>,
+    token_file: Option<PathBuf>,
+    config: Option<PathBuf>,
+) -> ExitCode {
+    let refuse = |message: String| {
+        eprintln!("ferry serve: {message}");
+        ExitCode::from(2)
+    };
+    let file = match &config {
+        None => ServeFile::default(),
+        Some(path) => match std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| toml::from_str::<ServeFile>(&text).map_err(|e| e.to_string()))
+        {
+            Ok(file) => file,
+            Err(e) => return refuse(format!("config {}: {e}", path.display())),
+        },
+    };
+    let Some(data_dir) = data_dir.or(file.data_dir) else {
+        return refuse(
+            "name the data dir: --data-dir DIR (the job catalog and checkpoints live there)".into(),
+        );
+    };
+    let listen = http.or(file.http).unwrap_or_else(|| {
+        ferry_server::DEFAULT_LISTEN
+            .parse()
+            .expect("the default address parses")
+    });
+    let token = match token_file.or(file.token_file) {
+        Some(path) => match std::fs::read_to_string(&path) {
+            Ok(text) if !text.trim().is_empty() => Some(text.trim().to_string()),
+            Ok(_) => return refuse(format!("token file {} is empty", path.display())),
+            Err(e) => return refuse(format!("token file {}: {e}", path.display())),
+        },
+        None => std::env::var("FERRY_TOKEN").ok().filter(|t| !t.is_empty()),
+    };
+    let config = ferry_server::ServeConfig {
+        data_dir,
+        listen,
+        token,
+    };
+    let shutdown = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        warn!("shutting down: the jobs' runs commit what they read and resume on the next start");
+    };
+    match ferry_server::serve(config, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("ferry serve: {error}");
+            ExitCode::from(match error {
+                ferry_server::ServeError::NoToken(_) | ferry_server::ServeError::Bind { .. } => 2,
+                _ => 3,
+            })
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let interactive = std::io::stderr().is_terminal();
@@ -302,12 +451,40 @@ fn main() -> ExitCode {
             return ExitCode::from(4);
         }
     };
+    let command = match cli.command {
+        Command::Serve {
+            data_dir,
+            http,
+            token_file,
+            config,
+        } => return runtime.block_on(serve(data_dir, http, token_file, config)),
+        Command::Jobs { server } => return finish(remote::jobs(&remote::server(server))),
+        Command::Status { name, server, json } => {
+            return finish(remote::status(&remote::server(server), &name, json))
+        }
+        Command::Pause { name, server } => {
+            return finish(remote::act(&remote::server(server), &name, "pause"))
+        }
+        Command::Resume { name, server } => {
+            return finish(remote::act(&remote::server(server), &name, "resume"))
+        }
+        Command::Terminate { name, server } => {
+            return finish(remote::act(&remote::server(server), &name, "stop"))
+        }
+        Command::Stop {
+            server: Some(_), ..
+        } => {
+            eprintln!("ferry: `ferry stop` ends a job run in the foreground with `ferry run job.toml`; a job on a server is paused with `ferry pause NAME --server URL` (it resumes with `ferry resume`) or ended for good with `ferry terminate NAME --server URL`");
+            return ExitCode::from(2);
+        }
+        other => other,
+    };
     // Ok(false): the command ran and found differences (`ferry verify`).
     let result = runtime.block_on(async {
-        match cli.command {
+        match command {
             Command::Check { job } => check(&job).await.map(|()| true),
             Command::Run { job } => run_job(&job, bars).await.map(|()| true),
-            Command::Stop { job } => stop(&job).map(|()| true),
+            Command::Stop { job, .. } => stop(&job).map(|()| true),
             Command::Limit {
                 job,
                 bandwidth_mb,
@@ -315,6 +492,12 @@ fn main() -> ExitCode {
             } => limit(&job, bandwidth_mb, rows_per_second).map(|()| true),
             Command::Verify { job } => verify(&job).await,
             Command::Drop { job, force } => drop_job(&job, force).await.map(|()| true),
+            Command::Serve { .. }
+            | Command::Jobs { .. }
+            | Command::Status { .. }
+            | Command::Pause { .. }
+            | Command::Resume { .. }
+            | Command::Terminate { .. } => unreachable!("handled above"),
             Command::Demo { rows } => {
                 demo::run(
                     rows,

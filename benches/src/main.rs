@@ -7,6 +7,7 @@ mod cdc;
 mod load;
 mod mysql;
 mod redis;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ enum Command {
     /// Redis full sync: ferry's Redis connector beside redis-cli --pipe, and the bandwidth
     /// limit's accuracy.
     Redis(redis::BenchRedisArgs),
+    /// Memory of one `ferry serve` holding many PostgreSQL CDC jobs: idle, caught up, after
+    /// a write load; the per-job overhead.
+    Serve(serve::BenchServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         Command::Mysql(args) => mysql::run(args),
         Command::Binlog(args) => binlog::run(args),
         Command::Redis(args) => runtime.block_on(redis::run(args)),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,9 +1,11 @@
 //! ferry-testkit: the test harness — the local servers of `ferry-local` (PostgreSQL, MariaDB,
 //! Redis in temp dirs on free loopback ports, stopped when dropped, also when a test panics)
 //! and the helpers tests share ([`cli`]: running the `ferry` binary, waiting on conditions
-//! with deadlines, dice for fuzzing).
+//! with deadlines, dice for fuzzing; [`serve`]: a `ferry serve` process and an HTTP client; [`browser`]: headless Chromium).
 #![warn(missing_docs)]
 
+pub mod browser;
 pub mod cli;
+pub mod serve;
 
 pub use ferry_local::*;
