@@ -399,6 +399,11 @@ fn a_failed_precheck_names_the_fix_and_the_patched_job_completes() {
     let tables = maria.sql("dst", "SHOW TABLES").unwrap();
     assert!(tables.trim().is_empty(), "nothing written: {tables}");
 
+    // Started as it is, waiting: refused with the items.
+    let blocked = serve.post("/v1/jobs/to_maria/start?wait=30s", None);
+    assert_eq!((blocked.status, code(&blocked)), (409, "PrecheckFailed"), "{blocked:?}");
+    assert!(blocked.text.contains("sink.connectivity"), "{blocked:?}");
+
     // Fixed by a patch (JSON this time), started again, it completes.
     let patch = serve.patch(
         "/v1/jobs/to_maria",

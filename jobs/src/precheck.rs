@@ -99,6 +99,18 @@ pub(crate) const SINK_EVICTION: Item = Item {
     blocking: false,
     fix: "CONFIG SET maxmemory-policy noeviction on the target",
 };
+/// The servers' settings can be read (Redis `CONFIG GET`, `INFO`).
+pub(crate) const SERVER_SETTINGS: Item = Item {
+    name: "servers.settings",
+    blocking: true,
+    fix: "let ferry's user run CONFIG GET and INFO on both servers (ACL: +config|get +info), or check that both still answer",
+};
+/// The job's checkpoint can be read.
+pub(crate) const CHECKPOINT: Item = Item {
+    name: "job.checkpoint",
+    blocking: true,
+    fix: "the message names the checkpoint file: move it away to start the job over, or `ferry drop` the job",
+};
 /// The Redis source can feed a replica through a long copy and a restart.
 pub(crate) const SOURCE_REPLICATION: Item = Item {
     name: "source.replication_buffers",

@@ -140,11 +140,10 @@ pub fn place(url: &str) -> String {
         .find(|c| c.takes(given))
         .map_or(given, |c| c.scheme());
     let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    // The credentials end at the last `@`: a password may hold `/`, `?` or `#` unencoded.
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, after)| after);
     let rest = rest.split(['?', '#']).next().unwrap_or(rest);
-    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     format!("{canonical}://{host}/{}", path.trim_end_matches('/'))
 }
 
@@ -195,5 +194,7 @@ mod tests {
         );
         assert_eq!(place("mariadb://u@h:3306/"), "mysql://h:3306/");
         assert_eq!(place("parquet:///tmp/out"), "parquet:///tmp/out");
+        // A password with `/`, `?` or `#` in it is dropped whole.
+        assert_eq!(place("postgres://u:p/w?x#y@h:1/db"), "postgres://h:1/db");
     }
 }

@@ -91,8 +91,20 @@ pub struct JobRecord {
     /// Warnings worth showing (a slot holding WAL while paused).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// While a precheck asked for alone runs: where the job goes back to (a restart of the
+    /// service runs the precheck again, not the job).
+    #[serde(default)]
+    pub precheck_only: Option<PrecheckOnly>,
     /// The next event's sequence number.
     pub next_event: u64,
+}
+
+/// A precheck asked for alone.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrecheckOnly {
+    /// The state it returns to (paused, failed), or none: `ready` / `precheck_failed`.
+    pub back_to: Option<State>,
 }
 
 /// A precheck's result.
@@ -351,6 +363,7 @@ mod tests {
             limits: LimitsRecord::default(),
             last_status: None,
             warnings: Vec::new(),
+            precheck_only: None,
             next_event: 0,
         }
     }

@@ -80,6 +80,18 @@ impl ApiError {
         .with("allowed_actions", allowed)
     }
 
+    /// The precheck blocks the start; `precheck` holds its items.
+    pub fn precheck_failed(job: &str, precheck: Value) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "PrecheckFailed",
+            format!("job {job} cannot start: its precheck failed; the items say what to fix (GET /v1/jobs/{job}/precheck)"),
+        )
+        .with("job", job)
+        .with("state", "precheck_failed")
+        .with("precheck", precheck)
+    }
+
     /// A parameter is wrong.
     pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "InvalidParameter", message).with("field", field)

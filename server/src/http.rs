@@ -28,6 +28,9 @@ pub const MAX_BODY: usize = 1 << 20;
 /// the answer, not a cut connection) and refused; beyond this the connection is cut.
 const READ_LIMIT: usize = 32 << 20;
 
+/// The longest cutover wait taken (a day).
+const MAX_CUTOVER_TIMEOUT: u64 = 86_400;
+
 /// The longest `?wait=` honoured.
 pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
@@ -394,11 +397,16 @@ async fn lifecycle(
                 "max_lag_seconds must be 0 or more",
             ));
         }
-        let timeout = Duration::from_secs(
-            options
-                .timeout_seconds
-                .unwrap_or(crate::service::CUTOVER_TIMEOUT.as_secs()),
-        );
+        let timeout = options
+            .timeout_seconds
+            .unwrap_or(crate::service::CUTOVER_TIMEOUT.as_secs());
+        if timeout > MAX_CUTOVER_TIMEOUT {
+            return Err(ApiError::invalid(
+                "timeout_seconds",
+                format!("timeout_seconds must be at most {MAX_CUTOVER_TIMEOUT} (a day)"),
+            ));
+        }
+        let timeout = Duration::from_secs(timeout);
         app.service.act_with(&name, action, max_lag, timeout)?
     } else {
         app.service.act(&name, action)?
@@ -407,6 +415,13 @@ async fn lifecycle(
         Some(wait) => app.service.settle(&name, wait).await,
         None => false,
     };
+    if settled && action == Action::Start {
+        let view = app.service.view(&name)?;
+        if view.record.state == crate::lifecycle::State::PrecheckFailed {
+            let precheck = doc::document(&view)["precheck"].clone();
+            return Err(ApiError::precheck_failed(&name, precheck));
+        }
+    }
     let code = if outcome == Outcome::Satisfied || settled {
         StatusCode::OK
     } else {

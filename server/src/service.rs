@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{
     Catalog, CatalogError, ErrorRecord, EventRecord, ItemRecord, JobRecord, LimitsRecord,
-    PrecheckRecord,
+    PrecheckOnly, PrecheckRecord,
 };
 use crate::error::ApiError;
 use crate::lifecycle::{self, Action, Desired, Outcome, State};
@@ -57,6 +57,9 @@ enum Intent {
 
 /// A run under way.
 struct Live {
+    /// Which run this is: a run's task clears only its own entry (a resume can start the
+    /// next run while the last one's task is still returning).
+    run: u64,
     intent: Intent,
     /// Set once the run's context exists.
     board: Option<Arc<StatusBoard>>,
@@ -68,6 +71,8 @@ struct Live {
 struct Entry {
     record: JobRecord,
     live: Option<Live>,
+    /// Being dropped: every action is refused.
+    dropping: bool,
     /// Errors and retries seen (for metrics), since the service started.
     errors: u64,
     retries: u64,
@@ -79,6 +84,7 @@ pub struct Service {
     catalog: Catalog,
     jobs: Mutex<BTreeMap<String, Entry>>,
     shutdown: CancellationToken,
+    runs: std::sync::atomic::AtomicU64,
 }
 
 /// A job's record and live status, read at one moment.
@@ -109,6 +115,7 @@ impl Service {
             catalog,
             jobs: Mutex::new(BTreeMap::new()),
             shutdown: CancellationToken::new(),
+            runs: std::sync::atomic::AtomicU64::new(0),
         });
         for record in records {
             service.reconcile(record)?;
@@ -137,10 +144,9 @@ impl Service {
                 ));
                 Some(Intent::Run)
             }
-            State::Prechecking => Some(if record.desired == Some(Desired::Running) {
-                Intent::Run
-            } else {
-                Intent::PrecheckOnly { back_to: None }
+            State::Prechecking => Some(match record.precheck_only {
+                Some(PrecheckOnly { back_to }) => Intent::PrecheckOnly { back_to },
+                None => Intent::Run,
             }),
             _ => None,
         };
@@ -153,6 +159,7 @@ impl Service {
             Entry {
                 record,
                 live: None,
+                dropping: false,
                 errors: 0,
                 retries: 0,
             },
@@ -248,6 +255,7 @@ impl Service {
             limits,
             last_status: None,
             warnings: Vec::new(),
+            precheck_only: None,
             next_event: 0,
         };
         let created = new_event(&mut record, "info", "created", "job created");
@@ -257,6 +265,7 @@ impl Service {
             Entry {
                 record,
                 live: None,
+                dropping: false,
                 errors: 0,
                 retries: 0,
             },
@@ -288,11 +297,27 @@ impl Service {
         timeout: Duration,
     ) -> Result<Outcome, ApiError> {
         let mut launch = None;
+        let installed;
         {
             let mut jobs = self.lock();
             let (entry, outcome) = allowing(&mut jobs, name, action)?;
             let state = entry.record.state;
             if outcome == Outcome::Satisfied {
+                // A start during a precheck-only run makes it a run.
+                if let (Action::Start, Some(live)) = (action, entry.live.as_mut()) {
+                    if matches!(live.intent, Intent::PrecheckOnly { .. }) {
+                        live.intent = Intent::Run;
+                        entry.record.desired = Some(Desired::Running);
+                        entry.record.precheck_only = None;
+                        let event = new_event(
+                            &mut entry.record,
+                            "info",
+                            "action",
+                            "start requested: runs once the precheck passes",
+                        );
+                        self.catalog.save(&entry.record, &[event])?;
+                    }
+                }
                 return Ok(outcome);
             }
             let record = &mut entry.record;
@@ -305,12 +330,14 @@ impl Service {
             match action {
                 Action::Start => {
                     record.desired = Some(Desired::Running);
+                    record.precheck_only = None;
                     record.error = None;
                     events.push(state_event(record, State::Prechecking, "prechecking"));
                     launch = Some((Intent::Run, true));
                 }
                 Action::Precheck => {
                     let back_to = matches!(state, State::Paused | State::Failed).then_some(state);
+                    record.precheck_only = Some(PrecheckOnly { back_to });
                     events.push(state_event(record, State::Prechecking, "prechecking"));
                     launch = Some((Intent::PrecheckOnly { back_to }, true));
                 }
@@ -334,7 +361,9 @@ impl Service {
                         ),
                     };
                     record.desired = Some(desired);
-                    match &mut entry.live {
+                    // A run whose end is already recorded is not running.
+                    let running = entry.live.as_mut().filter(|_| state.is_active());
+                    match running {
                         Some(live) => {
                             live.intent = intent;
                             events.push(state_event(record, next, next.name()));
@@ -356,7 +385,7 @@ impl Service {
                             events.push(state_event(record, settled, settled.name()));
                         }
                     }
-                    if matches!(intent, Intent::Cutover { .. }) && entry.live.is_some() {
+                    if matches!(intent, Intent::Cutover { .. }) && state.is_active() {
                         let service = Arc::clone(self);
                         let name = name.to_string();
                         tokio::spawn(async move { service.watch_cutover(name).await });
@@ -370,9 +399,13 @@ impl Service {
                 }
             }
             self.catalog.save(&entry.record, &events)?;
+            // The run is installed with the state that announces it, so an action that comes
+            // next finds it.
+            installed =
+                launch.map(|(intent, precheck)| (install(entry, intent, &self.runs), precheck));
         }
-        if let Some((intent, precheck)) = launch {
-            self.launch(name, intent, precheck);
+        if let Some(((run, ended), precheck)) = installed {
+            self.spawn_run(name, run, ended, precheck);
         }
         Ok(Outcome::Apply)
     }
@@ -428,6 +461,16 @@ impl Service {
             let entry = jobs
                 .get_mut(name)
                 .ok_or_else(|| ApiError::not_found(name))?;
+            if entry.dropping {
+                return Err(ApiError::invalid_state(
+                    name,
+                    entry.record.state,
+                    Action::Drop,
+                    Vec::new(),
+                )
+                .with("message", format!("job {name} is being dropped")));
+            }
+            entry.dropping = true;
             entry.live.as_mut().map(|live| {
                 live.intent = Intent::Stop;
                 if let Some(controls) = &live.controls {
@@ -440,16 +483,31 @@ impl Service {
             ended.cancelled().await;
         }
         let record = self.view(name)?.record;
-        let mut removed = Vec::new();
-        if !keep_resources {
+        let removed = async {
+            if keep_resources {
+                return Ok(Vec::new());
+            }
             let spec = self.job_spec(&record)?;
             let job = ferry_jobs::open(spec).map_err(|e| ApiError::from_job(&e))?;
             let report = ferry_jobs::drop(job.as_ref(), false)
                 .await
                 .map_err(|e| ApiError::from_job(&e).with("job", name))?;
-            removed = report.removed;
+            self.catalog.remove(&record)?;
+            Ok(report.removed)
+        };
+        let removed = match removed.await {
+            Ok(removed) => removed,
+            Err(error) => {
+                // Not dropped: the job takes actions again.
+                if let Some(entry) = self.lock().get_mut(name) {
+                    entry.dropping = false;
+                }
+                return Err(error);
+            }
+        };
+        if keep_resources {
+            self.catalog.remove(&record)?;
         }
-        self.catalog.remove(&record)?;
         self.lock().remove(name);
         let dir = self.data_dir.join("jobs").join(record.id.to_string());
         let _ = std::fs::remove_dir_all(dir);
@@ -499,27 +557,41 @@ impl Service {
         }
     }
 
-    /// Starts the task that runs job `name` (prechecking it first when `precheck`).
+    /// Installs a run of job `name` and starts its task (at start-up, before any request).
     fn launch(self: &Arc<Self>, name: &str, intent: Intent, precheck: bool) {
-        let ended = CancellationToken::new();
-        {
+        let installed = {
             let mut jobs = self.lock();
-            let Some(entry) = jobs.get_mut(name) else {
-                return;
-            };
-            entry.live = Some(Live {
-                intent,
-                board: None,
-                controls: None,
-                ended: ended.clone(),
-            });
+            jobs.get_mut(name)
+                .map(|entry| install(entry, intent, &self.runs))
+        };
+        if let Some((run, ended)) = installed {
+            self.spawn_run(name, run, ended, precheck);
         }
+    }
+
+    /// Starts the task of run `run` of job `name` (prechecking first when `precheck`). A run
+    /// that panics fails the job instead of leaving it `running`; either way the run's entry
+    /// is cleared and `ended` fires.
+    fn spawn_run(self: &Arc<Self>, name: &str, run: u64, ended: CancellationToken, precheck: bool) {
         let service = Arc::clone(self);
         let name = name.to_string();
         tokio::spawn(async move {
-            service.drive(&name, precheck).await;
+            let task = {
+                let service = Arc::clone(&service);
+                let name = name.clone();
+                tokio::spawn(async move { service.drive(&name, precheck).await })
+            };
+            if let Err(error) = task.await {
+                let message = format!("internal: the job's run ended abnormally ({error}); start it again, and report this as a bug");
+                service.update(&name, |entry| {
+                    entry.errors += 1;
+                    fail(&mut entry.record, "internal error", &message)
+                });
+            }
             if let Some(entry) = service.lock().get_mut(&name) {
-                entry.live = None;
+                if entry.live.as_ref().is_some_and(|live| live.run == run) {
+                    entry.live = None;
+                }
             }
             ended.cancel();
         });
@@ -587,6 +659,7 @@ impl Service {
             self.update(name, |entry| {
                 let r = &mut entry.record;
                 r.precheck = Some(record);
+                r.precheck_only = None;
                 let summary = if passed && warns {
                     "precheck passed with warnings"
                 } else if passed {
@@ -800,6 +873,24 @@ impl Service {
     }
 }
 
+/// Records a new run of `entry` with `intent`: its number and the signal of its end.
+fn install(
+    entry: &mut Entry,
+    intent: Intent,
+    runs: &std::sync::atomic::AtomicU64,
+) -> (u64, CancellationToken) {
+    let run = runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let ended = CancellationToken::new();
+    entry.live = Some(Live {
+        run,
+        intent,
+        board: None,
+        controls: None,
+        ended: ended.clone(),
+    });
+    (run, ended)
+}
+
 /// Job `name`'s entry and what `action` does to it, or why it cannot.
 fn allowing<'a>(
     jobs: &'a mut BTreeMap<String, Entry>,
@@ -810,6 +901,10 @@ fn allowing<'a>(
         .get_mut(name)
         .ok_or_else(|| ApiError::not_found(name))?;
     let state = entry.record.state;
+    if entry.dropping {
+        return Err(ApiError::invalid_state(name, state, action, Vec::new())
+            .with("message", format!("job {name} is being dropped")));
+    }
     let incremental = in_incremental(entry);
     match lifecycle::outcome(state, incremental, action) {
         Some(outcome) => Ok((entry, outcome)),

@@ -147,12 +147,11 @@ pub fn redact_url(url: &str) -> String {
         return url.to_string();
     };
     let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
+    // The user part ends at the last `@`: a password may hold `/`, `?` or `#` unencoded.
+    let Some(at) = rest.rfind('@') else {
         return url.to_string();
     };
-    let user = &authority[..at];
+    let user = &rest[..at];
     let Some(colon) = user.find(':') else {
         return url.to_string();
     };

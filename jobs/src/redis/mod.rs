@@ -26,7 +26,7 @@ use tracing::{info, warn};
 use crate::context::RunContext;
 use crate::job::{CheckReport, DropReport, Job, RunReport, VerifyReport};
 use crate::precheck::{
-    Precheck, RULES_VALID, SINK_CONNECTIVITY, SINK_EVICTION, SOURCE_CONNECTIVITY,
+    Precheck, RULES_VALID, SERVER_SETTINGS, SINK_CONNECTIVITY, SINK_EVICTION, SOURCE_CONNECTIVITY,
     SOURCE_REPLICATION,
 };
 use crate::registry::{self, Side};
@@ -259,11 +259,7 @@ impl Job for RedisJob {
         let warnings = match ferry_redis::check::check(&self.source, &self.target).await {
             Ok(warnings) => warnings,
             Err(error) => {
-                items.fail(
-                    SINK_CONNECTIVITY,
-                    Some(self.target.address.clone()),
-                    error.into(),
-                );
+                items.fail(SERVER_SETTINGS, None, error.into());
                 return (items, None);
             }
         };

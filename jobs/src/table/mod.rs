@@ -14,7 +14,7 @@ use tracing::warn;
 use crate::context::RunContext;
 use crate::job::{CheckReport, DropReport, Job, PlanSummary, RunReport, VerifyReport};
 use crate::precheck::{
-    Item, Precheck, RULES_VALID, SINK_CONFLICTS, SINK_CONNECTIVITY, SOURCE_CDC,
+    Item, Precheck, CHECKPOINT, RULES_VALID, SINK_CONFLICTS, SINK_CONNECTIVITY, SOURCE_CDC,
     SOURCE_CONNECTIVITY, SOURCE_LOG_RETENTION,
 };
 use crate::registry;
@@ -178,7 +178,7 @@ impl Job for TableJob {
                 let checkpoint = match self.spec.store.load() {
                     Ok(state) => state,
                     Err(error) => {
-                        items.fail(SINK_CONFLICTS, None, error);
+                        items.fail(CHECKPOINT, None, error);
                         return (items, None);
                     }
                 };
