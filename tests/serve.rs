@@ -401,7 +401,11 @@ fn a_failed_precheck_names_the_fix_and_the_patched_job_completes() {
 
     // Started as it is, waiting: refused with the items.
     let blocked = serve.post("/v1/jobs/to_maria/start?wait=30s", None);
-    assert_eq!((blocked.status, code(&blocked)), (409, "PrecheckFailed"), "{blocked:?}");
+    assert_eq!(
+        (blocked.status, code(&blocked)),
+        (409, "PrecheckFailed"),
+        "{blocked:?}"
+    );
     assert!(blocked.text.contains("sink.connectivity"), "{blocked:?}");
 
     // Fixed by a patch (JSON this time), started again, it completes.
@@ -832,4 +836,55 @@ fn ten_jobs_run_at_once_and_end_verify_equal() {
         .filter(|j| j["state"] == "failed")
         .collect();
     assert!(failed.is_empty(), "{failed:?}");
+}
+
+/// A server with an access token answers nothing but `/healthz` without it, and refuses to
+/// listen beyond loopback without one.
+#[test]
+fn a_token_guards_the_api_and_is_required_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret-token\n").unwrap();
+    let serve = Serve::start(
+        &dir.path().join("data"),
+        &["--token-file", token.to_str().unwrap()],
+    );
+    assert_eq!(serve.get("/healthz").status, 200);
+    let refused = serve.get("/v1/jobs");
+    assert_eq!(
+        (refused.status, code(&refused)),
+        (401, "Unauthorized"),
+        "{refused:?}"
+    );
+    assert_eq!(serve.get("/metrics").status, 401);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let call = |header: &str| {
+        agent
+            .get(format!("{}/v1/jobs", serve.url))
+            .header("Authorization", header)
+            .call()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(call("Bearer s3cret-token"), 200);
+    assert_eq!(call("Bearer s3cret-tokeN"), 401);
+    assert_eq!(call("s3cret-token"), 401);
+    assert!(!serve.log().contains("s3cret"), "the log shows the token");
+
+    let open = Command::new(binary())
+        .args(["serve", "--http", "0.0.0.0:0", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .env_remove("FERRY_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(open.status.code(), Some(2), "{}", describe(&open));
+    assert!(
+        String::from_utf8_lossy(&open.stderr).contains("token"),
+        "{}",
+        describe(&open)
+    );
 }

@@ -1,6 +1,7 @@
-//! The job's checkpoint: what a run has durably done, kept in a file next to the job file
-//! and named after the job (`<dir>/orders.state.json` for job `orders`), so `ferry run` after a crash, a `kill -9` or a stop
-//! continues where the last run ended. No server is needed to keep it.
+//! The job's checkpoint: what a run has durably done, kept in a file next to the job file and
+//! named after the job (`<dir>/orders.state.json` for job `orders`), so `ferry run` after a
+//! crash, a `kill -9` or a stop continues where the last run ended. No server is needed to
+//! keep it. The service keeps it in its job catalog instead, through a [`CheckpointCell`].
 //!
 //! The file is replaced atomically (written beside, synced, renamed, directory synced): after
 //! a crash it holds either the old state or the new one, never a mix. A database sink also
@@ -95,11 +96,25 @@ impl JobState {
     }
 }
 
-/// The file holding a job's [`JobState`].
+/// Where a job's checkpoint is kept instead of a file of its own: a service's job catalog.
+pub trait CheckpointCell: Send + Sync + std::fmt::Debug {
+    /// The text last written; `None` when none was.
+    fn read(&self) -> std::io::Result<Option<String>>;
+    /// Replaces the text, atomically and durably, before it returns.
+    fn write(&self, text: &str) -> std::io::Result<()>;
+    /// Removes the text; none is not an error.
+    fn remove(&self) -> std::io::Result<()>;
+    /// Where it is, for messages (`job catalog /data/catalog.redb, job 3`).
+    fn describe(&self) -> String;
+}
+
+/// Where a job's [`JobState`] is kept: a file, or a [`CheckpointCell`].
 #[derive(Clone, Debug)]
 pub struct CheckpointStore {
+    /// The file (with a cell: the name its lock file is made from).
     path: PathBuf,
     job_file: Option<PathBuf>,
+    cell: Option<std::sync::Arc<dyn CheckpointCell>>,
 }
 
 impl CheckpointStore {
@@ -108,6 +123,7 @@ impl CheckpointStore {
         CheckpointStore {
             path: job_file.with_file_name(format!("{job}.state.json")),
             job_file: Some(job_file.to_path_buf()),
+            cell: None,
         }
     }
 
@@ -116,6 +132,27 @@ impl CheckpointStore {
         CheckpointStore {
             path: path.into(),
             job_file: None,
+            cell: None,
+        }
+    }
+
+    /// The store kept in `cell`, its lock file made from `path` (whose directory must exist).
+    pub fn in_cell(
+        path: impl Into<PathBuf>,
+        cell: std::sync::Arc<dyn CheckpointCell>,
+    ) -> CheckpointStore {
+        CheckpointStore {
+            path: path.into(),
+            job_file: None,
+            cell: Some(cell),
+        }
+    }
+
+    /// Where the checkpoint is, for messages: the file, or the cell.
+    pub fn describe(&self) -> String {
+        match &self.cell {
+            Some(cell) => cell.describe(),
+            None => self.path.display().to_string(),
         }
     }
 
@@ -142,17 +179,24 @@ impl CheckpointStore {
 
     fn error(&self, message: impl std::fmt::Display) -> Error {
         Error::Checkpoint {
-            path: self.path.display().to_string(),
+            path: self.describe(),
             message: message.to_string(),
         }
     }
 
     /// The saved state, `None` when the job never ran.
     pub fn load(&self) -> Result<Option<JobState>> {
-        let text = match fs::read_to_string(&self.path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(self.error(format!("cannot read it: {e}"))),
+        let text = match &self.cell {
+            Some(cell) => match cell.read() {
+                Ok(Some(text)) => text,
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(self.error(format!("cannot read it: {e}"))),
+            },
+            None => match fs::read_to_string(&self.path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(self.error(format!("cannot read it: {e}"))),
+            },
         };
         let not_ours = |e: serde_json::Error| {
             self.error(format!(
@@ -180,6 +224,11 @@ impl CheckpointStore {
     /// Replaces the saved state atomically and durably.
     pub fn save(&self, state: &JobState) -> Result<()> {
         let text = serde_json::to_string_pretty(state).map_err(|e| self.error(e))?;
+        if let Some(cell) = &self.cell {
+            return cell
+                .write(&text)
+                .map_err(|e| self.error(format!("cannot write it: {e}")));
+        }
         let temporary = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
             let mut file = File::create(&temporary)?;
@@ -196,6 +245,11 @@ impl CheckpointStore {
 
     /// Removes the saved state (after `ferry drop`); a missing file is not an error.
     pub fn remove(&self) -> Result<()> {
+        if let Some(cell) = &self.cell {
+            return cell
+                .remove()
+                .map_err(|e| self.error(format!("cannot remove it: {e}")));
+        }
         match fs::remove_file(&self.path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(self.error(format!("cannot remove it: {e}")))

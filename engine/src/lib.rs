@@ -31,7 +31,7 @@ pub mod transform;
 
 pub use batch::{ChangeBatch, Op, Ops, Unchanged};
 pub use changes::{ChangeEvent, ChangeFeed, ChangeRequest, ChangeStream};
-pub use checkpoint::{CheckpointStore, JobState};
+pub use checkpoint::{CheckpointCell, CheckpointStore, JobState};
 pub use coalesce::{Coalescer, Patches, TableChanges};
 pub use connector::{Capabilities, Connector, OpenedSource, Shape};
 pub use error::{Error, ErrorClass, Result};

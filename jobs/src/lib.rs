@@ -28,7 +28,8 @@ pub use status::{Counters, JobStatus, Phase, RunState};
 
 /// What front ends need of the layers below, so that they depend on this crate alone.
 pub use ferry_engine::{
-    CheckpointStore, Error, ErrorClass, Position, Progress, StreamProgress, TableProgress,
+    CheckpointCell, CheckpointStore, Error, ErrorClass, Position, Progress, StreamProgress,
+    TableProgress,
 };
 /// A Redis job's live counters.
 pub use ferry_redis::status::{MigrationState, MigrationStatus};

@@ -1,6 +1,6 @@
 //! The job catalog: every job the service holds — its spec, state, desired state, precheck,
-//! last error, limits and events — in one embedded store in the data dir
-//! (`<data dir>/catalog.redb`).
+//! last error, limits, events and checkpoint ([`CheckpointInCatalog`]) — in one embedded
+//! store in the data dir (`<data dir>/catalog.redb`).
 //!
 //! redb, not SQLite: both commit durably in about 0.2 ms on this project's machine (redb 3.1
 //! `Durability::Immediate` 0.21 ms, rusqlite 0.37 WAL + `synchronous=FULL` 0.17–0.19 ms per
@@ -23,6 +23,8 @@ const JOBS: TableDefinition<u64, &str> = TableDefinition::new("jobs");
 const NAMES: TableDefinition<&str, u64> = TableDefinition::new("names");
 /// (job id, sequence) → event (JSON).
 const EVENTS: TableDefinition<(u64, u64), &str> = TableDefinition::new("events");
+/// Job id → the job's checkpoint (the JSON `ferry run` keeps beside a job file).
+const CHECKPOINTS: TableDefinition<u64, &str> = TableDefinition::new("checkpoints");
 /// Counters (`next_id`).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -199,6 +201,7 @@ impl Catalog {
             write.open_table(NAMES).map_err(|e| store(e.into()))?;
             write.open_table(EVENTS).map_err(|e| store(e.into()))?;
             write.open_table(META).map_err(|e| store(e.into()))?;
+            write.open_table(CHECKPOINTS).map_err(|e| store(e.into()))?;
         }
         write.commit().map_err(|e| store(e.into()))?;
         Ok(Catalog { db, path })
@@ -312,6 +315,8 @@ impl Catalog {
             events
                 .retain_in((record.id, 0)..=(record.id, u64::MAX), |_, _| false)
                 .map_err(|e| self.store(e))?;
+            let mut checkpoints = write.open_table(CHECKPOINTS).map_err(|e| self.store(e))?;
+            checkpoints.remove(record.id).map_err(|e| self.store(e))?;
         }
         write.commit().map_err(|e| self.store(e))
     }
@@ -339,6 +344,56 @@ impl Catalog {
             );
         }
         Ok(events)
+    }
+}
+
+/// Job `id`'s checkpoint in the catalog: each write one durable transaction.
+#[derive(Clone)]
+pub struct CheckpointInCatalog {
+    /// The catalog.
+    pub catalog: std::sync::Arc<Catalog>,
+    /// The job.
+    pub id: u64,
+}
+
+impl std::fmt::Debug for CheckpointInCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&ferry_jobs::CheckpointCell::describe(self))
+    }
+}
+
+fn io_error(error: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(error.to_string())
+}
+
+impl ferry_jobs::CheckpointCell for CheckpointInCatalog {
+    fn read(&self) -> std::io::Result<Option<String>> {
+        let read = self.catalog.db.begin_read().map_err(io_error)?;
+        let table = read.open_table(CHECKPOINTS).map_err(io_error)?;
+        let text = table.get(self.id).map_err(io_error)?;
+        Ok(text.map(|text| text.value().to_string()))
+    }
+
+    fn write(&self, text: &str) -> std::io::Result<()> {
+        let write = self.catalog.db.begin_write().map_err(io_error)?;
+        {
+            let mut table = write.open_table(CHECKPOINTS).map_err(io_error)?;
+            table.insert(self.id, text).map_err(io_error)?;
+        }
+        write.commit().map_err(io_error)
+    }
+
+    fn remove(&self) -> std::io::Result<()> {
+        let write = self.catalog.db.begin_write().map_err(io_error)?;
+        {
+            let mut table = write.open_table(CHECKPOINTS).map_err(io_error)?;
+            table.remove(self.id).map_err(io_error)?;
+        }
+        write.commit().map_err(io_error)
+    }
+
+    fn describe(&self) -> String {
+        format!("job catalog {}, job {}", self.catalog.path, self.id)
     }
 }
 
@@ -408,6 +463,23 @@ mod tests {
         assert!(catalog.events(1, 0, 10).unwrap().is_empty());
         let again = catalog.create(record("a"), &[]).unwrap();
         assert_eq!(again.id, 3);
+    }
+
+    #[test]
+    fn checkpoints_live_and_go_with_their_job() {
+        use ferry_jobs::CheckpointCell;
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = std::sync::Arc::new(Catalog::open(dir.path()).unwrap());
+        let job = catalog.create(record("a"), &[]).unwrap();
+        let cell = CheckpointInCatalog {
+            catalog: std::sync::Arc::clone(&catalog),
+            id: job.id,
+        };
+        assert_eq!(cell.read().unwrap(), None);
+        cell.write("{\"version\": 2}").unwrap();
+        assert_eq!(cell.read().unwrap().as_deref(), Some("{\"version\": 2}"));
+        catalog.remove(&job).unwrap();
+        assert_eq!(cell.read().unwrap(), None);
     }
 
     #[test]

@@ -81,7 +81,7 @@ struct Entry {
 /// The jobs of one data dir.
 pub struct Service {
     data_dir: PathBuf,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     jobs: Mutex<BTreeMap<String, Entry>>,
     shutdown: CancellationToken,
     runs: std::sync::atomic::AtomicU64,
@@ -108,7 +108,7 @@ impl Service {
             key: "data dir".into(),
             message: e.to_string(),
         })?;
-        let catalog = Catalog::open(data_dir)?;
+        let catalog = Arc::new(Catalog::open(data_dir)?);
         let records = catalog.jobs()?;
         let service = Arc::new(Service {
             data_dir: data_dir.to_path_buf(),
@@ -202,7 +202,7 @@ impl Service {
         Ok(self.catalog.events(id, since, limit)?)
     }
 
-    /// Job `name`'s checkpoint file.
+    /// Where job `name`'s lock file is made from (its checkpoint is in the catalog).
     fn checkpoint_path(&self, record: &JobRecord) -> PathBuf {
         self.data_dir
             .join("jobs")
@@ -218,10 +218,14 @@ impl Service {
             std::fs::create_dir_all(dir)
                 .map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
         }
+        let cell = crate::catalog::CheckpointInCatalog {
+            catalog: Arc::clone(&self.catalog),
+            id: record.id,
+        };
         Ok(JobSpec {
             name: record.name.clone(),
             file,
-            store: ferry_jobs::CheckpointStore::at(path),
+            store: ferry_jobs::CheckpointStore::in_cell(path, Arc::new(cell)),
         })
     }
 

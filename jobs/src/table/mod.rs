@@ -281,7 +281,7 @@ impl Job for TableJob {
         removed.push(format!("ferry's records of job {} in the sink", plan.name));
         if had_checkpoint {
             store.remove()?;
-            removed.push(format!("checkpoint {}", store.path().display()));
+            removed.push(format!("checkpoint {}", store.describe()));
         }
         Ok(DropReport { removed })
     }

@@ -56,7 +56,7 @@ fn load_state(plan: &Plan, store: &CheckpointStore) -> ferry_engine::Result<JobS
         return Ok(JobState::new(&plan.name, &plan.source_display, tables));
     };
     let mismatch = |what: String| Error::Checkpoint {
-        path: store.path().display().to_string(),
+        path: store.describe(),
         message: format!(
             "{what}; run `ferry drop` on the job to start it over, or give the job another name"
         ),
@@ -90,7 +90,7 @@ fn load_state(plan: &Plan, store: &CheckpointStore) -> ferry_engine::Result<JobS
     if let Some(recorded) = state.definition.as_ref().filter(|d| **d != definition) {
         return Err(Error::NameTaken {
             job: plan.name.clone(),
-            place: format!("the checkpoint {}", store.path().display()),
+            place: format!("the checkpoint {}", store.describe()),
             theirs: recorded.clone(),
             ours: definition,
         });
@@ -144,7 +144,7 @@ async fn reconcile_snapshot(
     };
     ferry_engine::check_tiling(&snapshot.parts, plan.request.tables.len()).map_err(|message| {
         Error::Checkpoint {
-            path: store.path().display().to_string(),
+            path: store.describe(),
             message: format!(
                 "{message}: the file was damaged or edited; run `ferry drop` on the job to start it over"
             ),
@@ -169,7 +169,7 @@ async fn reconcile_snapshot(
         }
         if !plan.sink.is_empty(target).await? {
             return Err(Error::Checkpoint {
-                path: store.path().display().to_string(),
+                path: store.describe(),
                 message: format!(
                     "it says part {part} of {target} was copied, but the sink holds no record of it ({target} was emptied, made anew or altered since, or the checkpoint edited), and {target} has no primary key and still has rows: copying the part again could add rows twice. Empty {target} to have its parts copied again, or `ferry drop` the job and run it again"
                 ),
@@ -320,7 +320,7 @@ async fn attempt(
             && plan.source.retained_log(&plan.feed_name()).await?.is_none()
         {
             return Err(Error::Checkpoint {
-                path: store.path().display().to_string(),
+                path: store.describe(),
                 message: format!(
                     "the job followed replication slot {} but the slot is gone from the source, and with it the changes since; run `ferry drop` on the job and start it over",
                     plan.feed_name()
@@ -358,7 +358,7 @@ async fn attempt(
     } else if state.snapshot.is_some() || state.applied.is_some() {
         // The rows in the targets are this job's own: resume, never empty or refuse them.
         options.existing_rows = ferry_engine::ExistingRows::Append;
-        info!(job = %plan.name, checkpoint = %store.path().display(), "resuming the job from its checkpoint");
+        info!(job = %plan.name, checkpoint = %store.describe(), "resuming the job from its checkpoint");
     }
     context.phase(Phase::Schema);
     plan.sink.prepare(&plan.targets, &options).await?;
