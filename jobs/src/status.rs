@@ -242,6 +242,28 @@ impl Rate {
     }
 }
 
+impl Board {
+    /// The run's state and phase: a Redis connector's own state is the finer one while it
+    /// runs.
+    fn current(&self) -> (RunState, Option<Phase>) {
+        let (state, phase) = (self.state, self.phase);
+        let Some(Counters::Keys { status, .. }) = &self.counters else {
+            return (state, phase);
+        };
+        if state != RunState::Running && state != RunState::Starting {
+            return (state, phase);
+        }
+        match status.state() {
+            MigrationState::Connecting => (RunState::Starting, phase),
+            MigrationState::FullMigrating => (RunState::Running, Some(Phase::Full)),
+            MigrationState::IncrMigrating => (RunState::Running, Some(Phase::Incremental)),
+            MigrationState::Success => (RunState::Completed, phase),
+            MigrationState::Failed => (RunState::Failed, phase),
+            MigrationState::Terminated => (RunState::Stopped, phase),
+        }
+    }
+}
+
 struct Board {
     state: RunState,
     phase: Option<Phase>,
@@ -328,6 +350,11 @@ impl StatusBoard {
         });
     }
 
+    /// The phase the run is in now, without sampling rates or building a snapshot.
+    pub fn phase(&self) -> Option<Phase> {
+        self.with(|b| b.current().1)
+    }
+
     /// The status now.
     pub fn snapshot(&self) -> JobStatus {
         let limits = LimitsStatus {
@@ -338,7 +365,7 @@ impl StatusBoard {
         };
         let runs_full = self.types.contains(&MigrationType::Full);
         self.with(|b| {
-            let (mut state, mut phase) = (b.state, b.phase);
+            let (state, phase) = b.current();
             let (mut full, mut incremental, mut table_list) = (None, None, Vec::new());
             match b.counters.clone() {
                 Some(Counters::Tables {
@@ -366,19 +393,6 @@ impl StatusBoard {
                     }
                 }
                 Some(Counters::Keys { status, keys_total }) => {
-                    // The Redis connector's state is the finer one while it runs.
-                    if state == RunState::Running || state == RunState::Starting {
-                        (state, phase) = match status.state() {
-                            MigrationState::Connecting => (RunState::Starting, phase),
-                            MigrationState::FullMigrating => (RunState::Running, Some(Phase::Full)),
-                            MigrationState::IncrMigrating => {
-                                (RunState::Running, Some(Phase::Incremental))
-                            }
-                            MigrationState::Success => (RunState::Completed, phase),
-                            MigrationState::Failed => (RunState::Failed, phase),
-                            MigrationState::Terminated => (RunState::Stopped, phase),
-                        };
-                    }
                     let in_stream = phase == Some(Phase::Incremental);
                     let (keys_per_sec, full_mb) = if in_stream {
                         (0.0, 0.0)

@@ -24,10 +24,9 @@ pub fn incremental(record: &JobRecord) -> bool {
     record.phase.as_deref() == Some("incremental")
 }
 
-/// The job's migration types, as its spec lists them.
-fn types(record: &JobRecord) -> Vec<String> {
-    let table: toml::Table = record.spec.parse().unwrap_or_default();
-    match table.get("migration").and_then(|m| m.get("types")) {
+/// The job's migration types, as its spec (`spec`, parsed) lists them.
+fn types(spec: &toml::Table) -> Vec<String> {
+    match spec.get("migration").and_then(|m| m.get("types")) {
         Some(toml::Value::Array(items)) => items
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
@@ -47,7 +46,9 @@ pub fn document(view: &View) -> Value {
         }
         value
     };
-    let types = types(record);
+    // The spec, parsed once for the types and the endpoints.
+    let spec: toml::Table = record.spec.parse().unwrap_or_default();
+    let types = types(&spec);
     let runs = |t: &str| types.iter().any(|x| x == t);
     let active = record.state.is_active();
     let phase = record.phase.as_deref();
@@ -149,8 +150,8 @@ pub fn document(view: &View) -> Value {
         "substate": substate,
         "desired_state": record.desired,
         "allowed_actions": lifecycle::allowed_actions(record.state, crate::doc::incremental(record)),
-        "source": endpoint(record, status, "source"),
-        "sink": endpoint(record, status, "sink"),
+        "source": endpoint(&spec, status, "source"),
+        "sink": endpoint(&spec, status, "sink"),
         "types": types,
         "created_at": time(record.created_at),
         "started_at": time_or_null(record.started_at),
@@ -169,12 +170,11 @@ pub fn document(view: &View) -> Value {
     })
 }
 
-fn endpoint(record: &JobRecord, status: Option<&Value>, side: &str) -> Value {
+fn endpoint(spec: &toml::Table, status: Option<&Value>, side: &str) -> Value {
     if let Some(found) = status.and_then(|s| s.get(side)).filter(|v| v.is_object()) {
         return found.clone();
     }
-    let table: toml::Table = record.spec.parse().unwrap_or_default();
-    let url = table
+    let url = spec
         .get(side)
         .and_then(|s| s.get("url"))
         .and_then(|u| u.as_str())

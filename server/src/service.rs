@@ -313,13 +313,11 @@ impl Service {
                         live.intent = Intent::Run;
                         entry.record.desired = Some(Desired::Running);
                         entry.record.precheck_only = None;
-                        let event = new_event(
+                        self.commit(
                             &mut entry.record,
-                            "info",
                             "action",
                             "start requested: runs once the precheck passes",
-                        );
-                        self.catalog.save(&entry.record, &[event])?;
+                        )?;
                     }
                 }
                 return Ok(outcome);
@@ -431,8 +429,7 @@ impl Service {
                 .mb_per_sec
                 .map_or("unlimited".into(), |n| n.to_string())
         );
-        let event = new_event(&mut entry.record, "info", "limits", &message);
-        self.catalog.save(&entry.record, &[event])?;
+        self.commit(&mut entry.record, "limits", &message)?;
         Ok(())
     }
 
@@ -443,13 +440,11 @@ impl Service {
         let merged = spec::merge(&entry.record.spec, patch)?;
         spec::check_spec(name, &merged)?;
         entry.record.spec = merged;
-        let event = new_event(
+        self.commit(
             &mut entry.record,
-            "info",
             "action",
             "spec altered; the next start prechecks it",
-        );
-        self.catalog.save(&entry.record, &[event])?;
+        )?;
         Ok(())
     }
 
@@ -753,14 +748,13 @@ impl Service {
         // The run is over; its controls (which the job's entry holds) would keep the
         // channel open, so the pump ends here. The last phase is in the final status.
         pump.abort();
-        let warnings = match (&self.intent(name), &result) {
-            (Some(Intent::Pause), Ok(_))
-            | (Some(Intent::Pause), Err(ferry_jobs::Error::Stopped)) => {
+        let intent = self.intent(name).unwrap_or(Intent::Run);
+        let warnings = match (intent, &result) {
+            (Intent::Pause, Ok(_) | Err(ferry_jobs::Error::Stopped)) => {
                 retained_warning(job.as_ref()).await
             }
             _ => Vec::new(),
         };
-        let intent = self.intent(name).unwrap_or(Intent::Run);
         self.update(name, |entry| {
             let record = &mut entry.record;
             record.last_status = serde_json::to_value(&status).ok();
@@ -928,7 +922,7 @@ fn in_incremental(entry: &Entry) -> bool {
         .live
         .as_ref()
         .and_then(|l| l.board.as_ref())
-        .and_then(|board| board.snapshot().phase);
+        .and_then(|board| board.phase());
     match live {
         Some(phase) => phase == Phase::Incremental,
         None => entry.record.phase.as_deref() == Some("incremental"),
@@ -971,6 +965,19 @@ pub fn phase_name(phase: Phase) -> &'static str {
         Phase::Schema => "schema",
         Phase::Full => "full",
         Phase::Incremental => "incremental",
+    }
+}
+
+impl Service {
+    /// Appends an `info` event of `kind` to `record` and commits both.
+    fn commit(
+        &self,
+        record: &mut JobRecord,
+        kind: &str,
+        message: &str,
+    ) -> Result<(), CatalogError> {
+        let event = new_event(record, "info", kind, message);
+        self.catalog.save(record, &[event])
     }
 }
 
