@@ -48,7 +48,32 @@ const CREATE_STATE: [&str; 4] = [
 /// what it lacks: which table a part record is for (its creation time, so that a table
 /// dropped and made anew does not inherit the old one's records). Asked of the catalog, not
 /// with `ADD COLUMN IF NOT EXISTS`, which MySQL lacks.
+///
+/// Run under a server-wide named lock: `_ferry` is one per server, and two jobs starting at
+/// once would both find the column missing and one fail adding it (seen with ten jobs in one
+/// `ferry serve`). The lock goes with the connection if it breaks.
 async fn ensure_state(conn: &mut Conn, endpoint: &MyEndpoint) -> Result<(), MyError> {
+    let locked: Option<Option<i64>> = conn
+        .query_first("SELECT GET_LOCK('ferry_bookkeeping', 30)")
+        .await
+        .map_err(endpoint.error("locking ferry's bookkeeping in _ferry"))?;
+    let result = create_state(conn, endpoint, locked == Some(Some(1))).await;
+    let _: Option<Option<i64>> = conn
+        .query_first("SELECT RELEASE_LOCK('ferry_bookkeeping')")
+        .await
+        .map_err(endpoint.error("unlocking ferry's bookkeeping in _ferry"))?;
+    result
+}
+
+/// [`ensure_state`]'s work; `locked` says whether the named lock was had (without it, which
+/// takes another session holding it 30 s, it runs all the same: `IF NOT EXISTS` still holds
+/// for all but the column).
+async fn create_state(conn: &mut Conn, endpoint: &MyEndpoint, locked: bool) -> Result<(), MyError> {
+    if !locked {
+        tracing::warn!(
+            "another session held ferry's bookkeeping lock for 30 s; going on without it"
+        );
+    }
     for statement in CREATE_STATE {
         execute(
             conn,
