@@ -89,10 +89,22 @@ enum Command {
         /// The HTTP address (default 127.0.0.1:8470; another than loopback needs a token).
         #[arg(long)]
         http: Option<std::net::SocketAddr>,
-        /// A file holding the access token HTTP requests must carry (else $FERRY_TOKEN).
+        /// The SQL control plane's address (PostgreSQL wire protocol: psql, drivers), e.g.
+        /// 127.0.0.1:6470; off unless given.
+        #[arg(long)]
+        pg: Option<std::net::SocketAddr>,
+        /// A file holding the access token HTTP requests must carry and SQL clients give as
+        /// their password (else $FERRY_TOKEN).
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// A TOML file with `data_dir`, `http` and `token_file` (flags win).
+        /// The SQL control plane's TLS certificate (PEM); with --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The SQL control plane's TLS private key (PEM); with --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// A TOML file with `data_dir`, `http`, `pg`, `token_file`, `tls_cert`, `tls_key`
+        /// (flags win).
         #[arg(long)]
         config: Option<PathBuf>,
     },
@@ -364,15 +376,43 @@ fn finish(result: Result<(), remote::RemoteError>) -> ExitCode {
 struct ServeFile {
     data_dir: Option<PathBuf>,
     http: Option<std::net::SocketAddr>,
+    pg: Option<std::net::SocketAddr>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    /// `[endpoints.<instance id>] url = "…"`: what the cloud APIs' instance ids stand for.
+    #[serde(default)]
+    endpoints: std::collections::BTreeMap<String, EndpointEntry>,
 }
 
-async fn serve(
+/// One `[endpoints.<id>]` of the serve config.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointEntry {
+    url: String,
+}
+
+/// `ferry serve`'s flags.
+struct ServeFlags {
     data_dir: Option<PathBuf>,
     http: Option<std::net::SocketAddr>,
+    pg: Option<std::net::SocketAddr>,
     token_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
     config: Option<PathBuf>,
-) -> ExitCode {
+}
+
+async fn serve(flags: ServeFlags) -> ExitCode {
+    let ServeFlags {
+        data_dir,
+        http,
+        pg,
+        token_file,
+        tls_cert,
+        tls_key,
+        config,
+    } = flags;
     let refuse = |message: String| {
         eprintln!("ferry serve: {message}");
         ExitCode::from(2)
@@ -405,10 +445,23 @@ async fn serve(
         },
         None => std::env::var("FERRY_TOKEN").ok().filter(|t| !t.is_empty()),
     };
+    let tls = match (tls_cert.or(file.tls_cert), tls_key.or(file.tls_key)) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return refuse("TLS needs both a certificate and a key: tls_cert and tls_key".into()),
+    };
     let config = ferry_server::ServeConfig {
         data_dir,
         listen,
         token,
+        sql: pg.or(file.pg),
+        tls,
+        endpoints: ferry_server::cloud::Endpoints(
+            file.endpoints
+                .into_iter()
+                .map(|(id, entry)| (id, entry.url))
+                .collect(),
+        ),
     };
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -429,7 +482,9 @@ async fn serve(
         Err(error) => {
             eprintln!("ferry serve: {error}");
             ExitCode::from(match error {
-                ferry_server::ServeError::NoToken(_) | ferry_server::ServeError::Bind { .. } => 2,
+                ferry_server::ServeError::NoToken(_)
+                | ferry_server::ServeError::Bind { .. }
+                | ferry_server::ServeError::Tls(_) => 2,
                 _ => 3,
             })
         }
@@ -455,9 +510,22 @@ fn main() -> ExitCode {
         Command::Serve {
             data_dir,
             http,
+            pg,
             token_file,
+            tls_cert,
+            tls_key,
             config,
-        } => return runtime.block_on(serve(data_dir, http, token_file, config)),
+        } => {
+            return runtime.block_on(serve(ServeFlags {
+                data_dir,
+                http,
+                pg,
+                token_file,
+                tls_cert,
+                tls_key,
+                config,
+            }))
+        }
         Command::Jobs { server } => return finish(remote::jobs(&remote::server(server))),
         Command::Status { name, server, json } => {
             return finish(remote::status(&remote::server(server), &name, json))

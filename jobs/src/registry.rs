@@ -52,6 +52,19 @@ pub fn connector_name(url: &str) -> &'static str {
         .map_or("unknown", |c| c.name)
 }
 
+/// The URL scheme of the connector called `engine` (`MySQL`, `MariaDB`, `PostgreSQL`,
+/// `Redis`: any part of its name, case-insensitive), for front ends that name engines.
+pub fn scheme_of_engine(engine: &str) -> Option<&'static str> {
+    CONNECTORS
+        .iter()
+        .find(|c| {
+            c.name
+                .split('/')
+                .any(|part| part.eq_ignore_ascii_case(engine))
+        })
+        .map(|c| c.scheme())
+}
+
 /// The connector `url` names, on `side`, for a job of `shape` (`None`: any).
 pub fn connector(url: &str, side: Side, shape: Option<Shape>) -> Result<&'static Connector, Error> {
     let scheme = scheme(url);

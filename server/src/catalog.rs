@@ -99,6 +99,10 @@ pub struct JobRecord {
     pub precheck_only: Option<PrecheckOnly>,
     /// The next event's sequence number.
     pub next_event: u64,
+    /// What a front end keeps about the job beside its spec: `display_name` (a cloud API's
+    /// free-form name), `origin` (`dts`, `dcs`, `rds`), `client_token`, …
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A precheck asked for alone.
@@ -260,6 +264,17 @@ impl Catalog {
                 .map_or(1, |v| v.value());
             meta.insert("next_id", id + 1).map_err(|e| self.store(e))?;
             record.id = id;
+            // A name made from the id (`dts_{id}`): unique with the id, or with it twice.
+            if record.name.contains("{id}") {
+                record.name = record.name.replace("{id}", &id.to_string());
+                if names
+                    .get(record.name.as_str())
+                    .map_err(|e| self.store(e))?
+                    .is_some()
+                {
+                    record.name = format!("{}_{id}", record.name);
+                }
+            }
             names
                 .insert(record.name.as_str(), id)
                 .map_err(|e| self.store(e))?;
@@ -420,6 +435,7 @@ mod tests {
             warnings: Vec::new(),
             precheck_only: None,
             next_event: 0,
+            labels: Default::default(),
         }
     }
 

@@ -80,6 +80,21 @@ impl ApiError {
         .with("allowed_actions", allowed)
     }
 
+    /// The job has no spec yet (created by a cloud API, not configured).
+    pub fn not_configured(job: &str, state: State, action: Action) -> ApiError {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "InvalidJobState",
+            format!(
+                "cannot {} job {job}: it is not configured yet; configure it first (ConfigureMigrationJob, the DCS task body, or PATCH /v1/jobs/{job} with a source and a sink)",
+                action.name()
+            ),
+        )
+        .with("job", job)
+        .with("state", state.name())
+        .with("allowed_actions", vec!["alter", "drop"])
+    }
+
     /// The precheck blocks the start; `precheck` holds its items.
     pub fn precheck_failed(job: &str, precheck: Value) -> ApiError {
         ApiError::new(

@@ -15,7 +15,6 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::catalog::LimitsRecord;
 use crate::error::ApiError;
 use crate::lifecycle::{Action, Outcome};
 use crate::service::Service;
@@ -59,6 +58,27 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/jobs/{name}/limits"),
 ];
 
+/// The cloud services' routes (not in the OpenAPI document, which is ferry's own API): the
+/// DTS/RDS RPC actions on `/`, the DCS REST paths under `/v2/{project_id}`.
+pub const CLOUD_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/?Action=…"),
+    ("POST", "/?Action=…"),
+    ("POST", "/v2/{project_id}/migration/instance"),
+    ("POST", "/v2/{project_id}/migration-task"),
+    ("POST", "/v2/{project_id}/migration/{task_id}/task"),
+    ("GET", "/v2/{project_id}/migration-tasks"),
+    ("GET", "/v2/{project_id}/migration-task/{task_id}"),
+    ("GET", "/v2/{project_id}/migration-task/{task_id}/stats"),
+    ("POST", "/v2/{project_id}/migration-task/{task_id}/stop"),
+    (
+        "POST",
+        "/v2/{project_id}/migration-task/{task_id}/sync-stop",
+    ),
+    ("POST", "/v2/{project_id}/migration-task/batch-stop"),
+    ("POST", "/v2/{project_id}/migration-tasks/batch-restart"),
+    ("DELETE", "/v2/{project_id}/migration-tasks/delete"),
+];
+
 /// The OpenAPI document of this API.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -70,6 +90,8 @@ pub struct App {
     pub service: Arc<Service>,
     /// The access token, when the server needs one.
     pub token: Option<String>,
+    /// Instance ids the cloud APIs name, and their URLs.
+    pub endpoints: crate::cloud::Endpoints,
 }
 
 type Answer = Result<Response, ApiError>;
@@ -79,7 +101,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(scrape))
-        .route("/", get(page))
+        .route("/", get(root).post(rpc))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/jobs", get(list).post(create))
         .route("/v1/jobs/{name}", get(show).patch(alter).delete(remove))
@@ -93,6 +115,25 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/jobs/{name}/limits", put(limits))
         .route("/v1/jobs/{name}/duplicate", post(duplicate))
         .route("/v1/jobs/{name}/{action}", post(act))
+        .route("/v2/{project}/migration/instance", post(dcs_instance))
+        .route("/v2/{project}/migration-task", post(dcs_create))
+        .route("/v2/{project}/migration/{task}/task", post(dcs_configure))
+        .route("/v2/{project}/migration-tasks", get(dcs_list))
+        .route(
+            "/v2/{project}/migration-task/batch-stop",
+            post(dcs_batch_stop),
+        )
+        .route(
+            "/v2/{project}/migration-tasks/batch-restart",
+            post(dcs_batch_restart),
+        )
+        .route(
+            "/v2/{project}/migration-tasks/delete",
+            axum::routing::delete(dcs_delete),
+        )
+        .route("/v2/{project}/migration-task/{task}", get(dcs_show))
+        .route("/v2/{project}/migration-task/{task}/stats", get(dcs_stats))
+        .route("/v2/{project}/migration-task/{task}/{verb}", post(dcs_stop))
         .fallback(no_route)
         .layer(DefaultBodyLimit::max(READ_LIMIT))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), authorize))
@@ -135,6 +176,126 @@ async fn scrape(Shared(app): Shared<Arc<App>>) -> Response {
 
 async fn page() -> Html<&'static str> {
     Html(PAGE)
+}
+
+/// `GET /`: the status page, or a DTS/RDS action when the query names one.
+async fn root(Shared(app): Shared<Arc<App>>, uri: Uri) -> Response {
+    let query = uri.query().unwrap_or_default();
+    if query.is_empty() {
+        return page().await.into_response();
+    }
+    let params = crate::cloud::dts::Params(
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+    );
+    crate::cloud::dts::handle(&app.service, &app.endpoints, params).await
+}
+
+/// `POST /`: a DTS/RDS action, its parameters in the query and a form body.
+async fn rpc(
+    Shared(app): Shared<Arc<App>>,
+    uri: Uri,
+    sent: Result<Bytes, BytesRejection>,
+) -> Response {
+    let sent = match body(sent) {
+        Ok(sent) => sent,
+        Err(error) => return error.into_response(),
+    };
+    let query = uri.query().unwrap_or_default();
+    let params = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .chain(form_urlencoded::parse(&sent).into_owned())
+        .collect();
+    crate::cloud::dts::handle(
+        &app.service,
+        &app.endpoints,
+        crate::cloud::dts::Params(params),
+    )
+    .await
+}
+
+type DcsAnswer = Result<Response, crate::cloud::dcs::DcsError>;
+
+fn dcs_body(sent: Result<Bytes, BytesRejection>) -> Result<Bytes, crate::cloud::dcs::DcsError> {
+    body(sent).map_err(Into::into)
+}
+
+async fn dcs_instance(
+    Shared(app): Shared<Arc<App>>,
+    sent: Result<Bytes, BytesRejection>,
+) -> DcsAnswer {
+    crate::cloud::dcs::create_instance(&app.service, &dcs_body(sent)?)
+}
+
+async fn dcs_create(
+    Shared(app): Shared<Arc<App>>,
+    sent: Result<Bytes, BytesRejection>,
+) -> DcsAnswer {
+    crate::cloud::dcs::create_task(&app.service, &app.endpoints, &dcs_body(sent)?).await
+}
+
+async fn dcs_configure(
+    Shared(app): Shared<Arc<App>>,
+    Path((_project, task)): Path<(String, String)>,
+    sent: Result<Bytes, BytesRejection>,
+) -> DcsAnswer {
+    crate::cloud::dcs::configure(&app.service, &app.endpoints, &task, &dcs_body(sent)?).await
+}
+
+async fn dcs_list(Shared(app): Shared<Arc<App>>, uri: Uri) -> DcsAnswer {
+    let params = form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .into_owned()
+        .collect();
+    crate::cloud::dcs::list(&app.service, &params)
+}
+
+async fn dcs_show(
+    Shared(app): Shared<Arc<App>>,
+    Path((_project, task)): Path<(String, String)>,
+) -> DcsAnswer {
+    crate::cloud::dcs::show(&app.service, &task)
+}
+
+async fn dcs_stats(
+    Shared(app): Shared<Arc<App>>,
+    Path((_project, task)): Path<(String, String)>,
+) -> DcsAnswer {
+    crate::cloud::dcs::show_stats(&app.service, &task)
+}
+
+async fn dcs_stop(
+    Shared(app): Shared<Arc<App>>,
+    Path((_project, task, verb)): Path<(String, String, String)>,
+    uri: Uri,
+) -> Response {
+    let answer = match verb.as_str() {
+        "stop" => crate::cloud::dcs::stop(&app.service, &task, false).await,
+        "sync-stop" => crate::cloud::dcs::stop(&app.service, &task, true).await,
+        _ => return ApiError::no_route(uri.path()).into_response(),
+    };
+    answer.into_response()
+}
+
+async fn dcs_batch_stop(
+    Shared(app): Shared<Arc<App>>,
+    sent: Result<Bytes, BytesRejection>,
+) -> DcsAnswer {
+    crate::cloud::dcs::batch_stop(&app.service, &dcs_body(sent)?)
+}
+
+async fn dcs_batch_restart(
+    Shared(app): Shared<Arc<App>>,
+    sent: Result<Bytes, BytesRejection>,
+) -> DcsAnswer {
+    crate::cloud::dcs::batch_restart(&app.service, &dcs_body(sent)?)
+}
+
+async fn dcs_delete(
+    Shared(app): Shared<Arc<App>>,
+    sent: Result<Bytes, BytesRejection>,
+) -> DcsAnswer {
+    crate::cloud::dcs::delete(&app.service, &dcs_body(sent)?).await
 }
 
 async fn openapi() -> Response {
@@ -477,36 +638,13 @@ async fn limits(
             format!("limits are {{\"rows_per_sec\": N or null, \"mb_per_sec\": N or null}}: {e}"),
         )
     })?;
-    let mut limits = app.service.view(&name)?.record.limits;
-    if let Some(rows) = asked.rows_per_sec {
-        limits.rows_per_sec = match rows {
-            None => None,
-            Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1e12 => Some(n as u64),
-            Some(n) => {
-                return Err(ApiError::invalid(
-                    "rows_per_sec",
-                    format!(
-                    "rows_per_sec must be a whole number of at least 1 (null: unlimited), not {n}"
-                ),
-                ))
-            }
-        };
-    }
-    if let Some(mb) = asked.mb_per_sec {
-        limits.mb_per_sec = match mb {
-            None => None,
-            Some(n) if n > 0.0 && n <= 10240.0 => Some(n),
-            Some(n) => {
-                return Err(ApiError::invalid(
-                    "mb_per_sec",
-                    format!(
-                    "mb_per_sec must be more than 0 and at most 10240 (null: unlimited), not {n}"
-                ),
-                ))
-            }
-        };
-    }
-    app.service.set_limits(&name, LimitsRecord { ..limits })?;
+    app.service.change_limits(
+        &name,
+        crate::service::LimitsChange {
+            rows_per_sec: asked.rows_per_sec,
+            mb_per_sec: asked.mb_per_sec,
+        },
+    )?;
     status_document(&app, &name, StatusCode::OK)
 }
 

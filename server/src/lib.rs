@@ -8,6 +8,7 @@
 #![warn(missing_docs)]
 
 pub mod catalog;
+pub mod cloud;
 pub mod doc;
 pub mod error;
 pub mod http;
@@ -15,6 +16,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod service;
 pub mod spec;
+pub mod sql;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -36,9 +38,16 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// The HTTP address.
     pub listen: SocketAddr,
-    /// The access token HTTP requests must carry (`Authorization: Bearer …`); required to
-    /// listen on anything but loopback.
+    /// The access token HTTP requests must carry (`Authorization: Bearer …`), and the SQL
+    /// control plane's password; required to listen on anything but loopback.
     pub token: Option<String>,
+    /// The SQL control plane's address (PostgreSQL wire protocol), if it is to listen.
+    pub sql: Option<SocketAddr>,
+    /// The SQL control plane's TLS certificate and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Instance ids the cloud APIs may name (`DBInstanceId`, `InstanceID`, DCS `id`) and
+    /// the URLs they stand for.
+    pub endpoints: cloud::Endpoints,
 }
 
 /// The service could not start or keep serving.
@@ -50,6 +59,9 @@ pub enum ServeError {
     /// Listening on a non-loopback address without a token.
     #[error("listening on {0} would let anyone who reaches it drive the jobs: give an access token (--token-file FILE or FERRY_TOKEN), or listen on 127.0.0.1")]
     NoToken(SocketAddr),
+    /// The TLS certificate or key cannot be used.
+    #[error("TLS for the SQL control plane: {0}")]
+    Tls(String),
     /// The address cannot be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -70,20 +82,49 @@ pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if !config.listen.ip().is_loopback() && config.token.is_none() {
-        return Err(ServeError::NoToken(config.listen));
+    for address in std::iter::once(config.listen).chain(config.sql) {
+        if !address.ip().is_loopback() && config.token.is_none() {
+            return Err(ServeError::NoToken(address));
+        }
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            address: config.listen,
-            source,
-        })?;
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(sql::tls_acceptor(cert, key).map_err(ServeError::Tls)?),
+        None => None,
+    };
+    let bind = |address: SocketAddr| async move {
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| ServeError::Bind { address, source })
+    };
+    let listener = bind(config.listen).await?;
     let address = listener.local_addr().map_err(ServeError::Serve)?;
+    let sql_listener = match config.sql {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let service = Service::open(&config.data_dir)?;
+    let stop_sql = tokio_util::sync::CancellationToken::new();
+    if let Some(listener) = sql_listener {
+        let address = listener.local_addr().map_err(ServeError::Serve)?;
+        let front = Arc::new(sql::SqlFront::new(
+            Arc::clone(&service),
+            config.token.as_deref(),
+        ));
+        info!(%address, tls = tls.is_some(), "sql control plane listening");
+        sql::announce(address);
+        tokio::spawn(sql::serve(listener, front, tls, stop_sql.clone()));
+    }
+    let shutdown = {
+        let stop_sql = stop_sql.clone();
+        async move {
+            shutdown.await;
+            stop_sql.cancel();
+        }
+    };
     let app = Arc::new(http::App {
         service: Arc::clone(&service),
         token: config.token.clone(),
+        endpoints: config.endpoints.clone(),
     });
     info!(%address, data_dir = %config.data_dir.display(), jobs = service.views().len(), "ferry serve listening");
     // A line a supervisor (or a test) can wait for, with the bound port.

@@ -78,6 +78,15 @@ struct Entry {
     retries: u64,
 }
 
+/// A change of a job's limits: per limit, kept (`None`), lifted (`Some(None)`) or set.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LimitsChange {
+    /// Rows a second.
+    pub rows_per_sec: Option<Option<f64>>,
+    /// Megabytes (10^6 bytes) a second.
+    pub mb_per_sec: Option<Option<f64>>,
+}
+
 /// The jobs of one data dir.
 pub struct Service {
     data_dir: PathBuf,
@@ -231,18 +240,55 @@ impl Service {
 
     /// Creates job `name` from `text` (the job file); prechecks and starts it when `start`.
     pub fn create(self: &Arc<Self>, name: &str, text: &str, start: bool) -> Result<View, ApiError> {
+        self.create_labelled(name, text, start, BTreeMap::new())
+    }
+
+    /// [`Service::create`], with labels (a cloud API's name for the job, its origin).
+    pub fn create_labelled(
+        self: &Arc<Self>,
+        name: &str,
+        text: &str,
+        start: bool,
+        labels: BTreeMap<String, String>,
+    ) -> Result<View, ApiError> {
         spec::check_name(name)?;
         let file = spec::check_spec(name, text)?;
         if self.lock().contains_key(name) {
             return Err(ApiError::name_taken(name));
         }
-        let now = now_ms();
         let limits = LimitsRecord {
             rows_per_sec: Some(file.migration.max_rows_per_second).filter(|&n| n > 0),
             mb_per_sec: Some(file.migration.bandwidth_limit_mb)
                 .filter(|&n| n > 0)
                 .map(|n| n as f64),
         };
+        let record = self.insert(name, text, limits, labels)?;
+        if start {
+            self.act(&record.name, Action::Start)?;
+        }
+        self.view(&record.name)
+    }
+
+    /// Creates a job with no spec yet, as the cloud APIs create one before configuring it:
+    /// named `{prefix}{id}`, in `draft`, refusing to start until [`Service::configure`].
+    pub fn create_draft(
+        self: &Arc<Self>,
+        prefix: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<View, ApiError> {
+        let name = format!("{prefix}{{id}}");
+        let record = self.insert(&name, "", LimitsRecord::default(), labels)?;
+        self.view(&record.name)
+    }
+
+    fn insert(
+        &self,
+        name: &str,
+        text: &str,
+        limits: LimitsRecord,
+        labels: BTreeMap<String, String>,
+    ) -> Result<JobRecord, ApiError> {
+        let now = now_ms();
         let mut record = JobRecord {
             id: 0,
             name: name.to_string(),
@@ -261,23 +307,65 @@ impl Service {
             warnings: Vec::new(),
             precheck_only: None,
             next_event: 0,
+            labels,
         };
         let created = new_event(&mut record, "info", "created", "job created");
+        let mut jobs = self.lock();
         let record = self.catalog.create(record, &[created])?;
-        self.lock().insert(
-            name.to_string(),
+        jobs.insert(
+            record.name.clone(),
             Entry {
-                record,
+                record: record.clone(),
                 live: None,
                 dropping: false,
                 errors: 0,
                 retries: 0,
             },
         );
+        Ok(record)
+    }
+
+    /// Replaces job `name`'s spec with `text` (checked first) and adds `labels`, in a state
+    /// that allows altering it; starts it when `start`.
+    pub fn configure(
+        self: &Arc<Self>,
+        name: &str,
+        text: &str,
+        labels: BTreeMap<String, String>,
+        start: bool,
+    ) -> Result<(), ApiError> {
+        let file = spec::check_spec(name, text)?;
+        {
+            let mut jobs = self.lock();
+            let (entry, _) = allowing(&mut jobs, name, Action::Alter)?;
+            entry.record.spec = text.to_string();
+            entry.record.labels.extend(labels);
+            entry.record.limits = LimitsRecord {
+                rows_per_sec: Some(file.migration.max_rows_per_second)
+                    .filter(|&n| n > 0)
+                    .or(entry.record.limits.rows_per_sec),
+                mb_per_sec: Some(file.migration.bandwidth_limit_mb)
+                    .filter(|&n| n > 0)
+                    .map(|n| n as f64)
+                    .or(entry.record.limits.mb_per_sec),
+            };
+            self.commit(&mut entry.record, "action", "configured")?;
+        }
         if start {
             self.act(name, Action::Start)?;
         }
-        self.view(name)
+        Ok(())
+    }
+
+    /// Sets labels of job `name`.
+    pub fn label(&self, name: &str, labels: BTreeMap<String, String>) -> Result<(), ApiError> {
+        let mut jobs = self.lock();
+        let entry = jobs
+            .get_mut(name)
+            .ok_or_else(|| ApiError::not_found(name))?;
+        entry.record.labels.extend(labels);
+        self.commit(&mut entry.record, "action", "labels changed")?;
+        Ok(())
     }
 
     /// Copies job `name`'s spec into a new draft job `new_name`.
@@ -410,6 +498,62 @@ impl Service {
             self.spawn_run(name, run, ended, precheck);
         }
         Ok(Outcome::Apply)
+    }
+
+    /// Changes job `name`'s limits as `change` says, each checked: rows a second a whole
+    /// number of at least 1, megabytes a second more than 0 and at most 10240. Returns the
+    /// limits now in force.
+    pub fn change_limits(
+        &self,
+        name: &str,
+        change: LimitsChange,
+    ) -> Result<LimitsRecord, ApiError> {
+        let mut limits = self.view(name)?.record.limits;
+        if let Some(rows) = change.rows_per_sec {
+            limits.rows_per_sec = match rows {
+                None => None,
+                Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1e12 => Some(n as u64),
+                Some(n) => {
+                    return Err(ApiError::invalid(
+                        "rows_per_sec",
+                        format!("rows_per_sec must be a whole number of at least 1 (unlimited: null, DEFAULT or -1), not {n}"),
+                    ))
+                }
+            };
+        }
+        if let Some(mb) = change.mb_per_sec {
+            limits.mb_per_sec = match mb {
+                None => None,
+                Some(n) if n > 0.0 && n <= 10240.0 => Some(n),
+                Some(n) => {
+                    return Err(ApiError::invalid(
+                        "mb_per_sec",
+                        format!("mb_per_sec must be more than 0 and at most 10240 (unlimited: null, DEFAULT or -1), not {n}"),
+                    ))
+                }
+            };
+        }
+        self.set_limits(name, limits)?;
+        Ok(limits)
+    }
+
+    /// The name of the job with id `id`.
+    pub fn name_of(&self, id: u64) -> Option<String> {
+        self.lock()
+            .values()
+            .find(|e| e.record.id == id)
+            .map(|e| e.record.name.clone())
+    }
+
+    /// The job `key` names: its name, or its id in digits (a name is never all digits).
+    pub fn resolve(&self, key: &str) -> Result<String, ApiError> {
+        if !key.is_empty() && key.bytes().all(|b| b.is_ascii_digit()) {
+            if let Some(name) = key.parse().ok().and_then(|id| self.name_of(id)) {
+                return Ok(name);
+            }
+            return Err(ApiError::not_found(key));
+        }
+        self.view(key).map(|_| key.to_string())
     }
 
     /// Changes job `name`'s limits (`None`: unlimited), within a second when it runs.
@@ -902,6 +1046,14 @@ fn allowing<'a>(
     if entry.dropping {
         return Err(ApiError::invalid_state(name, state, action, Vec::new())
             .with("message", format!("job {name} is being dropped")));
+    }
+    if entry.record.spec.is_empty()
+        && matches!(
+            action,
+            Action::Start | Action::Precheck | Action::Resume | Action::Cutover
+        )
+    {
+        return Err(ApiError::not_configured(name, state, action));
     }
     let incremental = in_incremental(entry);
     match lifecycle::outcome(state, incremental, action) {

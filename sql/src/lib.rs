@@ -9,10 +9,11 @@
 
 pub mod error;
 pub mod job;
+pub mod offsets;
 pub mod pushdown;
 pub mod resolve;
 pub mod rule;
-mod suggest;
+pub mod suggest;
 mod table_spec;
 
 pub use error::SqlError;

@@ -11,9 +11,10 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::Parser;
-use sqlparser::tokenizer::{Location, Token, Tokenizer, Whitespace};
+use sqlparser::tokenizer::{Token, Tokenizer, Whitespace};
 
 use crate::error::SqlError;
+use crate::offsets::ByteOffsets;
 use crate::table_spec::{parse_source, parse_target, SourceSpec, TargetSpec};
 
 /// The identifier that stands in for the source name while sqlparser parses the rest.
@@ -248,36 +249,6 @@ fn reject_subqueries(expr: &Expr) -> Result<(), String> {
             "subqueries are not supported in rules (`{text}`): a rule sees one row at a time"
         )),
         None => Ok(()),
-    }
-}
-
-/// Byte offsets in a text of the tokenizer's locations (1-based lines and character columns).
-struct ByteOffsets<'a> {
-    text: &'a str,
-    line_starts: Vec<usize>,
-}
-
-impl<'a> ByteOffsets<'a> {
-    fn new(text: &'a str) -> ByteOffsets<'a> {
-        let mut line_starts = vec![0];
-        line_starts.extend(text.match_indices('\n').map(|(i, _)| i + 1));
-        ByteOffsets { text, line_starts }
-    }
-
-    /// The byte offset of `location`; the text's end for a location past it (EOF).
-    fn of(&self, location: Location) -> usize {
-        let Some(&start) = usize::try_from(location.line)
-            .ok()
-            .and_then(|line| line.checked_sub(1))
-            .and_then(|line| self.line_starts.get(line))
-        else {
-            return self.text.len();
-        };
-        let column = usize::try_from(location.column.saturating_sub(1)).unwrap_or(usize::MAX);
-        self.text[start..]
-            .char_indices()
-            .nth(column)
-            .map_or(self.text.len(), |(i, _)| start + i)
     }
 }
 

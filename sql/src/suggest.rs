@@ -2,10 +2,7 @@
 
 /// The candidate closest to `wanted` (case-insensitive Levenshtein distance), if its distance
 /// is at most a third of the longer name (and at least 1, so one typo is always caught).
-pub(crate) fn closest<'a>(
-    wanted: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<String> {
+pub fn closest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
     let wanted_lower = wanted.to_lowercase();
     candidates
         .into_iter()

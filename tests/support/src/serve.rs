@@ -18,6 +18,8 @@ pub struct Serve {
     pub log: PathBuf,
     /// `http://127.0.0.1:<port>`.
     pub url: String,
+    /// The SQL control plane's port, when started with `--pg`.
+    pub sql_port: Option<u16>,
     agent: ureq::Agent,
 }
 
@@ -66,6 +68,13 @@ impl Serve {
                 None => false,
             }
         });
+        // The SQL line comes before the HTTP one.
+        let sql_port = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .split("sql on postgres://127.0.0.1:")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|port| port.parse().ok());
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
@@ -76,8 +85,35 @@ impl Serve {
             data_dir: data_dir.to_path_buf(),
             log,
             url,
+            sql_port,
             agent,
         }
+    }
+
+    /// Runs `sql` with `psql` against the SQL control plane (`-XAt`, `ON_ERROR_STOP`,
+    /// `VERBOSITY=verbose` so that errors show their SQLSTATE), with `env` set (`PGSSLMODE` is `disable` unless `env` says).
+    pub fn psql(&self, sql: &str, env: &[(&str, &str)]) -> std::process::Output {
+        let port = self.sql_port.expect("ferry serve was started with --pg");
+        let bin = crate::postgres_bin_dir().expect("PostgreSQL's binaries");
+        Command::new(crate::psql_path(&bin))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-v",
+                "VERBOSITY=verbose",
+            ])
+            .arg(format!(
+                "host=127.0.0.1 port={port} user=ferry dbname=ferry"
+            ))
+            .args(["-c", sql])
+            .env("PGSSLMODE", "disable")
+            .env_remove("PGPASSWORD")
+            .envs(env.iter().copied())
+            .output()
+            .expect("run psql")
     }
 
     /// What it logged.
