@@ -757,3 +757,188 @@ fn dcs_moves_a_live_redis_and_stops_and_deletes_the_task() {
         "{gone}"
     );
 }
+
+#[test]
+fn rds_cloud_migration_prechecks_streams_and_switches_over() {
+    let source = PgServer::start().expect("start PostgreSQL");
+    let target = PgServer::start().expect("start PostgreSQL");
+    source.create_database("app").unwrap();
+    source
+        .psql(
+            "app",
+            "CREATE TABLE public.acct (id int PRIMARY KEY, balance int);
+             INSERT INTO public.acct SELECT g, g * 10 FROM generate_series(1, 500) g;",
+        )
+        .unwrap();
+    target.create_database("app").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(
+        dir.path(),
+        &[
+            ("pgm-target", target.url("app")),
+            ("rm-mysql", "mysql://u@127.0.0.1:1".to_string()),
+        ],
+    );
+    let serve = Serve::start(&dir.path().join("data"), &["--config", &cfg]);
+    let port = source.port().to_string();
+    let task = |action: &str, port: &str, instance: &str| -> (u16, Value) {
+        rpc(
+            &serve,
+            &[
+                ("Action", action),
+                ("DBInstanceName", instance),
+                ("SourceIpAddress", "127.0.0.1"),
+                ("SourcePort", port),
+                ("SourceAccount", "ferry"),
+                ("SourcePassword", "p@ss"),
+                ("SourceCategory", "ecsOnVpc"),
+                ("TaskName", "move-app"),
+            ],
+        )
+    };
+
+    // The precheck task: its report lists each check; a wrong port fails connectivity.
+    let (code, precheck) = task("CreateCloudMigrationPrecheckTask", &port, "pgm-target");
+    assert_eq!(code, 200, "{precheck}");
+    let id = precheck["TaskId"]
+        .as_u64()
+        .expect("TaskId is a number")
+        .to_string();
+    assert_eq!(precheck["TaskName"], "move-app");
+    let (_, bad) = task("CreateCloudMigrationPrecheckTask", "1", "pgm-target");
+    let bad_id = bad["TaskId"].as_u64().unwrap().to_string();
+    let report = |id: &str| -> String {
+        let (_, result) = rpc(
+            &serve,
+            &[
+                ("Action", "DescribeCloudMigrationPrecheckResult"),
+                ("DBInstanceName", "pgm-target"),
+                ("TaskId", id),
+                ("PageNumber", "1"),
+                ("PageSize", "10"),
+            ],
+        );
+        result["Items"][0]["Detail"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    wait_for("the precheck report", MINUTE, || {
+        report(&id).contains("Check sink.connectivity: success")
+    });
+    assert!(
+        report(&id).contains("[Check source.connectivity]\nCheck source.connectivity: success"),
+        "{}",
+        report(&id)
+    );
+    wait_for("the failing precheck's report", MINUTE, || {
+        report(&bad_id).contains("Check source.connectivity: failed(")
+    });
+    assert!(
+        !report(&bad_id).contains("p@ss"),
+        "the password is in the report"
+    );
+    let (code, wrong) = task("CreateCloudMigrationPrecheckTask", &port, "rm-mysql");
+    assert_eq!(
+        (code, wrong["Code"].as_str()),
+        (403, Some("IncorrectDBInstanceType")),
+        "{wrong}"
+    );
+    let (code, missing) = rpc(
+        &serve,
+        &[
+            ("Action", "DescribeCloudMigrationResult"),
+            ("DBInstanceName", "pgm-target"),
+        ],
+    );
+    assert_eq!(
+        (code, missing["ErrCode"].as_str()),
+        (400, Some("MissingParameter")),
+        "{missing}"
+    );
+
+    // The migration task: schema, full, then the stream; switched over once caught up.
+    let (code, created) = task("CreateCloudMigrationTask", &port, "pgm-target");
+    assert_eq!(code, 200, "{created}");
+    let task_id = created["TaskId"].as_u64().unwrap().to_string();
+    let result = || -> Value {
+        rpc(
+            &serve,
+            &[
+                ("Action", "DescribeCloudMigrationResult"),
+                ("DBInstanceName", "pgm-target"),
+                ("TaskId", &task_id),
+                ("PageNumber", "1"),
+                ("PageSize", "10"),
+            ],
+        )
+        .1["Items"][0]
+            .clone()
+    };
+    let (code, early) = rpc(
+        &serve,
+        &[
+            ("Action", "ActivateMigrationTargetInstance"),
+            ("DBInstanceName", "pgm-target"),
+            ("SwitchTimeMode", "0"),
+            ("ForceSwitch", "1"),
+        ],
+    );
+    if code != 200 {
+        assert_eq!(
+            (code, early["ErrCode"].as_str()),
+            (409, Some("InvalidJobState")),
+            "{early}"
+        );
+    }
+    wait_for("stage increment, streaming", MINUTE, || {
+        let item = result();
+        item["MigrateStage"] == "increment" && item["ReplicationState"] == "streaming"
+    });
+    let item = result();
+    assert!(
+        item["ReplicationInfo"]
+            .as_str()
+            .unwrap()
+            .contains("********"),
+        "{item}"
+    );
+    assert!(!item.to_string().contains("p@ss"), "{item}");
+    source
+        .psql(
+            "app",
+            "INSERT INTO public.acct SELECT g, g FROM generate_series(501, 600) g",
+        )
+        .unwrap();
+    wait_for("the change to arrive", MINUTE, || {
+        target
+            .psql("app", "SELECT count(*) FROM public.acct")
+            .unwrap()
+            .trim()
+            == "600"
+    });
+    wait_for("stage increment again", MINUTE, || {
+        result()["MigrateStage"] == "increment"
+    });
+    let (code, switched) = rpc(
+        &serve,
+        &[
+            ("Action", "ActivateMigrationTargetInstance"),
+            ("DBInstanceName", "pgm-target"),
+            ("SwitchTimeMode", "0"),
+            ("ForceSwitch", "1"),
+        ],
+    );
+    assert_eq!(code, 200, "{switched}");
+    assert_eq!(switched["TaskId"].as_u64().unwrap().to_string(), task_id);
+    wait_for("stage success", MINUTE, || {
+        result()["MigrateStage"] == "success"
+    });
+    assert_eq!(result()["ReplicationState"], "finish");
+    let sums = "SELECT count(*), sum(balance) FROM public.acct";
+    assert_eq!(
+        target.psql("app", sums).unwrap(),
+        source.psql("app", sums).unwrap()
+    );
+    assert_eq!(target.psql("app", sums).unwrap().trim(), "600|1307550");
+}

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
 
-use super::{encode, request_id, with_credentials, Endpoints};
+use super::{encode, rds, request_id, with_credentials, Endpoints};
 use crate::doc;
 use crate::error::ApiError;
 use crate::lifecycle::{Action, State};
@@ -20,13 +20,13 @@ use crate::service::{LimitsChange, Service, View};
 /// A refused or failed action, as the RPC services answer it.
 #[derive(Debug)]
 pub struct RpcError {
-    status: StatusCode,
-    code: String,
-    message: String,
+    pub(super) status: StatusCode,
+    pub(super) code: String,
+    pub(super) message: String,
 }
 
 impl RpcError {
-    fn missing(name: &str) -> RpcError {
+    pub(super) fn missing(name: &str) -> RpcError {
         RpcError {
             status: StatusCode::BAD_REQUEST,
             code: "MissingParameter".into(),
@@ -34,7 +34,7 @@ impl RpcError {
         }
     }
 
-    fn invalid(name: &str, message: impl Into<String>) -> RpcError {
+    pub(super) fn invalid(name: &str, message: impl Into<String>) -> RpcError {
         RpcError {
             status: StatusCode::BAD_REQUEST,
             code: "InvalidParameter".into(),
@@ -58,19 +58,19 @@ impl From<ApiError> for RpcError {
 pub struct Params(pub BTreeMap<String, String>);
 
 impl Params {
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .get(name)
             .map(String::as_str)
             .filter(|v| !v.is_empty())
     }
 
-    fn required(&self, name: &str) -> Result<&str, RpcError> {
+    pub(super) fn required(&self, name: &str) -> Result<&str, RpcError> {
         self.get(name).ok_or_else(|| RpcError::missing(name))
     }
 
     /// A Boolean (`true` / `false`, any case).
-    fn flag(&self, name: &str) -> Result<Option<bool>, RpcError> {
+    pub(super) fn flag(&self, name: &str) -> Result<Option<bool>, RpcError> {
         match self.get(name) {
             None => Ok(None),
             Some(v) if v.eq_ignore_ascii_case("true") => Ok(Some(true)),
@@ -92,7 +92,7 @@ impl Params {
         Ok(None)
     }
 
-    fn json(&self, name: &str) -> Result<Option<Value>, RpcError> {
+    pub(super) fn json(&self, name: &str) -> Result<Option<Value>, RpcError> {
         self.get(name)
             .map(|text| {
                 serde_json::from_str(text)
@@ -102,7 +102,7 @@ impl Params {
     }
 
     /// A whole number of at least 1.
-    fn count(&self, name: &str) -> Result<Option<u64>, RpcError> {
+    pub(super) fn count(&self, name: &str) -> Result<Option<u64>, RpcError> {
         self.get(name)
             .map(|v| {
                 v.parse::<u64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
@@ -141,14 +141,19 @@ pub async fn handle(service: &Arc<Service>, endpoints: &Endpoints, params: Param
         }
         "DescribeMigrationJobDetail" => detail(service, &params),
         "ModifyDynamicConfig" => limits(service, &params),
-        "ImportDatabaseBetweenInstances" => import(service, endpoints, &params).await,
-        "CancelImport" => cancel_import(service, &params),
+        "ImportDatabaseBetweenInstances" => rds::import(service, endpoints, &params).await,
+        "CancelImport" => rds::cancel_import(service, &params),
+        "CreateCloudMigrationPrecheckTask" => rds::create_task(service, endpoints, &params, true),
+        "CreateCloudMigrationTask" => rds::create_task(service, endpoints, &params, false),
+        "DescribeCloudMigrationPrecheckResult" => rds::describe(service, &params, true),
+        "DescribeCloudMigrationResult" => rds::describe(service, &params, false),
+        "ActivateMigrationTargetInstance" => rds::activate(service, &params),
         "" => Err(RpcError::missing("Action")),
         other => Err(RpcError {
             status: StatusCode::BAD_REQUEST,
             code: "InvalidAction.NotFound".into(),
             message: format!(
-                "the action {other} is not served: ferry serves CreateMigrationJob, ConfigureMigrationJob, StartMigrationJob, SuspendMigrationJob, StopMigrationJob, DeleteMigrationJob, DescribeMigrationJobs, DescribeMigrationJobStatus, DescribeMigrationJobDetail, ModifyDynamicConfig, ImportDatabaseBetweenInstances and CancelImport"
+                "the action {other} is not served: ferry serves CreateMigrationJob, ConfigureMigrationJob, StartMigrationJob, SuspendMigrationJob, StopMigrationJob, DeleteMigrationJob, DescribeMigrationJobs, DescribeMigrationJobStatus, DescribeMigrationJobDetail, ModifyDynamicConfig; of RDS ImportDatabaseBetweenInstances, CancelImport, CreateCloudMigrationPrecheckTask, DescribeCloudMigrationPrecheckResult, CreateCloudMigrationTask, DescribeCloudMigrationResult and ActivateMigrationTargetInstance"
             ),
         }),
     };
@@ -167,6 +172,9 @@ pub async fn handle(service: &Arc<Service>, endpoints: &Endpoints, params: Param
                 "Success": false,
                 "ErrCode": error.code,
                 "ErrMessage": error.message,
+                // The gateway's spelling of the same, which RDS clients read.
+                "Code": error.code,
+                "Message": error.message,
                 "HttpStatusCode": error.status.as_u16(),
             })),
         )
@@ -175,7 +183,7 @@ pub async fn handle(service: &Arc<Service>, endpoints: &Endpoints, params: Param
 }
 
 /// The job a parameter names (its id, or its name).
-fn job(service: &Service, params: &Params, name: &str) -> Result<String, RpcError> {
+pub(super) fn job(service: &Service, params: &Params, name: &str) -> Result<String, RpcError> {
     let key = params.required(name)?;
     Ok(service.resolve(key)?)
 }
@@ -242,7 +250,7 @@ fn create(service: &Arc<Service>, params: &Params) -> Result<Map<String, Value>,
     )]))
 }
 
-fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
+pub(super) fn fields<const N: usize>(pairs: [(&str, Value); N]) -> Map<String, Value> {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
@@ -351,7 +359,7 @@ fn endpoint(
 }
 
 /// A name as a rule writes it: quoted, exact.
-fn quote(name: &str) -> String {
+pub(super) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
@@ -789,7 +797,7 @@ fn modes(doc: &Value) -> Value {
 }
 
 /// `DescribeMigrationJobStatus` of a job.
-fn status(view: &View) -> Map<String, Value> {
+pub(super) fn status(view: &View) -> Map<String, Value> {
     let doc = doc::document(view);
     let record = &view.record;
     let state = record.state;
@@ -1087,123 +1095,6 @@ fn limits(service: &Service, params: &Params) -> Result<Map<String, Value>, RpcE
         }
     }
     service.change_limits(&name, change)?;
-    Ok(Map::new())
-}
-
-/// RDS `ImportDatabaseBetweenInstances`: databases of one instance copied into another
-/// (schema and full), the instances named by endpoint aliases.
-async fn import(
-    service: &Arc<Service>,
-    endpoints: &Endpoints,
-    params: &Params,
-) -> Result<Map<String, Value>, RpcError> {
-    let target = params.required("DBInstanceId")?;
-    let source = params.required("SourceDBInstanceId")?;
-    if target == source {
-        return Err(RpcError::invalid(
-            "SourceDBInstanceId",
-            "it is the same instance as DBInstanceId",
-        ));
-    }
-    let url = |name: &str, id: &str| {
-        endpoints.url(id).map(str::to_string).ok_or_else(|| {
-            RpcError::invalid(
-                name,
-                format!(
-                    "no endpoint is configured for instance {id:?}; configured: {}",
-                    endpoints.ids()
-                ),
-            )
-        })
-    };
-    let (source_url, target_url) = (
-        url("SourceDBInstanceId", source)?,
-        url("DBInstanceId", target)?,
-    );
-    let info = params
-        .json("DBInfo")?
-        .ok_or_else(|| RpcError::missing("DBInfo"))?;
-    let pairs: Vec<(String, String)> = match info.get("DBNames") {
-        Some(Value::Array(names)) => names
-            .iter()
-            .map(|n| n.as_str().map(|n| (n.to_string(), n.to_string())))
-            .collect::<Option<_>>()
-            .ok_or_else(|| RpcError::invalid("DBInfo", "DBNames lists names as strings"))?,
-        Some(Value::Object(map)) => map
-            .iter()
-            .map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
-            .collect::<Option<_>>()
-            .ok_or_else(|| {
-                RpcError::invalid(
-                    "DBInfo",
-                    "DBNames maps source names to target names, as strings",
-                )
-            })?,
-        _ => {
-            return Err(RpcError::invalid(
-                "DBInfo",
-                "it is {\"DBNames\": [\"db\", …]} or {\"DBNames\": {\"source\": \"target\"}}",
-            ))
-        }
-    };
-    if pairs.is_empty() {
-        return Err(RpcError::invalid("DBInfo", "DBNames lists no database"));
-    }
-    let mut text = format!(
-        "[source]\nurl = {}\n[sink]\nurl = {}\n[migration]\ntypes = [\"schema\", \"full\"]\n",
-        toml::Value::from(source_url.as_str()),
-        toml::Value::from(target_url.as_str())
-    );
-    for (from, to) in &pairs {
-        let rule = format!(
-            "INSERT INTO {}.* SELECT * FROM {}.*",
-            quote(to),
-            quote(from)
-        );
-        text.push_str(&format!(
-            "[[rules]]\nsql = {}\n",
-            toml::Value::from(rule.as_str())
-        ));
-    }
-    let labels = BTreeMap::from([
-        ("origin".to_string(), "rds".to_string()),
-        (
-            "display_name".to_string(),
-            format!("import {source} to {target}"),
-        ),
-        ("DBInstanceId".to_string(), target.to_string()),
-    ]);
-    let view = service.create_draft("rds_import_", labels)?;
-    let name = view.record.name.clone();
-    if let Err(error) = service.configure(&name, &text, BTreeMap::new(), true) {
-        // Nothing half-made stays behind a refusal.
-        let _ = service.drop_job(&name, true).await;
-        return Err(error.into());
-    }
-    Ok(fields([("ImportId", view.record.id.into())]))
-}
-
-fn cancel_import(service: &Arc<Service>, params: &Params) -> Result<Map<String, Value>, RpcError> {
-    let target = params.required("DBInstanceId")?;
-    let id = params.required("ImportId")?;
-    if id.parse::<u64>().is_err() {
-        return Err(RpcError::invalid(
-            "ImportId",
-            format!("{id:?} is not an integer"),
-        ));
-    }
-    let name = service.resolve(id)?;
-    if service
-        .view(&name)?
-        .record
-        .labels
-        .get("DBInstanceId")
-        .map(String::as_str)
-        != Some(target)
-    {
-        return Err(ApiError::not_found(id).into());
-    }
-    service.act(&name, Action::Stop)?;
     Ok(Map::new())
 }
 

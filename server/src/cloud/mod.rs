@@ -6,6 +6,7 @@
 
 pub mod dcs;
 pub mod dts;
+pub mod rds;
 
 use std::collections::BTreeMap;
 
