@@ -942,3 +942,57 @@ fn rds_cloud_migration_prechecks_streams_and_switches_over() {
     );
     assert_eq!(target.psql("app", sums).unwrap().trim(), "600|1307550");
 }
+
+/// The README's DTS session, run as written.
+#[test]
+fn the_readme_dts_session_runs_as_written() {
+    let script = ferry_testkit::serve::readme_example("dts-example");
+    let pg = PgServer::start().expect("start PostgreSQL");
+    pg.create_database("src").unwrap();
+    pg.psql(
+        "src",
+        "CREATE TABLE public.t (id bigint PRIMARY KEY, v text);
+         INSERT INTO public.t SELECT g, 'row ' || g FROM generate_series(1, 1000) g;",
+    )
+    .unwrap();
+    pg.create_database("dst").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    ferry_testkit::serve::run_example(&serve, &script, &[("PGPORT", pg.port().to_string())]);
+    assert_eq!(
+        pg.psql("dst", "SELECT count(*), min(id) FROM sales.big_t")
+            .unwrap()
+            .trim(),
+        "500|501"
+    );
+    assert_eq!(
+        serve.get("/v1/jobs").body["total"],
+        0,
+        "the session deletes its job"
+    );
+}
+
+/// The README's DCS session, run as written.
+#[test]
+fn the_readme_dcs_session_runs_as_written() {
+    let script = ferry_testkit::serve::readme_example("dcs-example");
+    let source = RedisServer::start().expect("start Redis");
+    let target = RedisServer::start().expect("start Redis");
+    source.commands(0, "SET a 1\nSET b 2\n").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &[]);
+    ferry_testkit::serve::run_example(
+        &serve,
+        &script,
+        &[
+            ("REDIS_SOURCE", format!("127.0.0.1:{}", source.port())),
+            ("REDIS_TARGET", format!("127.0.0.1:{}", target.port())),
+        ],
+    );
+    assert_eq!(target.cli(&["GET", "b"]).unwrap().trim(), "2");
+    assert_eq!(
+        serve.get("/v1/jobs").body["total"],
+        0,
+        "the session deletes its task"
+    );
+}

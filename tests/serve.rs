@@ -695,34 +695,16 @@ fn a_limit_change_shows_in_the_status_and_the_rate() {
 /// The README's curl session, run as written against a real server.
 #[test]
 fn the_readme_service_examples_run_as_written() {
-    let readme =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    let after = readme
-        .split("<!-- service-example -->")
-        .nth(1)
-        .expect("the README marks its service example");
-    let script = after
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n```").next())
-        .expect("a sh block after the marker");
+    let script = ferry_testkit::serve::readme_example("service-example");
     let pg = PgServer::start().expect("start PostgreSQL");
     source(&pg, &[("t", 1_000)]);
     pg.create_database("dst").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let serve = Serve::start(&dir.path().join("data"), &[]);
-    let output = Command::new("timeout")
-        .args(["180", "bash", "-euo", "pipefail", "-c", script])
-        .env("FERRY", &serve.url)
-        .env("SOURCE", pg.url("src"))
-        .env("SINK", pg.url("dst"))
-        .output()
-        .expect("run bash");
-    assert!(
-        output.status.success(),
-        "the README's example failed: {}\nlog:\n{}",
-        describe(&output),
-        serve.log()
+    ferry_testkit::serve::run_example(
+        &serve,
+        &script,
+        &[("SOURCE", pg.url("src")), ("SINK", pg.url("dst"))],
     );
     assert_eq!(rows(&pg, "src", "public.t"), rows(&pg, "dst", "public.t"));
     assert_eq!(total(&serve), 0, "the example drops its job");

@@ -489,3 +489,35 @@ fn a_token_is_the_password_and_a_certificate_turns_on_tls() {
         "the token is in the log"
     );
 }
+
+/// The README's psql session, run as written.
+#[test]
+fn the_readme_sql_session_runs_as_written() {
+    let script = ferry_testkit::serve::readme_example("sql-example");
+    let pg = PgServer::start().expect("start PostgreSQL");
+    source(&pg, 1_000);
+    pg.create_database("dst").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let serve = Serve::start(&dir.path().join("data"), &["--pg", "127.0.0.1:0"]);
+    let port = serve.sql_port.unwrap().to_string();
+    ferry_testkit::serve::run_example(
+        &serve,
+        &script,
+        &[
+            ("PG", port),
+            ("SOURCE", pg.url("src")),
+            ("SINK", pg.url("dst")),
+        ],
+    );
+    assert_eq!(
+        pg.psql("dst", "SELECT count(*), count(DISTINCT id) FROM public.t")
+            .unwrap()
+            .trim(),
+        "1000|1000"
+    );
+    assert_eq!(
+        ok(&serve, "SELECT count(*) FROM ferry.jobs"),
+        "0",
+        "the session drops its job"
+    );
+}

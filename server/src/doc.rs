@@ -179,6 +179,10 @@ fn endpoint(spec: &toml::Table, status: Option<&Value>, side: &str) -> Value {
         .and_then(|s| s.get("url"))
         .and_then(|u| u.as_str())
         .unwrap_or_default();
+    if url.is_empty() {
+        // A job a cloud API created and has not configured yet.
+        return json!({"engine": null, "url": null});
+    }
     json!({"engine": ferry_jobs::registry::connector_name(url), "url": ferry_jobs::registry::place(url)})
 }
 

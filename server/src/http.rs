@@ -458,11 +458,15 @@ async fn show(
     Path(name): Path<String>,
     query: QueryResult,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     params(query, &[])?;
     status_document(&app, &name, StatusCode::OK)
 }
 
 async fn show_spec(Shared(app): Shared<Arc<App>>, Path(name): Path<String>) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let view = app.service.view(&name)?;
     let table = spec::redacted(&view.record.spec);
     let text = toml::to_string(&table).unwrap_or_default();
@@ -470,6 +474,8 @@ async fn show_spec(Shared(app): Shared<Arc<App>>, Path(name): Path<String>) -> A
 }
 
 async fn tables(Shared(app): Shared<Arc<App>>, Path(name): Path<String>) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     Ok(Json(doc::tables(&app.service.view(&name)?)).into_response())
 }
 
@@ -478,6 +484,8 @@ async fn events(
     Path(name): Path<String>,
     query: QueryResult,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let params = params(query, &["since", "limit"])?;
     let since = number(&params, "since", 0, u64::MAX)?;
     let limit = number(&params, "limit", 100, 1000)? as usize;
@@ -493,6 +501,8 @@ async fn events(
 }
 
 async fn show_precheck(Shared(app): Shared<Arc<App>>, Path(name): Path<String>) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let view = app.service.view(&name)?;
     Ok(Json(doc::document(&view)["precheck"].clone()).into_response())
 }
@@ -502,6 +512,8 @@ async fn precheck(
     Path(name): Path<String>,
     query: QueryResult,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     lifecycle(app, name, "precheck", query, None).await
 }
 
@@ -511,6 +523,8 @@ async fn act(
     query: QueryResult,
     sent: Result<Bytes, BytesRejection>,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let sent = body(sent)?;
     lifecycle(app, name, &action, query, Some(sent)).await
 }
@@ -603,6 +617,8 @@ async fn duplicate(
     Path(name): Path<String>,
     query: QueryResult,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let params = params(query, &["name"])?;
     let new_name = params
         .get("name")
@@ -631,6 +647,8 @@ async fn limits(
     Path(name): Path<String>,
     sent: Result<Bytes, BytesRejection>,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let sent = body(sent)?;
     let asked: LimitsBody = serde_json::from_slice(&sent).map_err(|e| {
         ApiError::invalid(
@@ -654,6 +672,8 @@ async fn alter(
     headers: HeaderMap,
     sent: Result<Bytes, BytesRejection>,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let sent = body(sent)?;
     let patch = spec::body_to_toml(&sent, content_type(&headers))?;
     app.service.alter(&name, &patch)?;
@@ -665,6 +685,8 @@ async fn remove(
     Path(name): Path<String>,
     query: QueryResult,
 ) -> Answer {
+    // `{name}` is a job's name or its id.
+    let name = app.service.resolve(&name)?;
     let params = params(query, &["keep_resources"])?;
     let keep = flag(&params, "keep_resources", false)?;
     let removed = app.service.drop_job(&name, keep).await?;

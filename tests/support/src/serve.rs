@@ -9,6 +9,38 @@ use serde_json::Value;
 
 use crate::cli::{binary, wait_for};
 
+/// The `sh` block of the README that follows `<!-- {marker} -->`: an example a test runs as
+/// written.
+pub fn readme_example(marker: &str) -> String {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+            .expect("read the README");
+    readme
+        .split(&format!("<!-- {marker} -->"))
+        .nth(1)
+        .and_then(|after| after.split("```sh\n").nth(1))
+        .and_then(|rest| rest.split("\n```").next())
+        .unwrap_or_else(|| panic!("the README has no sh block after <!-- {marker} -->"))
+        .to_string()
+}
+
+/// Runs `script` with bash (`-euo pipefail`, at most 180 s) with `env` set; panics with its
+/// output and `serve`'s log when it fails.
+pub fn run_example(serve: &Serve, script: &str, env: &[(&str, String)]) {
+    let output = Command::new("timeout")
+        .args(["180", "bash", "-euo", "pipefail", "-c", script])
+        .env("FERRY", &serve.url)
+        .envs(env.iter().map(|(k, v)| (k, v.as_str())))
+        .output()
+        .expect("run bash");
+    assert!(
+        output.status.success(),
+        "the README's example failed: {}\nlog:\n{}",
+        crate::cli::describe(&output),
+        serve.log()
+    );
+}
+
 /// A running `ferry serve`.
 pub struct Serve {
     child: Child,
