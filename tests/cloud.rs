@@ -190,6 +190,13 @@ fn a_dts_job_renames_filters_and_finishes() {
             400,
             "InvalidParameter",
         ),
+        (
+            "a host that rewrites the URL",
+            object,
+            &[("SourceEndpoint.IP", "127.0.0.1:1/other?x=")][..],
+            400,
+            "InvalidParameter",
+        ),
     ] {
         let (got, body) = configure(object, extra);
         assert_eq!(
@@ -283,6 +290,36 @@ fn a_dts_job_renames_filters_and_finishes() {
         (400, Some("InvalidParameter")),
         "{refused}"
     );
+
+    // A web page the operator has open cannot drive this tokenless server.
+    for header in [
+        "Origin: http://evil.example",
+        "Sec-Fetch-Site: cross-site",
+        "Host: evil.example",
+    ] {
+        let (code, body) = curl(
+            &serve,
+            &format!("/?Action=DeleteMigrationJob&MigrationJobId={id}"),
+            &["-H", header],
+        );
+        assert_eq!(code, 403, "{header}: {body}");
+    }
+    // A draft never configured is deleted like any job.
+    let (_, other) = rpc(
+        &serve,
+        &[
+            ("Action", "CreateMigrationJob"),
+            ("MigrationJobClass", "large"),
+            ("Region", "local"),
+        ],
+    );
+    let other = other["MigrationJobId"].as_str().unwrap().to_string();
+    assert_ne!(other, id);
+    let (code, deleted) = rpc(
+        &serve,
+        &[("Action", "DeleteMigrationJob"), ("MigrationJobId", &other)],
+    );
+    assert_eq!(code, 200, "{deleted}");
 
     // Configured as it should be: it starts by itself and finishes.
     let (code, body) = configure(object, &[]);

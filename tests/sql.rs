@@ -174,8 +174,56 @@ fn psql_and_a_driver_create_watch_and_refuse() {
         "22023",
     );
     fails(&serve, "SELECT * FROM ferry.jobz", "42P01");
+    // No table functions to make rows without end; no statement beyond a megabyte.
+    let (success, _, error) = sql(&serve, "SELECT count(*) FROM range(10000000000)");
+    assert!(!success && error.contains("ERROR:"), "{error}");
+    let long = format!("SELECT '{}'", "x".repeat(1 << 20));
+    let out = std::process::Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={} user=ferry dbname=ferry sslmode=disable",
+            serve.sql_port.unwrap()
+        ))
+        .args([
+            "-XAt",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-v",
+            "VERBOSITY=verbose",
+            "-f",
+            "-",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(long.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("54000"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (success, out, notice) = sql(&serve, "PRECHECK JOB IF EXISTS nope");
+    assert!(
+        success && out.is_empty() && notice.contains("skipping"),
+        "{notice}"
+    );
     fails(&serve, "SELECT nope FROM ferry.jobs", "42703");
     assert_eq!(ok(&serve, "SELECT count(*) FROM ferry.jobs"), "1");
+    // A copy is a draft of the same spec, under its own name.
+    assert_eq!(ok(&serve, "CREATE JOB j1_copy LIKE j1"), "CREATE JOB");
+    assert_eq!(
+        ok(
+            &serve,
+            "SELECT state FROM ferry.jobs WHERE name = 'j1_copy'"
+        ),
+        "draft"
+    );
+    assert_eq!(ok(&serve, "DROP JOB j1_copy"), "DROP JOB");
 
     // A wrong sink password: the precheck names the fix; patched, it completes.
     maria
@@ -262,6 +310,18 @@ fn psql_and_a_driver_create_watch_and_refuse() {
             .unwrap();
         let names: Vec<&str> = rows.iter().map(|r| r.get(0)).collect();
         assert_eq!(names, ["j1", "j2"]);
+        let since = std::time::SystemTime::now() - Duration::from_secs(3600);
+        let rows = client
+            .query(
+                "SELECT count(*) FROM ferry.events WHERE job = $1 AND at > $2",
+                &[&"j1", &since],
+            )
+            .await
+            .unwrap();
+        assert!(
+            rows[0].get::<_, i64>(0) >= 3,
+            "j1's events of the last hour"
+        );
         let error = client.execute("PAUSE JOB j1", &[]).await.unwrap_err();
         assert_eq!(
             error.code(),

@@ -266,13 +266,16 @@ impl Catalog {
             record.id = id;
             // A name made from the id (`dts_{id}`): unique with the id, or with it twice.
             if record.name.contains("{id}") {
-                record.name = record.name.replace("{id}", &id.to_string());
-                if names
+                let base = record.name.replace("{id}", &id.to_string());
+                record.name = base.clone();
+                let mut attempt = 1;
+                while names
                     .get(record.name.as_str())
                     .map_err(|e| self.store(e))?
                     .is_some()
                 {
-                    record.name = format!("{}_{id}", record.name);
+                    attempt += 1;
+                    record.name = format!("{base}_{attempt}");
                 }
             }
             names

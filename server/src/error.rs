@@ -135,6 +135,11 @@ impl ApiError {
         )
     }
 
+    /// A request the server does not take from where it comes.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message)
+    }
+
     /// No such route.
     pub fn no_route(path: &str) -> ApiError {
         ApiError::new(

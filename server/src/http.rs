@@ -141,6 +141,11 @@ pub fn router(app: Arc<App>) -> Router {
 }
 
 async fn authorize(Shared(app): Shared<Arc<App>>, request: Request, next: Next) -> Response {
+    if app.token.is_none() && request.uri().path() != "/healthz" {
+        if let Err(why) = same_site(request.headers()) {
+            return ApiError::forbidden(why).into_response();
+        }
+    }
     if let Some(token) = &app.token {
         let path = request.uri().path();
         let open = path == "/healthz";
@@ -154,6 +159,39 @@ async fn authorize(Shared(app): Shared<Arc<App>>, request: Request, next: Next) 
         }
     }
     next.run(request).await
+}
+
+/// Without a token, the server trusts whoever reaches its loopback address — so a request
+/// must come from a program there, not from a web page the operator has open elsewhere
+/// (which could otherwise drive jobs with `<img src=…>` or a form): the Host must be a
+/// loopback name (no DNS rebinding), and a browser's `Origin` / `Sec-Fetch-Site` must say
+/// the request comes from the server's own pages.
+fn same_site(headers: &HeaderMap) -> Result<(), String> {
+    let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let host = text("host").unwrap_or_default();
+    let name = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
+    if !matches!(name, "127.0.0.1" | "localhost" | "[::1]" | "") {
+        return Err(format!(
+            "this server has no access token, so it answers only requests addressed to 127.0.0.1 or localhost, not {host:?}: give it a token (--token-file) to serve other names"
+        ));
+    }
+    if let Some(site) = text("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return Err(format!(
+                "a request from another site ({site}) is refused: this server has no access token"
+            ));
+        }
+    }
+    if let Some(origin) = text("origin") {
+        let from = origin.split_once("://").map_or(origin, |(_, rest)| rest);
+        if from != host {
+            return Err(format!("a request from {origin} is refused: this server has no access token, and answers its own pages only"));
+        }
+    }
+    Ok(())
 }
 
 /// Compares in time independent of where the two differ.
@@ -715,6 +753,39 @@ mod tests {
             .map(|(method, path)| (method.to_string(), path.to_string()))
             .collect();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn a_tokenless_server_answers_its_own_pages_and_local_programs_only() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (k, v) in pairs {
+                map.insert(*k, v.parse().unwrap());
+            }
+            map
+        };
+        for ok in [
+            headers(&[("host", "127.0.0.1:8470")]),
+            headers(&[
+                ("host", "localhost:8470"),
+                ("sec-fetch-site", "same-origin"),
+                ("origin", "http://localhost:8470"),
+            ]),
+            headers(&[("host", "[::1]:8470"), ("sec-fetch-site", "none")]),
+        ] {
+            assert!(same_site(&ok).is_ok(), "{ok:?}");
+        }
+        for refused in [
+            headers(&[("host", "evil.example:8470")]),
+            headers(&[("host", "127.0.0.1:8470"), ("sec-fetch-site", "cross-site")]),
+            headers(&[
+                ("host", "127.0.0.1:8470"),
+                ("origin", "http://evil.example"),
+            ]),
+            headers(&[("host", "127.0.0.1:8470"), ("origin", "null")]),
+        ] {
+            assert!(same_site(&refused).is_err(), "{refused:?}");
+        }
     }
 
     #[test]

@@ -109,6 +109,7 @@ pub async fn serve(
         let front = Arc::new(sql::SqlFront::new(
             Arc::clone(&service),
             config.token.as_deref(),
+            tls.is_some(),
         ));
         info!(%address, tls = tls.is_some(), "sql control plane listening");
         sql::announce(address);

@@ -276,8 +276,19 @@ impl Service {
         prefix: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<View, ApiError> {
+        self.create_draft_once(prefix, labels, None)
+    }
+
+    /// [`Service::create_draft`], unless a job already has label `once` (a client's
+    /// idempotency token): then that job, checked and made under one lock.
+    pub fn create_draft_once(
+        self: &Arc<Self>,
+        prefix: &str,
+        labels: BTreeMap<String, String>,
+        once: Option<&str>,
+    ) -> Result<View, ApiError> {
         let name = format!("{prefix}{{id}}");
-        let record = self.insert(&name, "", LimitsRecord::default(), labels)?;
+        let record = self.insert_once(&name, "", LimitsRecord::default(), labels, once)?;
         self.view(&record.name)
     }
 
@@ -287,6 +298,17 @@ impl Service {
         text: &str,
         limits: LimitsRecord,
         labels: BTreeMap<String, String>,
+    ) -> Result<JobRecord, ApiError> {
+        self.insert_once(name, text, limits, labels, None)
+    }
+
+    fn insert_once(
+        &self,
+        name: &str,
+        text: &str,
+        limits: LimitsRecord,
+        labels: BTreeMap<String, String>,
+        once: Option<&str>,
     ) -> Result<JobRecord, ApiError> {
         let now = now_ms();
         let mut record = JobRecord {
@@ -311,6 +333,15 @@ impl Service {
         };
         let created = new_event(&mut record, "info", "created", "job created");
         let mut jobs = self.lock();
+        if let Some(key) = once {
+            let value = record.labels.get(key);
+            if let Some(found) = jobs
+                .values()
+                .find(|e| value.is_some() && e.record.labels.get(key) == value)
+            {
+                return Ok(found.record.clone());
+            }
+        }
         let record = self.catalog.create(record, &[created])?;
         jobs.insert(
             record.name.clone(),
@@ -326,7 +357,8 @@ impl Service {
     }
 
     /// Replaces job `name`'s spec with `text` (checked first) and adds `labels`, in a state
-    /// that allows altering it; starts it when `start`.
+    /// that allows altering it; then, when `start`, starts it (resumes it when paused). A
+    /// start the state does not allow is refused before anything changes.
     pub fn configure(
         self: &Arc<Self>,
         name: &str,
@@ -335,9 +367,23 @@ impl Service {
         start: bool,
     ) -> Result<(), ApiError> {
         let file = spec::check_spec(name, text)?;
-        {
+        let action = {
             let mut jobs = self.lock();
             let (entry, _) = allowing(&mut jobs, name, Action::Alter)?;
+            let state = entry.record.state;
+            let action = if state == State::Paused {
+                Action::Resume
+            } else {
+                Action::Start
+            };
+            if start && lifecycle::outcome(state, in_incremental(entry), action).is_none() {
+                return Err(ApiError::invalid_state(
+                    name,
+                    state,
+                    action,
+                    lifecycle::allowed_actions(state, in_incremental(entry)),
+                ));
+            }
             entry.record.spec = text.to_string();
             entry.record.labels.extend(labels);
             entry.record.limits = LimitsRecord {
@@ -350,9 +396,10 @@ impl Service {
                     .or(entry.record.limits.mb_per_sec),
             };
             self.commit(&mut entry.record, "action", "configured")?;
-        }
+            action
+        };
         if start {
-            self.act(name, Action::Start)?;
+            self.act(name, action)?;
         }
         Ok(())
     }
@@ -370,8 +417,16 @@ impl Service {
 
     /// Copies job `name`'s spec into a new draft job `new_name`.
     pub fn duplicate(self: &Arc<Self>, name: &str, new_name: &str) -> Result<View, ApiError> {
-        let spec = self.view(name)?.record.spec;
-        self.create(new_name, &spec, false)
+        let mut spec: toml::Table = self
+            .view(name)?
+            .record
+            .spec
+            .parse()
+            .map_err(|e| ApiError::internal(format!("the stored spec does not parse: {e}")))?;
+        // The copy is named by the request, not by the original's file.
+        spec.remove("name");
+        let text = toml::to_string(&spec).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.create(new_name, &text, false)
     }
 
     /// Applies `action` (start, precheck, pause, resume, stop) to job `name`. Returns whether
@@ -508,33 +563,32 @@ impl Service {
         name: &str,
         change: LimitsChange,
     ) -> Result<LimitsRecord, ApiError> {
-        let mut limits = self.view(name)?.record.limits;
-        if let Some(rows) = change.rows_per_sec {
-            limits.rows_per_sec = match rows {
-                None => None,
-                Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1e12 => Some(n as u64),
-                Some(n) => {
-                    return Err(ApiError::invalid(
-                        "rows_per_sec",
-                        format!("rows_per_sec must be a whole number of at least 1 (unlimited: null, DEFAULT or -1), not {n}"),
-                    ))
-                }
-            };
-        }
-        if let Some(mb) = change.mb_per_sec {
-            limits.mb_per_sec = match mb {
-                None => None,
-                Some(n) if n > 0.0 && n <= 10240.0 => Some(n),
-                Some(n) => {
-                    return Err(ApiError::invalid(
-                        "mb_per_sec",
-                        format!("mb_per_sec must be more than 0 and at most 10240 (unlimited: null, DEFAULT or -1), not {n}"),
-                    ))
-                }
-            };
-        }
-        self.set_limits(name, limits)?;
-        Ok(limits)
+        let rows = change
+            .rows_per_sec
+            .map(|rows| match rows {
+                None => Ok(None),
+                Some(n) if n >= 1.0 && n.fract() == 0.0 && n <= 1e12 => Ok(Some(n as u64)),
+                Some(n) => Err(ApiError::invalid(
+                    "rows_per_sec",
+                    format!("rows_per_sec must be a whole number of at least 1 (unlimited: null, DEFAULT or -1), not {n}"),
+                )),
+            })
+            .transpose()?;
+        let mb = change
+            .mb_per_sec
+            .map(|mb| match mb {
+                None => Ok(None),
+                Some(n) if n > 0.0 && n <= 10240.0 => Ok(Some(n)),
+                Some(n) => Err(ApiError::invalid(
+                    "mb_per_sec",
+                    format!("mb_per_sec must be more than 0 and at most 10240 (unlimited: null, DEFAULT or -1), not {n}"),
+                )),
+            })
+            .transpose()?;
+        self.update_limits(name, |limits| LimitsRecord {
+            rows_per_sec: rows.unwrap_or(limits.rows_per_sec),
+            mb_per_sec: mb.unwrap_or(limits.mb_per_sec),
+        })
     }
 
     /// The name of the job with id `id`.
@@ -558,8 +612,19 @@ impl Service {
 
     /// Changes job `name`'s limits (`None`: unlimited), within a second when it runs.
     pub fn set_limits(&self, name: &str, limits: LimitsRecord) -> Result<(), ApiError> {
+        self.update_limits(name, |_| limits).map(|_| ())
+    }
+
+    /// Job `name`'s limits made by `change` from the ones in force, read and written under
+    /// one lock (two changes at once lose neither).
+    fn update_limits(
+        &self,
+        name: &str,
+        change: impl FnOnce(LimitsRecord) -> LimitsRecord,
+    ) -> Result<LimitsRecord, ApiError> {
         let mut jobs = self.lock();
         let (entry, _) = allowing(&mut jobs, name, Action::Limit)?;
+        let limits = change(entry.record.limits);
         if let Some(controls) = entry.live.as_ref().and_then(|l| l.controls.as_ref()) {
             apply_limits(controls, limits);
         }
@@ -574,7 +639,7 @@ impl Service {
                 .map_or("unlimited".into(), |n| n.to_string())
         );
         self.commit(&mut entry.record, "limits", &message)?;
-        Ok(())
+        Ok(limits)
     }
 
     /// Merges `patch` (TOML text) into job `name`'s spec; checked before it is stored.
@@ -627,7 +692,8 @@ impl Service {
         }
         let record = self.view(name)?.record;
         let removed = async {
-            if keep_resources {
+            // A job never configured has nothing at its source or sink.
+            if keep_resources || record.spec.is_empty() {
                 return Ok(Vec::new());
             }
             let spec = self.job_spec(&record)?;

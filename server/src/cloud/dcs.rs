@@ -254,9 +254,9 @@ fn redis_url(
                     list.len()
                 )));
             };
-            let valid = address
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+                super::check_host("addrs", host).is_ok() && port.parse::<u16>().is_ok()
+            });
             if !valid {
                 return Err(DcsError::invalid(format!(
                     "{side}.addrs {address:?} is not host:port"
@@ -380,7 +380,11 @@ pub async fn create_task(service: &Arc<Service>, endpoints: &Endpoints, body: &[
     body.entry("resume_mode").or_insert_with(|| "manual".into());
     let (spec, labels) = task_spec(&body, endpoints)?;
     let view = new_task(service, name, text(&body, "description")?)?;
-    configure_job(service, &view.record.name, &spec, labels).await?;
+    if let Err(error) = configure_job(service, &view.record.name, &spec, labels).await {
+        // Nothing half-made stays behind a refusal.
+        let _ = service.drop_job(&view.record.name, true).await;
+        return Err(error);
+    }
     let view = service.view(&view.record.name)?;
     ok(json!({"id": task_id(&view), "name": name, "status": status(&view)}))
 }
@@ -506,6 +510,12 @@ fn id_list(body: &Map<String, Value>, key: &str) -> Result<Vec<String>, DcsError
 pub fn batch_stop(service: &Arc<Service>, body: &[u8]) -> Answer {
     let body = object(body)?;
     let ids = id_list(&body, "migration_tasks")?;
+    if ids.len() > MAX_BATCH {
+        return Err(DcsError::invalid(format!(
+            "migration_tasks lists {}: at most {MAX_BATCH} at once",
+            ids.len()
+        )));
+    }
     let results: Vec<Value> = ids
         .iter()
         .map(|id| {

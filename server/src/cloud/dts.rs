@@ -143,8 +143,8 @@ pub async fn handle(service: &Arc<Service>, endpoints: &Endpoints, params: Param
         "ModifyDynamicConfig" => limits(service, &params),
         "ImportDatabaseBetweenInstances" => rds::import(service, endpoints, &params).await,
         "CancelImport" => rds::cancel_import(service, &params),
-        "CreateCloudMigrationPrecheckTask" => rds::create_task(service, endpoints, &params, true),
-        "CreateCloudMigrationTask" => rds::create_task(service, endpoints, &params, false),
+        "CreateCloudMigrationPrecheckTask" => rds::create_task(service, endpoints, &params, true).await,
+        "CreateCloudMigrationTask" => rds::create_task(service, endpoints, &params, false).await,
         "DescribeCloudMigrationPrecheckResult" => rds::describe(service, &params, true),
         "DescribeCloudMigrationResult" => rds::describe(service, &params, false),
         "ActivateMigrationTargetInstance" => rds::activate(service, &params),
@@ -224,17 +224,6 @@ fn create(service: &Arc<Service>, params: &Params) -> Result<Map<String, Value>,
                 "at most 64 ASCII characters",
             ));
         }
-        // The same token again: the same job, not another.
-        if let Some(view) = service
-            .views()
-            .into_iter()
-            .find(|v| v.record.labels.get("client_token").map(String::as_str) == Some(token))
-        {
-            return Ok(fields([(
-                "MigrationJobId",
-                view.record.id.to_string().into(),
-            )]));
-        }
     }
     let mut labels = BTreeMap::from([
         ("origin".to_string(), "dts".to_string()),
@@ -243,7 +232,8 @@ fn create(service: &Arc<Service>, params: &Params) -> Result<Map<String, Value>,
     if let Some(token) = token {
         labels.insert("client_token".into(), token.into());
     }
-    let view = service.create_draft("dts_", labels)?;
+    // The same token again: the same job, not another.
+    let view = service.create_draft_once("dts_", labels, token.map(|_| "client_token"))?;
     Ok(fields([(
         "MigrationJobId",
         view.record.id.to_string().into(),
@@ -310,7 +300,8 @@ fn endpoint(
             with_credentials(url, user, password)
         }
         _ => {
-            let ip = params.required(&name("IP"))?;
+            let ip = super::check_host(&name("IP"), params.required(&name("IP"))?)
+                .map_err(|m| RpcError::invalid(&name("IP"), m))?;
             let port = params.required(&name("Port"))?;
             if port.parse::<u16>().is_err() {
                 return Err(RpcError::invalid(
@@ -365,7 +356,8 @@ pub(super) fn quote(name: &str) -> String {
 
 /// Whether a DTS table name is a regular expression.
 fn is_pattern(name: &str) -> bool {
-    name.chars().any(|c| ".*+?[](){}|^$\\".contains(c))
+    // `$` and `.` alone do not make one: MySQL names may hold them.
+    name.chars().any(|c| "*+?[](){}|^\\".contains(c))
 }
 
 fn text_field<'a>(object: &'a Value, key: &str, at: &str) -> Result<Option<&'a str>, RpcError> {
@@ -964,7 +956,7 @@ fn list(service: &Service, params: &Params) -> Result<Map<String, Value>, RpcErr
     let total = views.len();
     let jobs: Vec<Value> = views
         .iter()
-        .skip((page - 1) * size)
+        .skip((page - 1).saturating_mul(size))
         .take(size)
         .map(|view| {
             let status = status(view);

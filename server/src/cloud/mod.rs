@@ -83,6 +83,29 @@ pub fn spec_url(spec: &str, side: &str) -> String {
         .to_string()
 }
 
+/// `host` if it is a host name, an IPv4 address or a bracketed IPv6 one — nothing that would
+/// change a URL's user, port, database or options (`@`, `/`, `?`, `#`, `:`).
+pub fn check_host<'a>(field: &str, host: &'a str) -> Result<&'a str, String> {
+    let name = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_');
+    let ipv6 = host.len() > 2
+        && host.starts_with('[')
+        && host.ends_with(']')
+        && host[1..host.len() - 1]
+            .parse::<std::net::Ipv6Addr>()
+            .is_ok();
+    if name || ipv6 {
+        Ok(host)
+    } else {
+        Err(format!(
+            "{field} {host:?} is not a host name or an IP address"
+        ))
+    }
+}
+
 /// `text` percent-encoded for the user, password or path of a URL.
 pub fn encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -139,6 +162,23 @@ mod tests {
             "redis://:x@h:1"
         );
         assert_eq!(with_credentials("redis://h:1", None, None), "redis://h:1");
+    }
+
+    #[test]
+    fn hosts_cannot_rewrite_a_url() {
+        for good in ["127.0.0.1", "db-1.example.com", "[::1]"] {
+            assert_eq!(check_host("IP", good), Ok(good));
+        }
+        for bad in [
+            "h:1/otherdb?sslmode=disable#",
+            "x@h",
+            "",
+            "h/db",
+            "[::1",
+            "h:5432",
+        ] {
+            assert!(check_host("IP", bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -144,14 +144,15 @@ const CATEGORIES: &[&str] = &["ecsonvpc", "idconvpc", "internet"];
 /// self-managed PostgreSQL moved into the instance `DBInstanceName` names — every table of
 /// the database its alias URL names, from the database of the same name at the source (RDS
 /// moves a whole instance; a ferry job moves one database).
-pub fn create_task(
+pub async fn create_task(
     service: &Arc<Service>,
     endpoints: &Endpoints,
     params: &Params,
     precheck_only: bool,
 ) -> Result<Map<String, Value>, RpcError> {
     let instance = params.required("DBInstanceName")?;
-    let ip = params.required("SourceIpAddress")?;
+    let ip = super::check_host("SourceIpAddress", params.required("SourceIpAddress")?)
+        .map_err(|m| RpcError::invalid("SourceIpAddress", m))?;
     let port = params.required("SourcePort")?;
     if port.parse::<u16>().is_err() {
         return Err(RpcError::invalid(
@@ -236,6 +237,8 @@ pub fn create_task(
             }
         });
     if let Err(error) = done {
+        // Nothing half-made stays behind a refusal.
+        let _ = service.drop_job(&name, true).await;
         return Err(error.into());
     }
     Ok(fields([

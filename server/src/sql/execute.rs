@@ -96,7 +96,12 @@ impl From<ApiError> for SqlError {
             "InvalidJobState" => SqlError::new("55000", error.message),
             "PrecheckFailed" => {
                 let mut failed = Vec::new();
-                if let Some(items) = error.details["precheck"]["items"].as_array() {
+                let items = error
+                    .details
+                    .get("precheck")
+                    .and_then(|p| p.get("items"))
+                    .and_then(|i| i.as_array());
+                if let Some(items) = items {
                     for item in items.iter().filter(|i| i["status"] == "failed") {
                         failed.push(format!(
                             "{}: {} (fix: {})",
@@ -394,6 +399,9 @@ fn create_job(service: &Arc<Service>, create: &CreateJob) -> Result<Answer, SqlE
                 .spec
                 .parse()
                 .map_err(|e: toml::de::Error| SqlError::new("XX000", e.to_string()))?;
+            // The copy is named by the statement, not by the original's file.
+            let mut spec = spec;
+            spec.remove("name");
             (spec, false)
         }
     };
@@ -495,6 +503,17 @@ async fn act(
 ) -> Result<Answer, SqlError> {
     let tag = format!("{} JOB", action.name().to_ascii_uppercase());
     if if_exists && service.view(name).is_err() {
+        if action == Action::Precheck {
+            // What PRECHECK JOB describes itself as: rows (none here).
+            let schema = tables::precheck_schema();
+            return Ok(Answer {
+                notices: vec![skipping(name)],
+                reply: Reply::Rows {
+                    batches: vec![RecordBatch::new_empty(Arc::clone(&schema))],
+                    schema,
+                },
+            });
+        }
         return Ok(Answer::skipped(&tag, skipping(name)));
     }
     match action {
@@ -537,7 +556,15 @@ async fn act(
             service
                 .settle(name, timeout + Duration::from_secs(30))
                 .await;
-            let state = service.view(name)?.record.state;
+            let view = service.view(name)?;
+            let state = view.record.state;
+            if state == State::Failed {
+                let why = view.record.error.map(|e| e.message).unwrap_or_default();
+                return Err(SqlError::new(
+                    "55000",
+                    format!("job {name} failed during its cutover: {why}"),
+                ));
+            }
             if state != State::Stopped {
                 return Err(SqlError::new(
                     "57014",
@@ -600,12 +627,46 @@ pub async fn query(
             .map_err(|e| datafusion_error(e, sql, offset))?
     };
     let schema: SchemaRef = Arc::new(frame.schema().as_arrow().clone());
-    let batches = frame
-        .collect()
+    let run = async {
+        use futures::StreamExt;
+        let mut stream = frame
+            .execute_stream()
+            .await
+            .map_err(|e| datafusion_error(e, sql, offset))?;
+        let mut batches = Vec::new();
+        let mut rows = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| datafusion_error(e, sql, offset))?;
+            rows += batch.num_rows();
+            if rows > MAX_ROWS {
+                return Err(SqlError::new(
+                    "54000",
+                    format!("the query answers more than {MAX_ROWS} rows: narrow it with WHERE or LIMIT"),
+                ));
+            }
+            batches.push(batch);
+        }
+        Ok(batches)
+    };
+    let batches = tokio::time::timeout(QUERY_TIMEOUT, run)
         .await
-        .map_err(|e| datafusion_error(e, sql, offset))?;
+        .map_err(|_| {
+            SqlError::new(
+                "57014",
+                format!(
+                    "canceling statement due to statement timeout: a query over ferry's tables may run {} s",
+                    QUERY_TIMEOUT.as_secs()
+                ),
+            )
+        })??;
     Ok((schema, batches))
 }
+
+/// The most rows one query answers: the tables of even a large service hold fewer.
+const MAX_ROWS: usize = 1_000_000;
+
+/// The longest a query over ferry's tables runs.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A query's result schema and its parameters' types, without running it.
 pub async fn describe(
@@ -656,7 +717,7 @@ async fn plan(
         .hint("change jobs with CREATE JOB, ALTER JOB, SET LIMIT FOR JOB, START/PAUSE/RESUME/STOP/CUTOVER JOB and DROP JOB")
         .at(offset + 1));
     }
-    let context = tables::context(service).map_err(|e| datafusion_error(e, sql, offset))?;
+    let context = tables::context(service, sql).map_err(|e| datafusion_error(e, sql, offset))?;
     let options = SQLOptions::new()
         .with_allow_ddl(false)
         .with_allow_dml(false)
@@ -679,6 +740,10 @@ fn datafusion_error(error: DataFusionError, sql: &str, offset: usize) -> SqlErro
                 error.position = Some(offset + at);
             }
             error
+        }
+        _ if lower.contains("dml not supported") || lower.contains("ddl not supported") => {
+            SqlError::new("25006", format!("ferry's tables are read-only: {message}"))
+                .hint("change jobs with CREATE JOB, ALTER JOB, SET LIMIT FOR JOB, START/PAUSE/RESUME/STOP/CUTOVER JOB and DROP JOB")
         }
         _ if lower.contains("table") && lower.contains("not found") => {
             SqlError::new("42P01", message).hint(format!(

@@ -166,16 +166,14 @@ pub fn parse(text: &str) -> Result<Vec<Statement>, SyntaxError> {
         .tokenize_with_location()
         .map_err(|e| SyntaxError {
             message: e.message.clone(),
-            position: char_position(text, &ByteOffsets::new(text), e.location),
+            position: ByteOffsets::new(text).char_index(e.location) + 1,
         })?;
     let offsets = ByteOffsets::new(text);
     let mut spanned = Vec::with_capacity(tokens.len());
     for token in tokens {
-        let start = offsets.of(token.span.start);
-        let end = offsets.of(token.span.end);
         spanned.push(Spanned {
-            start: text[..start].chars().count() + 1,
-            bytes: start..end,
+            start: offsets.char_index(token.span.start) + 1,
+            bytes: offsets.of(token.span.start)..offsets.of(token.span.end),
             token: token.token,
         });
     }
@@ -204,14 +202,6 @@ pub fn parse(text: &str) -> Result<Vec<Statement>, SyntaxError> {
         }
     }
     Ok(statements)
-}
-
-fn char_position(
-    text: &str,
-    offsets: &ByteOffsets<'_>,
-    at: ferry_sql::sqlparser::tokenizer::Location,
-) -> usize {
-    text[..offsets.of(at)].chars().count() + 1
 }
 
 /// The words that start ferry's own statements, after `CREATE`, `DROP`, … (`JOB`).

@@ -62,8 +62,8 @@ pub struct SqlFront {
 
 impl SqlFront {
     /// A front over `service`; `password` (the service's token) is asked of every client
-    /// with SCRAM-SHA-256 when given.
-    pub fn new(service: Arc<Service>, password: Option<&str>) -> SqlFront {
+    /// with SCRAM-SHA-256 when given; `tls`: clients from other hosts must use TLS.
+    pub fn new(service: Arc<Service>, password: Option<&str>, tls: bool) -> SqlFront {
         let scram = password.map(|password| {
             let salt = crate::cloud::random_bytes(16);
             let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
@@ -73,7 +73,7 @@ impl SqlFront {
         });
         SqlFront {
             handler: Arc::new(Handler { service }),
-            startup: Arc::new(Startup { scram }),
+            startup: Arc::new(Startup { scram, tls }),
         }
     }
 }
@@ -174,9 +174,12 @@ impl AuthSource for TokenSource {
     }
 }
 
-/// Startup: SCRAM when the service has a token, else open (loopback only).
+/// Startup: SCRAM when the service has a token, else open (loopback only); with a
+/// certificate, clients from other hosts must use TLS (their statements carry URLs with
+/// passwords).
 struct Startup {
     scram: Option<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+    tls: bool,
 }
 
 /// The startup without authentication.
@@ -222,6 +225,17 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if self.tls
+            && matches!(message, PgWireFrontendMessage::Startup(_))
+            && !client.is_secure()
+            && !client.socket_addr().ip().is_loopback()
+        {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "28000".into(),
+                "this server takes connections from other hosts over TLS only: connect with sslmode=require".into(),
+            ))));
+        }
         match &self.scram {
             Some(scram) => scram.on_startup(client, message).await,
             None => Open.on_startup(client, message).await,
@@ -280,11 +294,19 @@ where
     Ok(())
 }
 
-/// `answer` as pgwire's response, rows in `format`.
-fn response(answer: Answer, format: &Format) -> PgWireResult<Response> {
+/// `answer` as pgwire's response, rows in `format` (and of `described`'s types when the
+/// statement was described before it ran).
+fn response(
+    answer: Answer,
+    format: &Format,
+    described: Option<&SchemaRef>,
+) -> PgWireResult<Response> {
     Ok(match answer.reply {
         Reply::Rows { schema, batches } => {
-            let (fields, columns) = canonical(&schema, format);
+            let announced = described
+                .filter(|d| d.fields().len() == schema.fields().len())
+                .unwrap_or(&schema);
+            let (fields, columns) = canonical(announced, format);
             let fields = Arc::new(fields);
             let mut rows = Vec::new();
             for batch in &batches {
@@ -377,6 +399,15 @@ fn float_text(value: f64) -> String {
     }
 }
 
+/// An f32 as PostgreSQL writes a `real`: its own shortest form, not an f64's.
+fn float_text_f32(value: f32) -> String {
+    if value.is_finite() {
+        value.to_string()
+    } else {
+        float_text(f64::from(value))
+    }
+}
+
 fn encode_value(
     encoder: &mut DataRowEncoder,
     column: &dyn Array,
@@ -398,7 +429,7 @@ fn encode_value(
     } else if let Some(a) = any.downcast_ref::<Float32Array>() {
         match format {
             FieldFormat::Text => encoder.encode_field_with_type_and_format(
-                &float_text(f64::from(a.value(row))),
+                &float_text_f32(a.value(row)),
                 &Type::FLOAT4,
                 format,
                 &Default::default(),
@@ -432,9 +463,26 @@ fn encode_value(
     }
 }
 
+/// The longest query string taken: a job file is a few kilobytes, a rule at most 256 KiB.
+pub const MAX_QUERY_BYTES: usize = 1 << 20;
+
+/// The statements of a query string.
+fn statements(sql: &str) -> Result<Vec<Statement>, SqlError> {
+    if sql.len() > MAX_QUERY_BYTES {
+        return Err(SqlError::new(
+            "54000",
+            format!(
+                "the query string is {} bytes; ferry takes at most {MAX_QUERY_BYTES}",
+                sql.len()
+            ),
+        ));
+    }
+    grammar::parse(sql).map_err(syntax)
+}
+
 /// The statement of a query string that holds exactly one (extended protocol).
 fn one_statement(sql: &str) -> Result<Statement, SqlError> {
-    let mut statements = grammar::parse(sql).map_err(syntax)?;
+    let mut statements = statements(sql)?;
     match statements.len() {
         1 => Ok(statements.remove(0)),
         0 => Ok(Statement::Chatter(grammar::Chatter::Accepted("EMPTY"))),
@@ -502,7 +550,31 @@ fn param_value(
         Type::INT8 => ScalarValue::Int64(portal.parameter::<i64>(i, &pg)?),
         Type::FLOAT4 => ScalarValue::Float32(portal.parameter::<f32>(i, &pg)?),
         Type::FLOAT8 => ScalarValue::Float64(portal.parameter::<f64>(i, &pg)?),
-        _ => ScalarValue::Utf8(portal.parameter::<String>(i, &Type::TEXT)?),
+        Type::TIMESTAMP | Type::TIMESTAMPTZ => {
+            let at = portal.parameter::<std::time::SystemTime>(i, &pg)?;
+            let micros = at.map(|at| match at.duration_since(UNIX_EPOCH) {
+                Ok(after) => after.as_micros() as i64,
+                Err(before) => -(before.duration().as_micros() as i64),
+            });
+            let zone = (pg == Type::TIMESTAMPTZ).then(|| "+00:00".into());
+            ScalarValue::TimestampMicrosecond(micros, zone)
+        }
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            ScalarValue::Utf8(portal.parameter::<String>(i, &Type::TEXT)?)
+        }
+        _ if portal.parameter_format.is_text(i) => {
+            ScalarValue::Utf8(portal.parameter::<String>(i, &Type::TEXT)?)
+        }
+        other => {
+            return Err(SqlError::new(
+                "0A000",
+                format!(
+                    "parameter ${} is of type {other} in binary: send it as text, or as text, bool, an integer, a float or a timestamp",
+                    i + 1
+                ),
+            )
+            .wire())
+        }
     };
     match want {
         Some(want) if value.data_type() != *want => value.cast_to(want).map_err(|e| {
@@ -525,16 +597,22 @@ impl SimpleQueryHandler for Handler {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = match grammar::parse(query) {
+        let statements = match statements(query) {
             Ok(statements) => statements,
-            Err(error) => return Ok(vec![Response::Error(Box::new(syntax(error).info()))]),
+            Err(error) => return Ok(vec![Response::Error(Box::new(error.info()))]),
         };
         let mut responses = Vec::new();
         for statement in &statements {
             match execute::execute(&self.service, statement, &[]).await {
                 Ok(answer) => {
                     notices(client, &answer).await?;
-                    responses.push(response(answer, &Format::UnifiedText)?);
+                    match response(answer, &Format::UnifiedText, None) {
+                        Ok(reply) => responses.push(reply),
+                        Err(error) => {
+                            responses.push(Response::Error(Box::new(ErrorInfo::from(error))));
+                            break;
+                        }
+                    }
                 }
                 Err(error) => {
                     // As PostgreSQL does, an error ends the query string's statements.
@@ -689,7 +767,13 @@ impl ExtendedQueryHandler for Handler {
         match execute::execute(&self.service, &prepared.statement, &params).await {
             Ok(answer) => {
                 notices(client, &answer).await?;
-                response(answer, &portal.result_column_format)
+                // Rows as Describe announced them (a parameter typed by the client can
+                // make DataFusion's answer another type).
+                response(
+                    answer,
+                    &portal.result_column_format,
+                    prepared.schema.as_ref(),
+                )
             }
             Err(error) => Ok(Response::Error(Box::new(error.info()))),
         }

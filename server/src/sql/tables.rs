@@ -394,40 +394,74 @@ pub fn precheck_batch(view: &View) -> Result<RecordBatch, DataFusionError> {
     batch_of(PRECHECK_ITEMS, &items_of(view))
 }
 
+/// The memory a query over the `ferry.*` tables may use: far more than the tables of a
+/// service's jobs hold, far less than would hurt the migrations beside it.
+pub const QUERY_MEMORY: usize = 256 << 20;
+
 /// A DataFusion session over the jobs as they are now: the `ferry.*` tables, `version()`.
-pub fn context(service: &Service) -> Result<SessionContext, DataFusionError> {
+/// Only the tables `sql` names are filled (the others are there, empty: the query does not
+/// name them). No table functions (`range`, `generate_series`), a bounded memory pool and
+/// no spilling: a query cannot grow without bound beside the jobs.
+pub fn context(service: &Service, sql: &str) -> Result<SessionContext, DataFusionError> {
     let config = SessionConfig::new()
         .with_create_default_catalog_and_schema(true)
         .with_default_catalog_and_schema("ferry_catalog", SCHEMA)
         .with_information_schema(false);
-    let context = SessionContext::new_with_config(config);
-    let views = service.views();
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_limit(QUERY_MEMORY, 1.0)
+        .with_disk_manager_builder(
+            datafusion::execution::disk_manager::DiskManagerBuilder::default()
+                .with_mode(datafusion::execution::disk_manager::DiskManagerMode::Disabled),
+        )
+        .build_arc()?;
+    let context = SessionContext::new_with_config_rt(config, runtime);
+    for function in datafusion::functions_table::all_default_table_functions() {
+        context.deregister_udtf(function.name());
+    }
+    let lower = sql.to_ascii_lowercase();
+    let named = |table: &str| lower.contains(table);
+    let views =
+        if named("jobs") || named("job_tables") || named("precheck_items") || named("events") {
+            service.views()
+        } else {
+            Vec::new()
+        };
     let mut items = Vec::new();
     let mut tables = Vec::new();
     let mut events = Vec::new();
     for view in &views {
-        items.extend(items_of(view));
-        if let Some(list) = doc::tables(view)["tables"].as_array() {
-            tables.extend(list.iter().map(|table| TableRow {
-                job: view.record.name.clone(),
-                table: table.clone(),
-            }));
+        if named("precheck_items") {
+            items.extend(items_of(view));
+        }
+        if named("job_tables") {
+            if let Some(list) = doc::tables(view)["tables"].as_array() {
+                tables.extend(list.iter().map(|table| TableRow {
+                    job: view.record.name.clone(),
+                    table: table.clone(),
+                }));
+            }
         }
         let name = &view.record.name;
-        if let Ok(list) = service.events(name, 0, usize::MAX) {
-            events.extend(list.into_iter().map(|event| EventRow {
-                job: name.clone(),
-                event,
-            }));
+        if named("events") {
+            if let Ok(list) = service.events(name, 0, usize::MAX) {
+                events.extend(list.into_iter().map(|event| EventRow {
+                    job: name.clone(),
+                    event,
+                }));
+            }
         }
     }
-    let jobs: Vec<JobRow> = views
-        .into_iter()
-        .map(|view| JobRow {
-            doc: doc::document(&view),
-            view,
-        })
-        .collect();
+    let jobs: Vec<JobRow> = if named("jobs") {
+        views
+            .into_iter()
+            .map(|view| JobRow {
+                doc: doc::document(&view),
+                view,
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     register(&context, "jobs", batch_of(JOBS, &jobs)?)?;
     register(&context, "job_tables", batch_of(JOB_TABLES, &tables)?)?;
     register(
