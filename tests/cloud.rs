@@ -65,7 +65,9 @@ fn a_dts_job_renames_filters_and_finishes() {
         "src",
         "CREATE TABLE public.t (id bigint PRIMARY KEY, v text, secret text);
          INSERT INTO public.t SELECT g, 'row ' || g, 'x' FROM generate_series(1, 10000) g;
-         CREATE TABLE public.other (id int PRIMARY KEY);",
+         CREATE TABLE public.other (id int PRIMARY KEY);
+         CREATE TABLE public.u (id int PRIMARY KEY, name text, pw text);
+         INSERT INTO public.u SELECT g, 'u' || g, 'hunter' || g FROM generate_series(1, 50) g;",
     )
     .unwrap();
     pg.create_database("dst").unwrap();
@@ -116,7 +118,7 @@ fn a_dts_job_renames_filters_and_finishes() {
         "{refused}"
     );
 
-    let object = r#"[{"DBName":"src","SchemaName":"public","NewSchemaName":"sales","TableIncludes":[{"TableName":"t","NewTableName":"big_t","FilterCondition":"id <= 4000","ColumnIncludes":[{"ColumnName":"id"},{"ColumnName":"v","NewColumnName":"label"}]}]}]"#;
+    let object = r#"[{"DBName":"src","SchemaName":"public","NewSchemaName":"sales","TableIncludes":[{"TableName":"t","NewTableName":"big_t","FilterCondition":"id <= 4000","ColumnIncludes":[{"ColumnName":"id"},{"ColumnName":"v","NewColumnName":"label"}]},{"TableName":"u","ColumnExcludes":[{"ColumnName":"pw"}]}]},{"DBName":"src","SchemaName":"public","NewSchemaName":"copy","TableExcludes":[{"TableName":"t"},{"TableName":"u"}]}]"#;
     let port = pg.port().to_string();
     let configure = |object: &str, extra: &[(&'static str, &'static str)]| -> (u16, Value) {
         let mut params = vec![
@@ -349,7 +351,7 @@ fn a_dts_job_renames_filters_and_finishes() {
         "{status}"
     );
     assert_eq!(
-        status["DataInitializationStatus"]["Progress"], "4000",
+        status["DataInitializationStatus"]["Progress"], "4050",
         "{status}"
     );
     assert_eq!(
@@ -387,6 +389,31 @@ fn a_dts_job_renames_filters_and_finishes() {
         "id,label"
     );
 
+    assert_eq!(
+        pg.psql(
+            "dst",
+            "SELECT count(*), string_agg(DISTINCT left(name, 1), '') FROM sales.u"
+        )
+        .unwrap()
+        .trim(),
+        "50|u"
+    );
+    assert_eq!(
+        pg.psql("dst", "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'u'").unwrap().trim(),
+        "id,name",
+        "ColumnExcludes left pw out"
+    );
+    assert_eq!(
+        pg.psql(
+            "dst",
+            "SELECT string_agg(tablename, ',') FROM pg_tables WHERE schemaname = 'copy'"
+        )
+        .unwrap()
+        .trim(),
+        "other",
+        "TableExcludes left t and u out"
+    );
+
     // The same job through the other views.
     let (_, jobs) = rpc(
         &serve,
@@ -419,8 +446,9 @@ fn a_dts_job_renames_filters_and_finishes() {
             ("MigrationJobId", &id),
         ],
     );
-    assert_eq!(
-        detail["DataInitializationDetailList"]["DataInitializationDetail"][0]["FinishRowNum"], 4000,
+    let details = detail["DataInitializationDetailList"]["DataInitializationDetail"].to_string();
+    assert!(
+        details.contains("\"FinishRowNum\":4000") && details.contains("\"FinishRowNum\":50"),
         "{detail}"
     );
 

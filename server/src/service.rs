@@ -692,8 +692,9 @@ impl Service {
         }
         let record = self.view(name)?.record;
         let removed = async {
-            // A job never configured has nothing at its source or sink.
-            if keep_resources || record.spec.is_empty() {
+            // A job that never ran (never configured, or only prechecked) made nothing at
+            // its source or sink: nothing to reach there, which may not even be up.
+            if keep_resources || record.spec.is_empty() || record.started_at.is_none() {
                 return Ok(Vec::new());
             }
             let spec = self.job_spec(&record)?;

@@ -89,6 +89,12 @@ fn matching_tables<'a>(
     let matched: Vec<&TableSchema> = catalog
         .iter()
         .filter(|t| rule.source.matches(&t.id))
+        .filter(|t| {
+            !rule
+                .except_tables
+                .iter()
+                .any(|except| except.matches(&t.id))
+        })
         .collect();
     let full_names: Vec<String> = catalog.iter().map(|t| t.id.to_string()).collect();
     let suggestion = || closest(&rule.source.text(), full_names.iter().map(String::as_str));
@@ -159,7 +165,33 @@ fn resolve_one(rule: &Rule, table: &TableSchema) -> Result<ResolvedRule, SqlErro
     for item in &rule.items {
         match item {
             RuleItem::Wildcard => {
+                let names = || table.columns.fields().iter().map(|f| f.name().as_str());
+                let left_out = |name: &str| {
+                    rule.except_columns
+                        .iter()
+                        .any(|except| match except.quote_style {
+                            Some(_) => except.value == name,
+                            None => except.value.eq_ignore_ascii_case(name),
+                        })
+                };
+                for except in &rule.except_columns {
+                    let found = names().any(|name| match except.quote_style {
+                        Some(_) => except.value == name,
+                        None => except.value.eq_ignore_ascii_case(name),
+                    });
+                    if !found {
+                        return Err(SqlError::UnknownColumn {
+                            rule: rule.index,
+                            table: table.id.to_string(),
+                            column: except.to_string(),
+                            suggestion: closest(&except.value, names()),
+                        });
+                    }
+                }
                 for (index, field) in table.columns.fields().iter().enumerate() {
+                    if left_out(field.name()) {
+                        continue;
+                    }
                     columns.push(OutputColumn {
                         name: field.name().clone(),
                         expr: Expr::Identifier(quoted(field.name())),
@@ -296,6 +328,33 @@ mod tests {
 
     fn resolve(sql: &str) -> Result<Vec<ResolvedRule>, SqlError> {
         resolve_rules(&[Rule::parse(0, sql)?], &catalog())
+    }
+
+    #[test]
+    fn except_leaves_out_columns_and_tables() {
+        let rules = resolve("INSERT INTO dst.* SELECT * EXCEPT (Name, \"amount\") FROM shop.* EXCEPT (shop.customers) WHERE id > 1").unwrap();
+        assert_eq!(rules.len(), 1, "customers is left out");
+        assert_eq!(rules[0].target, TableId::new("dst", "orders"));
+        let names: Vec<_> = rules[0].columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id"]);
+        assert_eq!(rules[0].filter.as_ref().unwrap().to_string(), "\"id\" > 1");
+        let rules =
+            resolve("SELECT * EXCLUDE (email) FROM *.customers EXCEPT ('crm\\..*')").unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].columns.len(), 1);
+        let error = resolve("SELECT * EXCEPT (emal) FROM shop.customers").unwrap_err();
+        assert!(
+            matches!(error, SqlError::UnknownColumn { ref suggestion, .. } if suggestion.as_deref() == Some("email")),
+            "{error}"
+        );
+        for bad in [
+            "SELECT id EXCEPT (id) FROM shop.orders",
+            "SELECT * FROM shop.orders EXCEPT (shop.x)",
+            "SELECT * EXCEPT (a b) FROM shop.orders",
+            "SELECT * FROM shop.* EXCEPT (shop.a shop.b)",
+        ] {
+            assert!(resolve(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

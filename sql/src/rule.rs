@@ -60,6 +60,10 @@ pub struct Rule {
     pub items: Vec<RuleItem>,
     /// The WHERE condition.
     pub filter: Option<Expr>,
+    /// `SELECT * EXCEPT (columns)`: the columns the wildcard leaves out.
+    pub(crate) except_columns: Vec<Ident>,
+    /// `FROM source EXCEPT (tables)`: the tables a pattern source leaves out.
+    pub(crate) except_tables: Vec<SourceSpec>,
 }
 
 impl Rule {
@@ -132,12 +136,73 @@ impl Rule {
             return Err(syntax("expected a table name after FROM".into()));
         }
         let source = parse_source(&tokens[start..end]).map_err(&syntax)?;
-        // The rule's own text with only the source name replaced.
+        // `FROM source EXCEPT (table, …)`: tables the source leaves out.
+        let (except_tables, source_end) = match except_list(&tokens, end) {
+            Some((open, close)) => {
+                let mut tables = Vec::new();
+                for (from, to) in list_items(&tokens, open + 1, close) {
+                    let name_start = next_significant(&tokens, from)
+                        .map(|(i, _)| i)
+                        .filter(|i| *i < to)
+                        .ok_or_else(|| syntax("expected a table name in EXCEPT ( … )".into()))?;
+                    let name_stop = name_end(&tokens, name_start);
+                    if next_significant(&tokens, name_stop).is_some_and(|(i, _)| i < to) {
+                        return Err(syntax(
+                            "EXCEPT ( … ) after FROM lists table names or patterns, separated by commas".into(),
+                        ));
+                    }
+                    tables.push(parse_source(&tokens[name_start..name_stop]).map_err(&syntax)?);
+                }
+                (tables, close + 1)
+            }
+            None => (Vec::new(), end),
+        };
+        // `SELECT * EXCEPT (column, …)`: columns the wildcard leaves out.
+        let mut except_columns = Vec::new();
+        let mut select_cut = None;
+        let mut at = body;
+        while at < from {
+            if matches!(tokens[at], Token::Mul) {
+                if let Some((open, close)) = except_list(&tokens, at + 1).filter(|(_, c)| *c < from)
+                {
+                    for (item_start, item_end) in list_items(&tokens, open + 1, close) {
+                        let words: Vec<&Token> = tokens[item_start..item_end]
+                            .iter()
+                            .filter(|t| !is_space(t))
+                            .collect();
+                        match words[..] {
+                            [Token::Word(word)] => except_columns.push(Ident {
+                                value: word.value.clone(),
+                                quote_style: word.quote_style,
+                                span: sqlparser::tokenizer::Span::empty(),
+                            }),
+                            _ => {
+                                return Err(syntax(
+                                    "EXCEPT ( … ) after * lists column names, separated by commas"
+                                        .into(),
+                                ))
+                            }
+                        }
+                    }
+                    select_cut = Some((ranges[at].1, ranges[close].1));
+                    break;
+                }
+            }
+            at += 1;
+        }
+        // The rule's own text with only the source name (and the EXCEPT lists) replaced.
         let body_start = ranges.get(body).map_or(sql.len(), |r| r.0);
+        let head = match select_cut {
+            Some((cut_start, cut_end)) => format!(
+                "{}{}",
+                &sql[body_start..cut_start],
+                &sql[cut_end..ranges[start].0]
+            ),
+            None => sql[body_start..ranges[start].0].to_string(),
+        };
         let text = format!(
-            "{}{SOURCE_PLACEHOLDER}{}",
-            &sql[body_start..ranges[start].0],
-            &sql[ranges[end - 1].1..]
+            "{head}{SOURCE_PLACEHOLDER}{}",
+            &sql[ranges[source_end - 1].1..]
         );
         let mut statements =
             Parser::parse_sql(&dialect, &text).map_err(|e| syntax(e.to_string()))?;
@@ -158,6 +223,14 @@ impl Rule {
                 reject_subqueries(expr).map_err(unsupported)?;
             }
         }
+        if !except_columns.is_empty() && !items.iter().any(|i| matches!(i, RuleItem::Wildcard)) {
+            return Err(syntax("EXCEPT ( … ) follows * in the SELECT list".into()));
+        }
+        if !except_tables.is_empty() && !source.is_pattern() {
+            return Err(syntax(
+                "EXCEPT ( … ) after FROM follows a pattern (shop.*, a regex): a single table has nothing to leave out".into(),
+            ));
+        }
         Ok(Rule {
             index,
             sql: sql.to_string(),
@@ -166,6 +239,8 @@ impl Rule {
             alias,
             items,
             filter,
+            except_columns,
+            except_tables,
         })
     }
 }
@@ -316,6 +391,40 @@ fn next_significant(tokens: &[Token], from: usize) -> Option<(usize, &Token)> {
         .enumerate()
         .skip(from)
         .find(|(_, t)| !is_space(t) && !matches!(t, Token::EOF))
+}
+
+/// `EXCEPT ( … )` starting at the first significant token from `from`: the indexes of its
+/// parentheses.
+fn except_list(tokens: &[Token], from: usize) -> Option<(usize, usize)> {
+    let (word_at, word) = next_significant(tokens, from)?;
+    let is_except = matches!(word, Token::Word(w) if w.quote_style.is_none()
+        && (w.keyword == Keyword::EXCEPT || w.value.eq_ignore_ascii_case("EXCLUDE")));
+    if !is_except {
+        return None;
+    }
+    let (open, paren) = next_significant(tokens, word_at + 1)?;
+    if !matches!(paren, Token::LParen) {
+        return None;
+    }
+    let close = tokens[open + 1..]
+        .iter()
+        .position(|t| matches!(t, Token::RParen))
+        .map(|i| open + 1 + i)?;
+    Some((open, close))
+}
+
+/// The comma-separated items between `from` and `to` (token indexes), as ranges.
+fn list_items(tokens: &[Token], from: usize, to: usize) -> Vec<(usize, usize)> {
+    let mut items = Vec::new();
+    let mut start = from;
+    for (i, token) in tokens.iter().enumerate().take(to).skip(from) {
+        if matches!(token, Token::Comma) {
+            items.push((start, i));
+            start = i + 1;
+        }
+    }
+    items.push((start, to));
+    items
 }
 
 /// The end of a table name starting at `start`: it runs over words, `*`, `.` and a quoted

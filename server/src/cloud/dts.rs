@@ -429,13 +429,31 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
                 .or(new_schema)
                 .unwrap_or(if source.schemas { db } else { from })
         };
-        if entry
-            .get("TableExcludes")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-        {
-            return Err(RpcError::invalid("MigrationObject", format!("{at}.TableExcludes is not supported yet: list the tables to move in TableIncludes")));
+        // TableExcludes: `FROM "ns".* EXCEPT (…)` on the rules whose source is a pattern.
+        let mut excluded = Vec::new();
+        match entry.get("TableExcludes") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(items)) => {
+                for (j, item) in items.iter().enumerate() {
+                    let at = format!("{at}.TableExcludes[{j}]");
+                    let name = text_field(item, "TableName", &at)?.ok_or_else(|| {
+                        RpcError::invalid("MigrationObject", format!("{at}.TableName is missing"))
+                    })?;
+                    excluded.push(source_name(from, name));
+                }
+            }
+            Some(_) => {
+                return Err(RpcError::invalid(
+                    "MigrationObject",
+                    format!("{at}.TableExcludes is not an array"),
+                ))
+            }
         }
+        let except_tables = if excluded.is_empty() {
+            String::new()
+        } else {
+            format!(" EXCEPT ({})", excluded.join(", "))
+        };
         let includes = match entry.get("TableIncludes") {
             None | Some(Value::Null) => Vec::new(),
             Some(Value::Array(items)) => items.clone(),
@@ -448,7 +466,7 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
         };
         if includes.is_empty() {
             rules.push(format!(
-                "INSERT INTO {}.* SELECT * FROM {}.*",
+                "INSERT INTO {}.* SELECT * FROM {}.*{except_tables}",
                 quote(to),
                 quote(from)
             ));
@@ -476,16 +494,36 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
             })?;
             let new_name = text_field(table, "NewTableName", &at)?;
             let filter = text_field(table, "FilterCondition", &at)?;
-            if table
-                .get("ColumnExcludes")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty())
-            {
-                return Err(RpcError::invalid("MigrationObject", format!("{at}.ColumnExcludes is not supported yet: list the columns to move in ColumnIncludes")));
+            let mut left_out = Vec::new();
+            match table.get("ColumnExcludes") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(columns)) => {
+                    for (k, column) in columns.iter().enumerate() {
+                        let at = format!("{at}.ColumnExcludes[{k}]");
+                        let column = text_field(column, "ColumnName", &at)?.ok_or_else(|| {
+                            RpcError::invalid(
+                                "MigrationObject",
+                                format!("{at}.ColumnName is missing"),
+                            )
+                        })?;
+                        left_out.push(quote(column));
+                    }
+                }
+                Some(_) => {
+                    return Err(RpcError::invalid(
+                        "MigrationObject",
+                        format!("{at}.ColumnExcludes is not an array"),
+                    ))
+                }
             }
+            let all = if left_out.is_empty() {
+                "*".to_string()
+            } else {
+                format!("* EXCEPT ({})", left_out.join(", "))
+            };
             let columns = match table.get("ColumnIncludes") {
-                None | Some(Value::Null) => "*".to_string(),
-                Some(Value::Array(columns)) if columns.is_empty() => "*".to_string(),
+                None | Some(Value::Null) => all,
+                Some(Value::Array(columns)) if columns.is_empty() => all,
                 Some(Value::Array(columns)) => {
                     let mut list = Vec::new();
                     for (k, column) in columns.iter().enumerate() {
@@ -514,8 +552,7 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
                 }
             };
             let (source_table, target_table) = if is_pattern(name) {
-                let pattern = format!("{}\\.({name})", regex_escape(from));
-                let source = format!("'{}'", pattern.replace('\'', "''"));
+                let source = format!("{}{except_tables}", source_name(from, name));
                 let template = format!("{to}.{}", new_name.unwrap_or("${1}"));
                 let target = format!("'{}'", template.replace('\'', "''"));
                 (source, target)
@@ -534,6 +571,17 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
         }
     }
     Ok(rules)
+}
+
+/// A DTS table name in namespace `from` as a rule's source: quoted, or as a regex (its
+/// match the group `${1}` a target template uses).
+fn source_name(from: &str, name: &str) -> String {
+    if is_pattern(name) {
+        let pattern = format!("{}\\.({name})", regex_escape(from));
+        format!("'{}'", pattern.replace('\'', "''"))
+    } else {
+        format!("{}.{}", quote(from), quote(name))
+    }
 }
 
 fn regex_escape(text: &str) -> String {
@@ -1148,14 +1196,31 @@ mod tests {
             r#"{"DBName":"x"}"#,
             r#"[]"#,
             r#"[{"TableIncludes":[]}]"#,
-            r#"[{"DBName":"x","TableExcludes":[{"TableName":"y"}]}]"#,
+            r#"[{"DBName":"x","TableExcludes":[{"Table":"y"}]}]"#,
             r#"[{"DBName":"x","Tables":[]}]"#,
-            r#"[{"DBName":"x","TableIncludes":[{"TableName":"y","ColumnExcludes":[{"ColumnName":"z"}]}]}]"#,
+            r#"[{"DBName":"x","TableIncludes":[{"TableName":"y","ColumnExcludes":"z"}]}]"#,
         ] {
             let object: Value = serde_json::from_str(bad).unwrap();
             let error = rules(&object, &pg("postgres://h/x"), &pg("postgres://h/y")).unwrap_err();
             assert_eq!(error.code, "InvalidParameter", "{bad}");
         }
+    }
+
+    #[test]
+    fn excludes_become_except_lists() {
+        let object: Value = serde_json::from_str(
+            r#"[{"DBName":"src","SchemaName":"public","TableExcludes":[{"TableName":"audit"},{"TableName":"tmp_.*"}]},
+                {"DBName":"src","SchemaName":"app","TableIncludes":[{"TableName":"users","ColumnExcludes":[{"ColumnName":"password"}]}]}]"#,
+        )
+        .unwrap();
+        let made = rules(&object, &pg("postgres://h/src"), &pg("postgres://h/dst")).unwrap();
+        assert_eq!(
+            made,
+            [
+                "INSERT INTO \"public\".* SELECT * FROM \"public\".* EXCEPT (\"public\".\"audit\", 'public\\.(tmp_.*)')",
+                "INSERT INTO \"app\".\"users\" SELECT * EXCEPT (\"password\") FROM \"app\".\"users\"",
+            ]
+        );
     }
 
     #[test]
