@@ -8,6 +8,7 @@ mod load;
 mod mysql;
 mod redis;
 mod serve;
+mod sql;
 
 use std::process::ExitCode;
 
@@ -40,6 +41,9 @@ enum Command {
     /// Memory of one `ferry serve` holding many PostgreSQL CDC jobs: idle, caught up, after
     /// a write load; the per-job overhead.
     Serve(serve::BenchServeArgs),
+    /// The SQL control plane's query rate (pgbench against `ferry serve --pg`), beside the
+    /// same queries on PostgreSQL.
+    Sql(sql::BenchSqlArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +73,7 @@ fn main() -> ExitCode {
         Command::Binlog(args) => binlog::run(args),
         Command::Redis(args) => runtime.block_on(redis::run(args)),
         Command::Serve(args) => serve::run(args),
+        Command::Sql(args) => sql::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

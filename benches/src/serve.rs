@@ -113,25 +113,14 @@ pub fn run(args: BenchServeArgs) -> Result<(), Error> {
         pg.create_database(&format!("sink{job}")).map_err(failed)?;
     }
     let data = tempfile_dir()?;
-    let log = data.join("serve.log");
-    let child = Command::new(ferry_binary()?)
-        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
-        .arg(data.join("data"))
-        .stdout(Stdio::null())
-        .stderr(fs::File::create(&log).map_err(failed)?)
-        .spawn()
-        .map_err(failed)?;
-    let mut url = String::new();
-    wait("ferry serve to listen", Duration::from_secs(30), || {
-        let text = fs::read_to_string(&log).unwrap_or_default();
-        match text.split("listening on ").nth(1) {
-            Some(rest) => {
-                url = rest.lines().next().unwrap_or_default().trim().to_string();
-                true
-            }
-            None => false,
-        }
-    })?;
+    let (child, log) = spawn_serve(&data, &[])?;
+    let url = log
+        .split("listening on ")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
     let server = Server {
         child,
         url,
@@ -237,7 +226,30 @@ pub fn run(args: BenchServeArgs) -> Result<(), Error> {
     publish(&args.out, "serve-results.md", &table)
 }
 
-fn tempfile_dir() -> Result<PathBuf, Error> {
+/// Starts `ferry serve` on a free port with its data in `data` and `extra` flags; waits until
+/// it listens and returns it with what it logged by then (its addresses).
+pub(crate) fn spawn_serve(
+    data: &std::path::Path,
+    extra: &[&str],
+) -> Result<(Child, String), Error> {
+    let log = data.join("serve.log");
+    let child = Command::new(ferry_binary()?)
+        .args(["serve", "--http", "127.0.0.1:0", "--data-dir"])
+        .arg(data.join("data"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).map_err(failed)?)
+        .spawn()
+        .map_err(failed)?;
+    let mut text = String::new();
+    wait("ferry serve to listen", Duration::from_secs(30), || {
+        text = fs::read_to_string(&log).unwrap_or_default();
+        text.contains("listening on ")
+    })?;
+    Ok((child, text))
+}
+
+pub(crate) fn tempfile_dir() -> Result<PathBuf, Error> {
     let dir = std::env::temp_dir().join(format!("ferry-bench-serve-{}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).map_err(failed)?;
