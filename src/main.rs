@@ -82,32 +82,7 @@ enum Command {
     },
     /// Run ferry as a service holding many jobs, driven over HTTP (`/v1`), with metrics
     /// (`/metrics`) and a status page (`/`). Jobs that were running resume on start.
-    Serve {
-        /// Where the job catalog and the jobs' checkpoints live.
-        #[arg(long)]
-        data_dir: Option<PathBuf>,
-        /// The HTTP address (default 127.0.0.1:8470; another than loopback needs a token).
-        #[arg(long)]
-        http: Option<std::net::SocketAddr>,
-        /// The SQL control plane's address (PostgreSQL wire protocol: psql, drivers), e.g.
-        /// 127.0.0.1:6470; off unless given.
-        #[arg(long)]
-        pg: Option<std::net::SocketAddr>,
-        /// A file holding the access token HTTP requests must carry and SQL clients give as
-        /// their password (else $FERRY_TOKEN).
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-        /// The SQL control plane's TLS certificate (PEM); with --tls-key.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The SQL control plane's TLS private key (PEM); with --tls-cert.
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// A TOML file with `data_dir`, `http`, `pg`, `token_file`, `tls_cert`, `tls_key`
-        /// (flags win).
-        #[arg(long)]
-        config: Option<PathBuf>,
-    },
+    Serve(ServeFlags),
     /// List the jobs of a ferry server.
     Jobs {
         /// The server (default $FERRY_SERVER, else http://127.0.0.1:8470).
@@ -393,13 +368,31 @@ struct EndpointEntry {
 }
 
 /// `ferry serve`'s flags.
+#[derive(clap::Args)]
 struct ServeFlags {
+    /// Where the job catalog and the jobs' checkpoints live.
+    #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The HTTP address (default 127.0.0.1:8470; another than loopback needs a token).
+    #[arg(long)]
     http: Option<std::net::SocketAddr>,
+    /// The SQL control plane's address (PostgreSQL wire protocol: psql, drivers), e.g.
+    /// 127.0.0.1:6470; off unless given.
+    #[arg(long)]
     pg: Option<std::net::SocketAddr>,
+    /// A file holding the access token HTTP requests must carry and SQL clients give as
+    /// their password (else $FERRY_TOKEN).
+    #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The SQL control plane's TLS certificate (PEM); with --tls-key.
+    #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// The SQL control plane's TLS private key (PEM); with --tls-cert.
+    #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// A TOML file with `data_dir`, `http`, `pg`, `token_file`, `tls_cert`, `tls_key` (flags
+    /// win) and `[endpoints.<instance id>] url = "…"` for the cloud APIs.
+    #[arg(long)]
     config: Option<PathBuf>,
 }
 
@@ -507,25 +500,7 @@ fn main() -> ExitCode {
         }
     };
     let command = match cli.command {
-        Command::Serve {
-            data_dir,
-            http,
-            pg,
-            token_file,
-            tls_cert,
-            tls_key,
-            config,
-        } => {
-            return runtime.block_on(serve(ServeFlags {
-                data_dir,
-                http,
-                pg,
-                token_file,
-                tls_cert,
-                tls_key,
-                config,
-            }))
-        }
+        Command::Serve(flags) => return runtime.block_on(serve(flags)),
         Command::Jobs { server } => return finish(remote::jobs(&remote::server(server))),
         Command::Status { name, server, json } => {
             return finish(remote::status(&remote::server(server), &name, json))
@@ -560,7 +535,7 @@ fn main() -> ExitCode {
             } => limit(&job, bandwidth_mb, rows_per_second).map(|()| true),
             Command::Verify { job } => verify(&job).await,
             Command::Drop { job, force } => drop_job(&job, force).await.map(|()| true),
-            Command::Serve { .. }
+            Command::Serve(_)
             | Command::Jobs { .. }
             | Command::Status { .. }
             | Command::Pause { .. }

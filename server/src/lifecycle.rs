@@ -143,6 +143,15 @@ impl State {
 }
 
 impl Action {
+    /// What "start" means for a job in `state`, as the cloud APIs use the word: a paused job
+    /// resumes, any other starts.
+    pub fn start_for(state: State) -> Action {
+        match state {
+            State::Paused | State::Pausing => Action::Resume,
+            _ => Action::Start,
+        }
+    }
+
     /// The action's name as the API spells it.
     pub fn name(self) -> &'static str {
         match self {

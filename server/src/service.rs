@@ -256,13 +256,7 @@ impl Service {
         if self.lock().contains_key(name) {
             return Err(ApiError::name_taken(name));
         }
-        let limits = LimitsRecord {
-            rows_per_sec: Some(file.migration.max_rows_per_second).filter(|&n| n > 0),
-            mb_per_sec: Some(file.migration.bandwidth_limit_mb)
-                .filter(|&n| n > 0)
-                .map(|n| n as f64),
-        };
-        let record = self.insert(name, text, limits, labels)?;
+        let record = self.insert(name, text, file_limits(&file), labels)?;
         if start {
             self.act(&record.name, Action::Start)?;
         }
@@ -371,11 +365,7 @@ impl Service {
             let mut jobs = self.lock();
             let (entry, _) = allowing(&mut jobs, name, Action::Alter)?;
             let state = entry.record.state;
-            let action = if state == State::Paused {
-                Action::Resume
-            } else {
-                Action::Start
-            };
+            let action = Action::start_for(state);
             if start && lifecycle::outcome(state, in_incremental(entry), action).is_none() {
                 return Err(ApiError::invalid_state(
                     name,
@@ -386,14 +376,11 @@ impl Service {
             }
             entry.record.spec = text.to_string();
             entry.record.labels.extend(labels);
+            // The file's limits, where it sets them; else the ones in force.
+            let given = file_limits(&file);
             entry.record.limits = LimitsRecord {
-                rows_per_sec: Some(file.migration.max_rows_per_second)
-                    .filter(|&n| n > 0)
-                    .or(entry.record.limits.rows_per_sec),
-                mb_per_sec: Some(file.migration.bandwidth_limit_mb)
-                    .filter(|&n| n > 0)
-                    .map(|n| n as f64)
-                    .or(entry.record.limits.mb_per_sec),
+                rows_per_sec: given.rows_per_sec.or(entry.record.limits.rows_per_sec),
+                mb_per_sec: given.mb_per_sec.or(entry.record.limits.mb_per_sec),
             };
             self.commit(&mut entry.record, "action", "configured")?;
             action
@@ -433,6 +420,12 @@ impl Service {
     /// it was already satisfied.
     pub fn act(self: &Arc<Self>, name: &str, action: Action) -> Result<Outcome, ApiError> {
         self.act_with(name, action, CUTOVER_LAG, CUTOVER_TIMEOUT)
+    }
+
+    /// Starts job `name`, or resumes it when paused ([`Action::start_for`]).
+    pub fn start_or_resume(self: &Arc<Self>, name: &str) -> Result<Outcome, ApiError> {
+        let state = self.view(name)?.record.state;
+        self.act(name, Action::start_for(state))
     }
 
     /// [`Service::act`], with a cutover's lag threshold and timeout.
@@ -1197,6 +1190,16 @@ impl Service {
     ) -> Result<(), CatalogError> {
         let event = new_event(record, "info", kind, message);
         self.catalog.save(record, &[event])
+    }
+}
+
+/// The limits a job file sets (`0`: none).
+fn file_limits(file: &ferry_jobs::JobFile) -> LimitsRecord {
+    LimitsRecord {
+        rows_per_sec: Some(file.migration.max_rows_per_second).filter(|&n| n > 0),
+        mb_per_sec: Some(file.migration.bandwidth_limit_mb)
+            .filter(|&n| n > 0)
+            .map(|n| n as f64),
     }
 }
 

@@ -506,16 +506,22 @@ fn id_list(body: &Map<String, Value>, key: &str) -> Result<Vec<String>, DcsError
     }
 }
 
-/// `POST /v2/{project_id}/migration-task/batch-stop`.
-pub fn batch_stop(service: &Arc<Service>, body: &[u8]) -> Answer {
-    let body = object(body)?;
-    let ids = id_list(&body, "migration_tasks")?;
+/// The `migration_tasks` of a batch request: at most [`MAX_BATCH`].
+fn batch(body: &Map<String, Value>) -> Result<Vec<String>, DcsError> {
+    let ids = id_list(body, "migration_tasks")?;
     if ids.len() > MAX_BATCH {
         return Err(DcsError::invalid(format!(
             "migration_tasks lists {}: at most {MAX_BATCH} at once",
             ids.len()
         )));
     }
+    Ok(ids)
+}
+
+/// `POST /v2/{project_id}/migration-task/batch-stop`.
+pub fn batch_stop(service: &Arc<Service>, body: &[u8]) -> Answer {
+    let body = object(body)?;
+    let ids = batch(&body)?;
     let results: Vec<Value> = ids
         .iter()
         .map(|id| {
@@ -530,20 +536,11 @@ pub fn batch_stop(service: &Arc<Service>, body: &[u8]) -> Answer {
 /// tasks start again from their checkpoints.
 pub fn batch_restart(service: &Arc<Service>, body: &[u8]) -> Answer {
     let body = object(body)?;
-    let ids = id_list(&body, "migration_tasks")?;
-    if ids.len() > MAX_BATCH {
-        return Err(DcsError::invalid(format!(
-            "migration_tasks lists {}: at most {MAX_BATCH} at once",
-            ids.len()
-        )));
-    }
+    let ids = batch(&body)?;
     let results: Vec<Value> = ids
         .iter()
         .map(|id| {
-            let done = find(service, id).and_then(|name| {
-                let paused = service.view(&name)?.record.state == State::Paused;
-                Ok(service.act(&name, if paused { Action::Resume } else { Action::Start })?)
-            });
+            let done = find(service, id).and_then(|name| Ok(service.start_or_resume(&name)?));
             match done {
                 Ok(_) => json!({"task_id": id, "result": "success", "error_code": null, "error_msg": null}),
                 Err(e) => json!({"task_id": id, "result": "failed", "error_code": e.code, "error_msg": e.message}),

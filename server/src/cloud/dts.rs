@@ -121,8 +121,7 @@ pub async fn handle(service: &Arc<Service>, endpoints: &Endpoints, params: Param
         "CreateMigrationJob" => create(service, &params),
         "ConfigureMigrationJob" => configure(service, endpoints, &params),
         "StartMigrationJob" => job(service, &params, "MigrationJobId").and_then(|name| {
-            let paused = matches!(service.view(&name)?.record.state, State::Paused | State::Pausing);
-            service.act(&name, if paused { Action::Resume } else { Action::Start })?;
+            service.start_or_resume(&name)?;
             Ok(Map::new())
         }),
         "SuspendMigrationJob" => simple(service, &params, Action::Pause),
@@ -392,8 +391,11 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
                 format!("{at} is not an object"),
             ));
         }
-        for key in entry.as_object().into_iter().flat_map(|o| o.keys()) {
-            if ![
+        known_fields(
+            entry,
+            &at,
+            "a MigrationObject field",
+            &[
                 "DBName",
                 "NewDBName",
                 "SchemaName",
@@ -401,12 +403,8 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
                 "AllTable",
                 "TableIncludes",
                 "TableExcludes",
-            ]
-            .contains(&key.as_str())
-            {
-                return Err(RpcError::invalid("MigrationObject", format!("{at}.{key} is not a MigrationObject field (DBName, NewDBName, SchemaName, NewSchemaName, AllTable, TableIncludes, TableExcludes)")));
-            }
-        }
+            ],
+        )?;
         let db = text_field(entry, "DBName", &at)?.ok_or_else(|| {
             RpcError::invalid("MigrationObject", format!("{at}.DBName is missing"))
         })?;
@@ -474,8 +472,12 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
         }
         for (j, table) in includes.iter().enumerate() {
             let at = format!("{at}.TableIncludes[{j}]");
-            for key in table.as_object().into_iter().flat_map(|o| o.keys()) {
-                if ![
+            // PrimaryKey and PartKey are taken, not needed: ferry reads the keys itself.
+            known_fields(
+                table,
+                &at,
+                "a table field",
+                &[
                     "TableName",
                     "NewTableName",
                     "FilterCondition",
@@ -483,12 +485,8 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
                     "ColumnExcludes",
                     "PrimaryKey",
                     "PartKey",
-                ]
-                .contains(&key.as_str())
-                {
-                    return Err(RpcError::invalid("MigrationObject", format!("{at}.{key} is not a table field (TableName, NewTableName, FilterCondition, ColumnIncludes, ColumnExcludes)")));
-                }
-            }
+                ],
+            )?;
             let name = text_field(table, "TableName", &at)?.ok_or_else(|| {
                 RpcError::invalid("MigrationObject", format!("{at}.TableName is missing"))
             })?;
@@ -571,6 +569,18 @@ fn rules(object: &Value, source: &Endpoint, sink: &Endpoint) -> Result<Vec<Strin
         }
     }
     Ok(rules)
+}
+
+/// Refuses a key of `object` (at `at`) that is not one of `known`.
+fn known_fields(object: &Value, at: &str, what: &str, known: &[&str]) -> Result<(), RpcError> {
+    let keys = object.as_object().into_iter().flat_map(|o| o.keys());
+    match keys.into_iter().find(|k| !known.contains(&k.as_str())) {
+        Some(key) => Err(RpcError::invalid(
+            "MigrationObject",
+            format!("{at}.{key} is not {what} ({})", known.join(", ")),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A DTS table name in namespace `from` as a rule's source: quoted, or as a regex (its
@@ -805,7 +815,7 @@ fn endpoint_fields(view: &View, doc: &Value, side: &str, doc_side: &str, lower: 
 }
 
 /// User, host, port and database of a URL (no password).
-fn parts(url: &str) -> (String, String, String, String) {
+pub(super) fn parts(url: &str) -> (String, String, String, String) {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let (credentials, place) = rest.rsplit_once('@').unwrap_or(("", rest));
     let user = credentials
@@ -837,8 +847,12 @@ fn modes(doc: &Value) -> Value {
 }
 
 /// `DescribeMigrationJobStatus` of a job.
-pub(super) fn status(view: &View) -> Map<String, Value> {
-    let doc = doc::document(view);
+fn status(view: &View) -> Map<String, Value> {
+    status_of(view, &doc::document(view))
+}
+
+/// [`status`] of a job whose status document `doc` is at hand.
+fn status_of(view: &View, doc: &Value) -> Map<String, Value> {
     let record = &view.record;
     let state = record.state;
     let error_message = doc["error"]["message"]
@@ -908,7 +922,7 @@ pub(super) fn status(view: &View) -> Map<String, Value> {
         ),
         ("PayType", "PostPaid".into()),
         ("TaskId", record.name.clone().into()),
-        ("MigrationMode", modes(&doc)),
+        ("MigrationMode", modes(doc)),
         (
             "MigrationObject",
             record
@@ -920,11 +934,11 @@ pub(super) fn status(view: &View) -> Map<String, Value> {
         ),
         (
             "SourceEndpoint",
-            endpoint_fields(view, &doc, "SourceEndpoint", "source", false),
+            endpoint_fields(view, doc, "SourceEndpoint", "source", false),
         ),
         (
             "DestinationEndpoint",
-            endpoint_fields(view, &doc, "DestinationEndpoint", "sink", false),
+            endpoint_fields(view, doc, "DestinationEndpoint", "sink", false),
         ),
         (
             "PrecheckStatus",
@@ -1007,7 +1021,8 @@ fn list(service: &Service, params: &Params) -> Result<Map<String, Value>, RpcErr
         .skip((page - 1).saturating_mul(size))
         .take(size)
         .map(|view| {
-            let status = status(view);
+            let doc = doc::document(view);
+            let status = status_of(view, &doc);
             let lower = |phase: &Value| {
                 let mut phase = phase.clone();
                 if let Some(object) = phase.as_object_mut() {
@@ -1026,8 +1041,8 @@ fn list(service: &Service, params: &Params) -> Result<Map<String, Value>, RpcErr
                 "InstanceCreateTime": doc::time(view.record.created_at),
                 "JobCreateTime": doc::time(view.record.created_at),
                 "MigrationMode": status["MigrationMode"],
-                "SourceEndpoint": endpoint_fields(view, &doc::document(view), "SourceEndpoint", "source", true),
-                "DestinationEndpoint": endpoint_fields(view, &doc::document(view), "DestinationEndpoint", "sink", true),
+                "SourceEndpoint": endpoint_fields(view, &doc, "SourceEndpoint", "source", true),
+                "DestinationEndpoint": endpoint_fields(view, &doc, "DestinationEndpoint", "sink", true),
                 "Precheck": {
                     "Percent": status["PrecheckStatus"]["Percent"],
                     "Status": if status["PrecheckStatus"]["Status"] == "Failed" { "Failed" } else { "Success" },

@@ -185,11 +185,7 @@ pub async fn create_task(
             message: format!("instance {instance} is not PostgreSQL: cloud migration moves PostgreSQL into PostgreSQL"),
         });
     }
-    let database = target
-        .split_once("://")
-        .and_then(|(_, rest)| rest.rsplit_once('@').map_or(Some(rest), |(_, p)| Some(p)))
-        .and_then(|place| place.split_once('/'))
-        .map(|(_, db)| db.split(['?', '#']).next().unwrap_or_default().to_string())
+    let database = Some(super::dts::parts(target).3)
         .filter(|db| !db.is_empty())
         .ok_or_else(|| RpcError::invalid("DBInstanceName", format!("the endpoint of {instance} names no database: give its URL as postgres://user@host:port/database")))?;
     let source = format!(
@@ -351,7 +347,7 @@ fn item(view: &View, precheck_only: bool) -> Value {
             "ReplayLsn": incremental["checkpoint"],
             "ReplayLag": incremental["lag_seconds"],
             "LagBytes": incremental["lag_bytes"],
-            "SourceAccount": super::spec_url(&record.spec, "source").split_once("://").and_then(|(_, r)| r.split(['@', ':']).next()).unwrap_or_default(),
+            "SourceAccount": super::dts::parts(&super::spec_url(&record.spec, "source")).0,
             "SourcePassword": crate::spec::REDACTED,
         });
         item["MigrateStage"] = stage.into();

@@ -371,17 +371,23 @@ fn encode(
     batch: &RecordBatch,
     rows: &mut Vec<PgWireResult<pgwire::messages::data::DataRow>>,
 ) -> PgWireResult<()> {
-    let columns: Vec<ArrayRef> = batch
+    let arrays: Vec<ArrayRef> = batch
         .columns()
         .iter()
         .zip(types)
         .map(|(column, to)| arrow::compute::cast(column, to))
         .collect::<Result<_, _>>()
         .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
+    // Each column is told apart once per batch, not once per value.
+    let columns: Vec<(Column<'_>, FieldFormat)> = arrays
+        .iter()
+        .zip(fields.iter())
+        .map(|(array, field)| Column::of(array.as_ref()).map(|c| (c, field.format())))
+        .collect::<PgWireResult<_>>()?;
     let mut encoder = DataRowEncoder::new(Arc::clone(fields));
     for row in 0..batch.num_rows() {
-        for (column, field) in columns.iter().zip(fields.iter()) {
-            encode_value(&mut encoder, column.as_ref(), row, field.format())?;
+        for (column, format) in &columns {
+            column.encode(&mut encoder, row, *format)?;
         }
         rows.push(Ok(encoder.take_row()));
     }
@@ -408,58 +414,95 @@ fn float_text_f32(value: f32) -> String {
     }
 }
 
-fn encode_value(
-    encoder: &mut DataRowEncoder,
-    column: &dyn Array,
-    row: usize,
-    format: FieldFormat,
-) -> PgWireResult<()> {
-    let any = column.as_any();
-    if column.is_null(row) {
-        return encoder.encode_field(&None::<i64>);
-    }
-    if let Some(a) = any.downcast_ref::<BooleanArray>() {
-        encoder.encode_field(&a.value(row))
-    } else if let Some(a) = any.downcast_ref::<Int16Array>() {
-        encoder.encode_field(&a.value(row))
-    } else if let Some(a) = any.downcast_ref::<Int32Array>() {
-        encoder.encode_field(&a.value(row))
-    } else if let Some(a) = any.downcast_ref::<Int64Array>() {
-        encoder.encode_field(&a.value(row))
-    } else if let Some(a) = any.downcast_ref::<Float32Array>() {
-        match format {
-            FieldFormat::Text => encoder.encode_field_with_type_and_format(
-                &float_text_f32(a.value(row)),
-                &Type::FLOAT4,
-                format,
-                &Default::default(),
-            ),
-            FieldFormat::Binary => encoder.encode_field(&a.value(row)),
-        }
-    } else if let Some(a) = any.downcast_ref::<Float64Array>() {
-        match format {
-            FieldFormat::Text => encoder.encode_field_with_type_and_format(
-                &float_text(a.value(row)),
-                &Type::FLOAT8,
-                format,
-                &Default::default(),
-            ),
-            FieldFormat::Binary => encoder.encode_field(&a.value(row)),
-        }
-    } else if let Some(a) = any.downcast_ref::<TimestampMicrosecondArray>() {
-        let micros = a.value(row);
-        let at = if micros >= 0 {
-            UNIX_EPOCH + std::time::Duration::from_micros(micros as u64)
+/// A column of one of the types [`wire_type`] casts to.
+enum Column<'a> {
+    Bool(&'a BooleanArray),
+    Int16(&'a Int16Array),
+    Int32(&'a Int32Array),
+    Int64(&'a Int64Array),
+    Float32(&'a Float32Array),
+    Float64(&'a Float64Array),
+    Time(&'a TimestampMicrosecondArray),
+    Text(&'a StringArray),
+}
+
+impl<'a> Column<'a> {
+    fn of(array: &'a dyn Array) -> PgWireResult<Column<'a>> {
+        let any = array.as_any();
+        let column = if let Some(a) = any.downcast_ref() {
+            Column::Bool(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Int16(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Int32(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Int64(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Float32(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Float64(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Time(a)
+        } else if let Some(a) = any.downcast_ref() {
+            Column::Text(a)
         } else {
-            UNIX_EPOCH - std::time::Duration::from_micros(micros.unsigned_abs())
+            return Err(PgWireError::ApiError(
+                format!("a column of type {} cannot be sent", array.data_type()).into(),
+            ));
         };
-        encoder.encode_field(&at)
-    } else if let Some(a) = any.downcast_ref::<StringArray>() {
-        encoder.encode_field(&a.value(row))
-    } else {
-        Err(PgWireError::ApiError(
-            format!("a column of type {} cannot be sent", column.data_type()).into(),
-        ))
+        Ok(column)
+    }
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            Column::Bool(a) => a.is_null(row),
+            Column::Int16(a) => a.is_null(row),
+            Column::Int32(a) => a.is_null(row),
+            Column::Int64(a) => a.is_null(row),
+            Column::Float32(a) => a.is_null(row),
+            Column::Float64(a) => a.is_null(row),
+            Column::Time(a) => a.is_null(row),
+            Column::Text(a) => a.is_null(row),
+        }
+    }
+
+    fn encode(
+        &self,
+        encoder: &mut DataRowEncoder,
+        row: usize,
+        format: FieldFormat,
+    ) -> PgWireResult<()> {
+        if self.is_null(row) {
+            return encoder.encode_field(&None::<i64>);
+        }
+        // Floats in text as PostgreSQL writes them (pgwire's own text keeps a trailing `.0`).
+        let float = |encoder: &mut DataRowEncoder, text: String, pg: &Type| {
+            encoder.encode_field_with_type_and_format(&text, pg, format, &Default::default())
+        };
+        match self {
+            Column::Bool(a) => encoder.encode_field(&a.value(row)),
+            Column::Int16(a) => encoder.encode_field(&a.value(row)),
+            Column::Int32(a) => encoder.encode_field(&a.value(row)),
+            Column::Int64(a) => encoder.encode_field(&a.value(row)),
+            Column::Float32(a) if format == FieldFormat::Text => {
+                float(encoder, float_text_f32(a.value(row)), &Type::FLOAT4)
+            }
+            Column::Float32(a) => encoder.encode_field(&a.value(row)),
+            Column::Float64(a) if format == FieldFormat::Text => {
+                float(encoder, float_text(a.value(row)), &Type::FLOAT8)
+            }
+            Column::Float64(a) => encoder.encode_field(&a.value(row)),
+            Column::Time(a) => {
+                let micros = a.value(row);
+                let at = if micros >= 0 {
+                    UNIX_EPOCH + std::time::Duration::from_micros(micros as u64)
+                } else {
+                    UNIX_EPOCH - std::time::Duration::from_micros(micros.unsigned_abs())
+                };
+                encoder.encode_field(&at)
+            }
+            Column::Text(a) => encoder.encode_field(&a.value(row)),
+        }
     }
 }
 
