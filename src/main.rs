@@ -160,9 +160,13 @@ fn init_logging(verbose: u8, quiet_for_bars: bool) {
 async fn check(path: &Path) -> Result<(), Error> {
     let job = ferry_jobs::open(JobSpec::read(path)?)?;
     match job.check().await? {
-        CheckReport::Tables { plan, notes } => {
-            for note in notes {
-                println!("{note}");
+        CheckReport::Tables {
+            plan,
+            notes,
+            connections,
+        } => {
+            for line in connections.iter().chain(&notes) {
+                println!("{line}");
             }
             print!("{}", describe_plan(&plan));
             println!(
@@ -175,10 +179,16 @@ async fn check(path: &Path) -> Result<(), Error> {
             source,
             target,
             warnings,
-        } => println!(
-            "check passed: Redis {source} into Redis {target} ({} warnings)",
-            warnings.len()
-        ),
+            connections,
+        } => {
+            for line in connections {
+                println!("{line}");
+            }
+            println!(
+                "check passed: Redis {source} into Redis {target} ({} warnings)",
+                warnings.len()
+            )
+        }
     }
     Ok(())
 }

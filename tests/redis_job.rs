@@ -30,11 +30,7 @@ fn write_job(dir: &Path, source: &RedisServer, target: &RedisServer, extra: &str
 
 /// Writes counters, lists and transactions until stopped: replaying any twice would show.
 fn start_writer(source: &RedisServer, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let config = ReplicaConfig {
-        address: format!("127.0.0.1:{}", source.port()),
-        user: None,
-        password: None,
-    };
+    let config = ReplicaConfig::plain(format!("127.0.0.1:{}", source.port()));
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

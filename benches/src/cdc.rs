@@ -38,6 +38,9 @@ pub struct BenchCdcArgs {
     /// Where to write cdc-results.md.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
+    /// Servers with TLS on, ferry connecting with verify-full (the baselines over TLS too).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// pgbench's script: two balance updates of random accounts per transaction.
@@ -61,8 +64,9 @@ fn value(server: &PgServer, database: &str, sql: &str) -> Result<String, Error> 
 pub fn run(args: BenchCdcArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
     let bin = postgres_bin_dir().map_err(failed)?;
-    let source = PgServer::start().map_err(failed)?;
-    let sink = PgServer::start().map_err(failed)?;
+    let certs = crate::tls::certs(args.tls);
+    let source = crate::tls::server(certs.as_ref())?;
+    let sink = crate::tls::server(certs.as_ref())?;
     source.create_database("bench").map_err(failed)?;
     sink.create_database("bench").map_err(failed)?;
     source
@@ -91,8 +95,8 @@ pub fn run(args: BenchCdcArgs) -> Result<(), Error> {
             "name = \"{name}\"\n[source]\nurl = \"{}\"\n[sink]\nurl = \"{}\"\n\
              [migration]\ntypes = [\"schema\", \"full\", \"incremental\"]\nbatch_size = {batch_size}\n\
              [[rules]]\nsql = \"INSERT INTO {target} SELECT * FROM public.accounts\"\n",
-            source.url("bench"),
-            sink.url("bench"),
+            crate::tls::url(&source, "bench", certs.as_ref()),
+            crate::tls::url(&sink, "bench", certs.as_ref()),
         );
         let job = BenchJob::create(&ferry, &args.out, &name, &job)?;
 
@@ -237,7 +241,11 @@ pub fn run(args: BenchCdcArgs) -> Result<(), Error> {
         }
     }
 
-    let table = render(&results, changes, &args);
+    let table = format!(
+        "Servers {}.\n\n{}",
+        crate::tls::label(certs.as_ref()),
+        render(&results, changes, &args)
+    );
     crate::load::publish(&args.out, "cdc-results.md", &table)
 }
 

@@ -35,6 +35,9 @@ pub struct BenchArgs {
     /// Where to write results.md and the plot.
     #[arg(long, default_value = "bench-out")]
     pub out: PathBuf,
+    /// Servers with TLS on, ferry connecting with verify-full (the baselines over TLS too).
+    #[arg(long)]
+    pub tls: bool,
 }
 
 pub(crate) fn failed(message: impl std::fmt::Display) -> Error {
@@ -297,8 +300,9 @@ fn count(server: &PgServer) -> Result<u64, Error> {
 /// Runs the benchmark and prints the table (blocking: it waits on processes).
 pub fn run(args: BenchArgs) -> Result<(), Error> {
     fs::create_dir_all(&args.out).map_err(failed)?;
-    let source = PgServer::start().map_err(failed)?;
-    let sink = PgServer::start().map_err(failed)?;
+    let certs = crate::tls::certs(args.tls);
+    let source = crate::tls::server(certs.as_ref())?;
+    let sink = crate::tls::server(certs.as_ref())?;
     source.create_database("bench").map_err(failed)?;
     sink.create_database("bench").map_err(failed)?;
     eprintln!("generating {} rows …", args.rows);
@@ -333,7 +337,7 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
             "[source]\nurl = \"{}\"\n[sink]\nurl = \"{sink_url}\"\nexisting_rows = \"truncate\"\n\
              [migration]\ntypes = [\"full\"]\nbatch_size = {batch_size}\nparallelism = {}\nchunk_rows = {}\n\
              [[rules]]\nsql = \"SELECT * FROM public.load\"\n",
-            source.url("bench"),
+            crate::tls::url(&source, "bench", certs.as_ref()),
             args.parallelism,
             args.chunk_rows
         );
@@ -344,7 +348,8 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
     for &batch_size in &args.batch_sizes {
         let name = format!("ferry batch {batch_size}");
         let job = format!("job_{batch_size}");
-        results.push(run_ferry(&job, &sink.url("bench"), batch_size, &name)?);
+        let sink_url = crate::tls::url(&sink, "bench", certs.as_ref());
+        results.push(run_ferry(&job, &sink_url, batch_size, &name)?);
         if count(&sink)? != args.rows {
             return Err(failed(format!("{name} did not copy every row")));
         }
@@ -382,7 +387,11 @@ pub fn run(args: BenchArgs) -> Result<(), Error> {
         let _ = fs::remove_dir_all(&dir);
     }
 
-    let table = render(&results, args.rows, binary_bytes, &args);
+    let table = format!(
+        "Servers {}.\n\n{}",
+        crate::tls::label(certs.as_ref()),
+        render(&results, args.rows, binary_bytes, &args)
+    );
     publish(&args.out, "results.md", &table)?;
     fs::write(
         args.out.join("rows_per_second.svg"),

@@ -9,6 +9,7 @@ mod mysql;
 mod redis;
 mod serve;
 mod sql;
+mod tls;
 
 use std::process::ExitCode;
 

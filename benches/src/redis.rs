@@ -224,11 +224,7 @@ async fn rules_for(source: &RedisServer, rule: &str) -> Result<Rules, Error> {
 }
 
 fn config(server: &RedisServer) -> ReplicaConfig {
-    ReplicaConfig {
-        address: format!("127.0.0.1:{}", server.port()),
-        user: None,
-        password: None,
-    }
+    ReplicaConfig::plain(format!("127.0.0.1:{}", server.port()))
 }
 
 fn dbsize(server: &RedisServer) -> Result<u64, Error> {

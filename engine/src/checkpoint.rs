@@ -231,7 +231,7 @@ impl CheckpointStore {
         }
         let temporary = self.path.with_extension("json.tmp");
         let write = || -> std::io::Result<()> {
-            let mut file = File::create(&temporary)?;
+            let mut file = crate::private_file(&temporary)?;
             file.write_all(text.as_bytes())?;
             file.sync_all()?;
             fs::rename(&temporary, &self.path)?;

@@ -53,8 +53,9 @@ pub type OpenSource = fn(url: &str, options: ConnectorOptions, job: &str) -> Res
 /// Opens a sink from its URL and options.
 pub type OpenSink = fn(url: &str, options: ConnectorOptions) -> Result<Arc<dyn Sink>>;
 
-/// Opens a sink's tables for reading back (`ferry verify`).
-pub type OpenReadBack = fn(url: &str) -> Result<Arc<dyn Source>>;
+/// Opens a sink's tables for reading back (`ferry verify`), with the sink's options (its TLS
+/// settings and password).
+pub type OpenReadBack = fn(url: &str, options: ConnectorOptions) -> Result<Arc<dyn Source>>;
 
 /// One connector, as it registers itself.
 #[derive(Debug)]

@@ -54,3 +54,21 @@ pub use source::{
 };
 pub use streaming::{run_changes, ChangeRouting, StreamOptions};
 pub use transform::Transform;
+
+/// Options that create a file only its owner can read and write (0600): job state, locks
+/// and the service's catalog are ferry's alone.
+pub fn private_options() -> std::fs::OpenOptions {
+    let mut options = std::fs::OpenOptions::new();
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+}
+
+/// Creates (or truncates) `path` for writing, readable by its owner only (0600).
+pub fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    private_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}

@@ -6,7 +6,7 @@
 //! Sinks take a lock of their own in the target (see [`crate::Sink::lock`]), which also
 //! stops a runner of the same job name on another host or from another directory.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -103,7 +103,7 @@ impl JobLock {
             path: path.display().to_string(),
             message,
         };
-        let mut file = OpenOptions::new()
+        let mut file = crate::private_options()
             .read(true)
             .write(true)
             .create(true)

@@ -43,6 +43,12 @@ pub trait Sink: Send + Sync {
     /// tables it reads. Connects; changes nothing.
     async fn identity(&self) -> Result<ServerIdentity>;
 
+    /// Whether a connection to the sink is encrypted and how the server's certificate is
+    /// checked, in words, for `ferry check`. Connects; changes nothing.
+    async fn transport(&self) -> Result<String> {
+        Ok("local files (no network connection)".into())
+    }
+
     /// The longest schema, table and column name the sink keeps whole. Longer names are
     /// refused before anything is written: a sink that cut them (PostgreSQL keeps 63
     /// bytes) could make two targets one table.

@@ -251,6 +251,12 @@ pub trait Source: Send + Sync {
     /// [`ServerIdentity`]). Connects; changes nothing.
     async fn identity(&self) -> Result<ServerIdentity>;
 
+    /// Whether a connection to the source is encrypted and how the server's certificate is
+    /// checked, in words, for `ferry check`. Connects; changes nothing.
+    async fn transport(&self) -> Result<String> {
+        Ok("local files (no network connection)".into())
+    }
+
     /// Every user table visible to the source with columns, primary key and size estimate.
     /// Fails with a user error when a column's type cannot be carried only once that column
     /// is selected (see [`Snapshot`]), never here.

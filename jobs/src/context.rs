@@ -210,7 +210,7 @@ impl ControlFiles {
 
     /// Asks the job to stop.
     pub fn request_stop(&self) -> Result<(), Error> {
-        std::fs::write(&self.stop, b"stop\n").map_err(|e| Error::Checkpoint {
+        write_private(&self.stop, b"stop\n").map_err(|e| Error::Checkpoint {
             path: self.stop.display().to_string(),
             message: format!("cannot write the stop request: {e}"),
         })
@@ -233,7 +233,7 @@ impl ControlFiles {
         if let Some(mb) = bandwidth_mb.or(old_bandwidth) {
             text.push_str(&format!("bandwidth_mb = {mb}\n"));
         }
-        std::fs::write(&self.limits, &text).map_err(|e| Error::Checkpoint {
+        write_private(&self.limits, text.as_bytes()).map_err(|e| Error::Checkpoint {
             path: self.limits.display().to_string(),
             message: format!("cannot write the new limits: {e}"),
         })?;
@@ -324,4 +324,10 @@ mod tests {
         assert_eq!(parse_limits("bandwidth_mb = 0\n# note\n"), (None, Some(0)));
         assert_eq!(parse_limits("rows_per_second = many"), (None, None));
     }
+}
+
+/// Writes `bytes` to a file at `path` only its owner can read (0600), as every state file.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    ferry_engine::private_file(path)?.write_all(bytes)
 }

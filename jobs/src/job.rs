@@ -32,7 +32,14 @@ pub trait Job: Send + Sync {
         let (mut precheck, report) = self.precheck().await;
         match (precheck.take_error(), report) {
             (Some(error), _) => Err(error),
-            (None, Some(report)) => Ok(report),
+            (None, Some(mut report)) => {
+                let found = precheck.connections();
+                match &mut report {
+                    CheckReport::Tables { connections, .. }
+                    | CheckReport::Keyspace { connections, .. } => *connections = found,
+                }
+                Ok(report)
+            }
             (None, None) => Err(Error::Internal(
                 "the precheck neither passed nor said what failed".into(),
             )),
@@ -113,6 +120,8 @@ pub enum CheckReport {
         plan: PlanSummary,
         /// Things worth knowing that are not warnings (WAL a slot holds).
         notes: Vec<String>,
+        /// How each side's connection is secured (`source: the source answers; encrypted …`).
+        connections: Vec<String>,
     },
     /// A Redis job.
     Keyspace {
@@ -122,6 +131,8 @@ pub enum CheckReport {
         target: String,
         /// Settings that can spoil the migration.
         warnings: Vec<String>,
+        /// How each side's connection is secured.
+        connections: Vec<String>,
     },
 }
 

@@ -28,8 +28,8 @@ pub use status::{Counters, JobStatus, Phase, RunState};
 
 /// What front ends need of the layers below, so that they depend on this crate alone.
 pub use ferry_engine::{
-    CheckpointCell, CheckpointStore, Error, ErrorClass, Position, Progress, StreamProgress,
-    TableProgress,
+    private_file, private_options, CheckpointCell, CheckpointStore, Error, ErrorClass, Position,
+    Progress, StreamProgress, TableProgress,
 };
 /// A Redis job's live counters.
 pub use ferry_redis::status::{MigrationState, MigrationStatus};

@@ -49,6 +49,14 @@ pub struct Precheck {
     pub items: Vec<PrecheckItem>,
 }
 
+/// A connectivity item's message: that `side` answers, and how its connection is secured.
+pub(crate) fn answers(side: &str, transport: &Result<String, Error>) -> String {
+    match transport {
+        Ok(how) => format!("the {side} answers; {how}"),
+        Err(_) => String::new(),
+    }
+}
+
 /// What a precheck item is called and how its failure is usually fixed.
 #[derive(Clone, Copy)]
 pub(crate) struct Item {
@@ -119,6 +127,18 @@ pub(crate) const SOURCE_REPLICATION: Item = Item {
 };
 
 impl Precheck {
+    /// What the passed connectivity items found, one line a side (`source.connectivity:
+    /// the source answers; encrypted …`).
+    pub fn connections(&self) -> Vec<String> {
+        self.items
+            .iter()
+            .filter(|item| {
+                item.status == ItemStatus::Passed && item.name.ends_with(".connectivity")
+            })
+            .map(|item| format!("{}: {}", item.name, item.message))
+            .collect()
+    }
+
     /// Whether no blocking item failed.
     pub fn passed(&self) -> bool {
         !self

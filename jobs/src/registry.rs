@@ -132,11 +132,12 @@ pub fn open_sink(url: &str, options: ConnectorOptions) -> Result<Arc<dyn Sink>, 
     }
 }
 
-/// The sink `url` names, opened for reading its tables back (`ferry verify`).
-pub fn read_back(url: &str) -> Result<Arc<dyn Source>, Error> {
+/// The sink `url` names, opened with its `options` for reading its tables back
+/// (`ferry verify`).
+pub fn read_back(url: &str, options: ConnectorOptions) -> Result<Arc<dyn Source>, Error> {
     let connector = connector(url, Side::Sink, Some(Shape::Tables))?;
     match connector.read_back {
-        Some(open) => open(url),
+        Some(open) => open(url, options),
         None => Err(JobError::CannotReadBack {
             sink: connector.name,
         }

@@ -7,6 +7,10 @@
 //! (`wal_level=logical`) and durability switched off for speed. It is stopped and its
 //! directory removed when dropped, also when a test panics. PostgreSQL refuses to run as
 //! root, so as root the server runs as the unprivileged `postgres` user.
+//!
+//! Each server can also be started with TLS on ([`PgServer::start_with_tls`],
+//! [`MariaServer::start_with_tls`], [`RedisServer::start_with_tls`]), serving the certificate
+//! named by a [`TlsFiles`]; TCP clients must then use TLS.
 #![warn(missing_docs)]
 
 use std::fs;
@@ -19,8 +23,10 @@ use tempfile::TempDir;
 
 mod mariadb;
 mod redis;
+mod tls;
 pub use mariadb::{MariaServer, MARIADB_USER};
 pub use redis::RedisServer;
+pub use tls::TlsFiles;
 
 /// Why a test server could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,8 @@ pub struct PgServer {
     bin: PathBuf,
     port: u16,
     run_as: Option<String>,
+    /// The copies of the TLS files the server serves, in its dir.
+    tls: Option<TlsFiles>,
     running: bool,
 }
 
@@ -188,24 +196,46 @@ impl PgServer {
     /// Creates and starts a fresh server. Tries a few ports in case another process takes the
     /// free one first.
     pub fn start() -> Result<PgServer, TestkitError> {
+        PgServer::start_fresh(None)
+    }
+
+    /// [`PgServer::start`] with TLS on, serving `files` (copied into the server's dir): TCP
+    /// clients on 127.0.0.1 get in only over TLS (`hostssl`, also for replication), a plain
+    /// connection is rejected; the unix socket stays open as before.
+    pub fn start_with_tls(files: &TlsFiles) -> Result<PgServer, TestkitError> {
+        PgServer::start_fresh(Some(files))
+    }
+
+    /// Creates and starts a fresh server, with TLS when `files` are given.
+    fn start_fresh(files: Option<&TlsFiles>) -> Result<PgServer, TestkitError> {
         let bin = postgres_bin()?;
         let run_as = is_root().then(|| "postgres".to_string());
         let dir = tempfile::Builder::new().prefix("ferry-pg-").tempdir()?;
-        if let Some(user) = &run_as {
-            let (uid, gid) = user_ids(user).ok_or_else(|| TestkitError::Missing {
+        let owner = match &run_as {
+            Some(user) => Some(user_ids(user).ok_or_else(|| TestkitError::Missing {
                 program: format!("the unprivileged user '{user}' PostgreSQL runs as"),
                 hint: INSTALL_HINT.into(),
-            })?;
+            })?),
+            None => None,
+        };
+        if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))?;
         }
+        let tls = files
+            .map(|files| files.copy_into(dir.path(), owner))
+            .transpose()?;
         let mut server = PgServer {
             dir,
             bin,
             port: 0,
             run_as,
+            tls,
             running: false,
         };
         server.initdb()?;
+        if server.tls.is_some() {
+            server.require_tls_over_tcp()?;
+        }
         let mut last_error = None;
         for _ in 0..5 {
             server.port = free_port()?;
@@ -250,9 +280,22 @@ impl PgServer {
         Ok(())
     }
 
+    /// Replaces initdb's pg_hba.conf (trust everywhere) by one that lets TCP clients in only
+    /// over TLS, still with trust; the unix socket stays as it was.
+    fn require_tls_over_tcp(&self) -> Result<(), TestkitError> {
+        // `all` does not match replication connections: they have lines of their own.
+        let rules = "local all all trust\nlocal replication all trust\n\
+                     hostssl all all 127.0.0.1/32 trust\nhostssl replication all 127.0.0.1/32 trust\n\
+                     hostnossl all all 127.0.0.1/32 reject\n\
+                     hostnossl replication all 127.0.0.1/32 reject\n";
+        // Written in place: the file keeps the owner initdb gave it.
+        fs::write(self.data_dir().join("pg_hba.conf"), rules)?;
+        Ok(())
+    }
+
     fn pg_ctl_start(&self) -> Result<(), TestkitError> {
         // Settings go in a file included last, rewritten per attempt with the port.
-        let settings = format!(
+        let mut settings = format!(
             "listen_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\n\
              wal_level = logical\nmax_replication_slots = 16\nmax_wal_senders = 16\n\
              fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n\
@@ -260,6 +303,14 @@ impl PgServer {
             self.port,
             self.dir.path().display()
         );
+        if let Some(tls) = &self.tls {
+            settings.push_str(&format!(
+                "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\nssl_ca_file = '{}'\n",
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            ));
+        }
         let conf = self.data_dir().join("postgresql.conf");
         let mut text = fs::read_to_string(&conf)?;
         if let Some(at) = text.find("\n# ferry test settings\n") {
@@ -303,7 +354,8 @@ impl PgServer {
     }
 
     /// Runs SQL in `database` with psql (stops at the first error) and returns the rows it
-    /// printed, unaligned, `|`-separated.
+    /// printed, unaligned, `|`-separated. (On a TLS server psql's default `sslmode=prefer`
+    /// takes TLS without checking the certificate, so this works whichever one it serves.)
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, TestkitError> {
         let output = run(Command::new(psql_path(&self.bin))
             .args([

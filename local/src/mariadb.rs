@@ -2,7 +2,7 @@
 //! (`mariadb-install-db`) in its own temp dir, `mariadbd` listening only on 127.0.0.1 on a
 //! free port, with what binlog CDC needs (ROW format, full row images and metadata, GTID
 //! strict mode) and durability switched off for speed. Stopped and removed when dropped, also
-//! when a test panics.
+//! when a test panics. With TLS ([`MariaServer::start_with_tls`]) TCP clients must use it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-use crate::{free_port, run, TestkitError};
+use crate::{free_port, run, TestkitError, TlsFiles};
 
 /// The account every MariaDB test server has, reachable over TCP from 127.0.0.1 with no
 /// password and every privilege.
@@ -25,6 +25,8 @@ pub struct MariaServer {
     dir: TempDir,
     port: u16,
     server_id: u32,
+    /// The copies of the TLS files the server serves, in its dir.
+    tls: Option<TlsFiles>,
     child: Option<Child>,
 }
 
@@ -42,13 +44,30 @@ impl MariaServer {
     /// replicate into each other need different ids). Tries a few ports in case another
     /// process takes the free one first.
     pub fn start_with_id(server_id: u32) -> Result<MariaServer, TestkitError> {
+        MariaServer::start_fresh(server_id, None)
+    }
+
+    /// [`MariaServer::start`] with TLS on, serving `files` (copied into the server's dir), and
+    /// `require_secure_transport`: a TCP client without TLS is refused (the unix socket is
+    /// still let in).
+    pub fn start_with_tls(files: &TlsFiles) -> Result<MariaServer, TestkitError> {
+        MariaServer::start_fresh(1, Some(files))
+    }
+
+    /// Creates and starts a fresh server, with TLS when `files` are given.
+    fn start_fresh(server_id: u32, files: Option<&TlsFiles>) -> Result<MariaServer, TestkitError> {
         let dir = tempfile::Builder::new()
             .prefix("ferry-mariadb-")
             .tempdir()?;
+        // mariadbd runs as root (`user = root`): the copies need no other owner.
+        let tls = files
+            .map(|files| files.copy_into(dir.path(), None))
+            .transpose()?;
         let mut server = MariaServer {
             dir,
             port: 0,
             server_id,
+            tls,
             child: None,
         };
         fs::create_dir_all(server.dir.path().join("tmp"))?;
@@ -97,6 +116,15 @@ impl MariaServer {
 
     /// Writes the option file for the current port.
     fn write_options(&self) -> Result<(), TestkitError> {
+        let tls = match &self.tls {
+            Some(tls) => format!(
+                "ssl_cert = {}\nssl_key = {}\nssl_ca = {}\nrequire_secure_transport = ON\n",
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            ),
+            None => String::new(),
+        };
         fs::write(
             self.options(),
             format!(
@@ -106,7 +134,7 @@ impl MariaServer {
                  binlog_row_metadata = FULL\ngtid_strict_mode = 1\n\
                  innodb_flush_log_at_trx_commit = 0\nsync_binlog = 0\n\
                  innodb_buffer_pool_size = 128M\ninnodb_log_file_size = 64M\n\
-                 log_error = {}\npid_file = {}\ntmpdir = {}\n",
+                 log_error = {}\npid_file = {}\ntmpdir = {}\n{tls}",
                 self.data_dir().display(),
                 self.socket().display(),
                 self.port,
@@ -180,20 +208,26 @@ impl MariaServer {
 
     /// Runs SQL in `database` with the `mariadb` client over TCP as [`MARIADB_USER`] (stops
     /// at the first error) and returns the rows it printed, tab-separated, NULL as `NULL`.
+    /// On a TLS server the client uses TLS without checking the certificate, so this works
+    /// whichever one it serves.
     pub fn sql(&self, database: &str, sql: &str) -> Result<String, TestkitError> {
-        let output = run(Command::new(program("mariadb")?)
+        let mut command = Command::new(program("mariadb")?);
+        command
             .args(["--protocol=TCP", "--host=127.0.0.1"])
             .arg(format!("--port={}", self.port))
-            .arg(format!("--user={MARIADB_USER}"))
-            .args([
-                "--default-character-set=utf8mb4",
-                "--batch",
-                "--skip-column-names",
-                "--database",
-                database,
-                "-e",
-                sql,
-            ]))?;
+            .arg(format!("--user={MARIADB_USER}"));
+        if self.tls.is_some() {
+            command.arg("--ssl");
+        }
+        let output = run(command.args([
+            "--default-character-set=utf8mb4",
+            "--batch",
+            "--skip-column-names",
+            "--database",
+            database,
+            "-e",
+            sql,
+        ]))?;
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 

@@ -198,6 +198,14 @@ impl Catalog {
             path: path.clone(),
             source,
         };
+        // Created owner-only before redb opens it: it holds the job files as given.
+        ferry_jobs::private_options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&file)
+            .map_err(|e| store(redb::Error::Io(e)))?;
         let db = Database::create(&file).map_err(|e| store(e.into()))?;
         let write = db.begin_write().map_err(|e| store(e.into()))?;
         {

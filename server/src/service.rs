@@ -112,7 +112,17 @@ impl Service {
     /// The service of `data_dir` (created if need be), its jobs reconciled: what was running
     /// runs again from its checkpoint.
     pub fn open(data_dir: &Path) -> Result<Arc<Service>, CatalogError> {
-        std::fs::create_dir_all(data_dir.join("jobs")).map_err(|e| CatalogError::Damaged {
+        let private = || -> std::io::Result<()> {
+            std::fs::create_dir_all(data_dir.join("jobs"))?;
+            // The catalog holds job files as given (a password written inline among them).
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))?;
+            }
+            Ok(())
+        };
+        private().map_err(|e| CatalogError::Damaged {
             path: data_dir.display().to_string(),
             key: "data dir".into(),
             message: e.to_string(),

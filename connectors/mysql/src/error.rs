@@ -13,6 +13,15 @@ pub enum MyError {
         /// What was wrong.
         message: String,
     },
+    /// TLS could not be set up: the server offers none, or its certificate is not the one
+    /// the settings ask for.
+    #[error("cannot connect to MySQL at {endpoint}: {message}")]
+    Tls {
+        /// `host:port[/database]`.
+        endpoint: String,
+        /// What failed and the fix.
+        message: String,
+    },
     /// Connecting or a statement failed.
     #[error("MySQL at {endpoint}: {context}: {source}")]
     Query {
@@ -102,6 +111,7 @@ impl ClassifiedError for MyError {
     fn class(&self) -> ErrorClass {
         match self {
             MyError::Url { .. }
+            | MyError::Tls { .. }
             | MyError::UnsupportedColumn { .. }
             | MyError::Unsupported { .. }
             | MyError::Precheck { .. }

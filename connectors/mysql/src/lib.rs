@@ -50,8 +50,15 @@ pub static CONNECTOR: Connector = Connector {
         key_ordered_reads: true,
         files: false,
     },
-    source_options: &["server_id"],
-    sink_options: &[],
+    source_options: &[
+        "server_id",
+        "sslmode",
+        "sslrootcert",
+        "sslcert",
+        "sslkey",
+        "password_file",
+    ],
+    sink_options: ferry_tls::OPTIONS,
     open_source: Some(open_source),
     open_sink: Some(open_sink),
     read_back: Some(read_back),
@@ -75,8 +82,8 @@ fn open_source(
     job: &str,
 ) -> ferry_engine::Result<OpenedSource> {
     let server_id = options.take_number("server_id", 1..=u32::MAX)?;
+    let endpoint = MyEndpoint::parse(url, &mut options, "source")?;
     options.finish(CONNECTOR.source_options)?;
-    let endpoint = MyEndpoint::parse(url, "source.url")?;
     Ok(OpenedSource {
         display: endpoint.display().to_string(),
         source: Arc::new(
@@ -87,16 +94,18 @@ fn open_source(
 
 fn open_sink(
     url: &str,
-    options: ConnectorOptions,
+    mut options: ConnectorOptions,
 ) -> ferry_engine::Result<Arc<dyn ferry_engine::Sink>> {
+    let endpoint = MyEndpoint::parse(url, &mut options, "sink")?;
     options.finish(CONNECTOR.sink_options)?;
-    Ok(Arc::new(MysqlSink::new(MyEndpoint::parse(
-        url, "sink.url",
-    )?)))
+    Ok(Arc::new(MysqlSink::new(endpoint)))
 }
 
-fn read_back(url: &str) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
-    Ok(Arc::new(MysqlSource::new(MyEndpoint::parse(
-        url, "sink.url",
-    )?)))
+fn read_back(
+    url: &str,
+    mut options: ConnectorOptions,
+) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+    let endpoint = MyEndpoint::parse(url, &mut options, "sink")?;
+    options.finish(CONNECTOR.sink_options)?;
+    Ok(Arc::new(MysqlSource::new(endpoint)))
 }

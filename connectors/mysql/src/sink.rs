@@ -289,6 +289,10 @@ impl Sink for MysqlSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn transport(&self) -> ferry_engine::Result<String> {
+        Ok(self.endpoint.transport().await?)
+    }
+
     async fn is_empty(&self, table: &TableId) -> ferry_engine::Result<bool> {
         let mut conn = self.endpoint.connect().await?;
         let context = || self.endpoint.error(format!("checking {table} for rows"));

@@ -126,6 +126,10 @@ impl Source for MysqlSource {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn transport(&self) -> ferry_engine::Result<String> {
+        Ok(self.endpoint.transport().await?)
+    }
+
     async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {
         let mut conn = self.endpoint.connect().await?;
         let columns = self.columns(&mut conn).await?;

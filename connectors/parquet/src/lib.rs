@@ -938,6 +938,10 @@ fn open_sink(
     Ok(Arc::new(FileSink::from_url(url, "sink.url")?))
 }
 
-fn read_back(url: &str) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+fn read_back(
+    url: &str,
+    options: ferry_engine::ConnectorOptions,
+) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+    options.finish(CONNECTOR.sink_options)?;
     Ok(Arc::new(FileSink::from_url(url, "sink.url")?))
 }

@@ -223,9 +223,7 @@ pub(crate) async fn open_feed(
             }))
         }
         None => {
-            let mut session = ReplicationClient::connect_gated(config.clone())
-                .await
-                .map_err(replication_error(&endpoint))?;
+            let mut session = endpoint.replication_client(config.clone(), true).await?;
             let rows = session
                 .simple_query(&format!(
                     "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
@@ -344,9 +342,7 @@ impl ChangeFeed for PgFeed {
                     .clone()
                     .with_start_lsn(Lsn::from_u64(start))
                     .with_ack_lsn(Lsn::from_u64(start));
-                ReplicationClient::connect(config)
-                    .await
-                    .map_err(replication_error(&self.endpoint))?
+                self.endpoint.replication_client(config, false).await?
             }
         };
         let mut stream = PgStream {

@@ -22,6 +22,15 @@ pub enum PgError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// TLS could not be set up: the server offers none, or its certificate is not the one
+    /// the settings ask for.
+    #[error("cannot connect to PostgreSQL at {endpoint}: {message}")]
+    Tls {
+        /// `host:port/database`.
+        endpoint: String,
+        /// What failed and the fix.
+        message: String,
+    },
     /// A statement failed.
     #[error("PostgreSQL at {endpoint}: {context}: {}", describe(.source))]
     Query {
@@ -139,6 +148,7 @@ impl ClassifiedError for PgError {
     fn class(&self) -> ErrorClass {
         match self {
             PgError::Url { .. }
+            | PgError::Tls { .. }
             | PgError::Target { .. }
             | PgError::UnsupportedColumn { .. }
             | PgError::Encode { .. } => ErrorClass::User,

@@ -45,8 +45,8 @@ pub static CONNECTOR: Connector = Connector {
         key_ordered_reads: true,
         files: false,
     },
-    source_options: &[],
-    sink_options: &[],
+    source_options: ferry_tls::OPTIONS,
+    sink_options: ferry_tls::OPTIONS,
     open_source: Some(open_source),
     open_sink: Some(open_sink),
     read_back: Some(read_back),
@@ -57,8 +57,7 @@ fn open_source(
     options: ConnectorOptions,
     _job: &str,
 ) -> ferry_engine::Result<OpenedSource> {
-    options.finish(CONNECTOR.source_options)?;
-    let endpoint = PgEndpoint::parse(url, "source.url")?;
+    let endpoint = PgEndpoint::parse(url, options, "source")?;
     Ok(OpenedSource {
         display: endpoint.display().to_string(),
         source: Arc::new(PostgresSource::new(endpoint)),
@@ -69,14 +68,16 @@ fn open_sink(
     url: &str,
     options: ConnectorOptions,
 ) -> ferry_engine::Result<Arc<dyn ferry_engine::Sink>> {
-    options.finish(CONNECTOR.sink_options)?;
     Ok(Arc::new(PostgresSink::new(PgEndpoint::parse(
-        url, "sink.url",
+        url, options, "sink",
     )?)))
 }
 
-fn read_back(url: &str) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
+fn read_back(
+    url: &str,
+    options: ConnectorOptions,
+) -> ferry_engine::Result<Arc<dyn ferry_engine::Source>> {
     Ok(Arc::new(PostgresSource::new(PgEndpoint::parse(
-        url, "sink.url",
+        url, options, "sink",
     )?)))
 }

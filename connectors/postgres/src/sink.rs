@@ -191,6 +191,10 @@ impl Sink for PostgresSink {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn transport(&self) -> ferry_engine::Result<String> {
+        Ok(self.endpoint.transport().await?)
+    }
+
     async fn is_empty(&self, table: &TableId) -> ferry_engine::Result<bool> {
         let client = self.endpoint.connect().await?;
         let name = quote_table(table);

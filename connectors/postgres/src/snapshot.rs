@@ -80,6 +80,10 @@ impl Source for PostgresSource {
         Ok(self.endpoint.identity().await?)
     }
 
+    async fn transport(&self) -> ferry_engine::Result<String> {
+        Ok(self.endpoint.transport().await?)
+    }
+
     async fn catalog(&self) -> ferry_engine::Result<Vec<TableSchema>> {
         let client = self.endpoint.connect().await?;
         Ok(load_catalog(&client, &self.endpoint).await?)

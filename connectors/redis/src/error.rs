@@ -17,6 +17,14 @@ pub enum RedisError {
         #[source]
         source: std::io::Error,
     },
+    /// TLS could not be set up with the server: its certificate, or no TLS on that port.
+    #[error("cannot connect to Redis at {address}: {message}")]
+    Tls {
+        /// `host:port`.
+        address: String,
+        /// What failed and the fix.
+        message: String,
+    },
     /// A server refused something or answered what a replica cannot follow.
     #[error("Redis at {address}: {message}")]
     Protocol {
@@ -60,9 +68,10 @@ impl ClassifiedError for RedisError {
             RedisError::Io { .. } | RedisError::RdbIo(_) => ErrorClass::External,
             // A refusal (password, permissions, a command the target rejects) or a key ferry
             // cannot carry: the user's to fix.
-            RedisError::Protocol { .. } | RedisError::Unsupported { .. } | RedisError::Rules(_) => {
-                ErrorClass::User
-            }
+            RedisError::Protocol { .. }
+            | RedisError::Tls { .. }
+            | RedisError::Unsupported { .. }
+            | RedisError::Rules(_) => ErrorClass::User,
             // Bytes the protocol does not allow: a bug in the reader.
             RedisError::Malformed(_) => ErrorClass::Internal,
         }

@@ -23,8 +23,10 @@ use std::time::{Duration, Instant};
 
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+
+use ferry_tls::{ClientConfig, Secret, Stream, TlsSettings};
 
 /// How often the replica reports its offset.
 pub const ACK_INTERVAL: Duration = Duration::from_secs(1);
@@ -32,15 +34,53 @@ pub const ACK_INTERVAL: Duration = Duration::from_secs(1);
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Where a source is and how to log in.
+/// Where a server is, how to log in and whether over TLS (a source, or a target: the same
+/// settings reach either).
 #[derive(Clone, Debug)]
 pub struct ReplicaConfig {
     /// `host:port`.
     pub address: String,
     /// The ACL user, if not the default one.
     pub user: Option<String>,
-    /// The password, if the source wants one.
-    pub password: Option<String>,
+    /// The password, if the server wants one.
+    pub password: Option<Secret>,
+    /// The TLS configuration (`rediss://`, or `sslmode` given), `None` for plain TCP.
+    pub tls: Option<Arc<ClientConfig>>,
+    /// The TLS settings it was made from, for messages.
+    pub tls_settings: TlsSettings,
+}
+
+impl ReplicaConfig {
+    /// `address` over plain TCP, no password.
+    pub fn plain(address: impl Into<String>) -> ReplicaConfig {
+        ReplicaConfig {
+            address: address.into(),
+            user: None,
+            password: None,
+            tls: None,
+            tls_settings: TlsSettings::disabled("source"),
+        }
+    }
+
+    /// Connects to the server, over TLS when configured; a failed handshake is a sentence
+    /// naming the server and the fix.
+    pub(crate) async fn open(&self, context: &str) -> Result<Stream, RedisError> {
+        ferry_tls::connect(&self.address, self.tls.clone())
+            .await
+            .map_err(|source| {
+                match ferry_tls::explain(&source, &self.address, &self.tls_settings) {
+                    Some(message) => RedisError::Tls {
+                        address: self.address.clone(),
+                        message,
+                    },
+                    None => RedisError::Io {
+                        address: self.address.clone(),
+                        context: context.into(),
+                        source,
+                    },
+                }
+            })
+    }
 }
 
 /// How the source answered `PSYNC`.
@@ -72,7 +112,7 @@ pub struct StreamCommand {
 /// A live replication link.
 pub struct Replica {
     config: ReplicaConfig,
-    socket: TcpStream,
+    socket: Stream,
     buffer: Vec<u8>,
     /// Start of the unread part of `buffer`.
     at: usize,
@@ -117,14 +157,7 @@ impl Replica {
         config: ReplicaConfig,
         from: Option<(&str, u64)>,
     ) -> Result<(Replica, SyncStart), RedisError> {
-        let socket = TcpStream::connect(&config.address)
-            .await
-            .map_err(|source| RedisError::Io {
-                address: config.address.clone(),
-                context: "connecting".into(),
-                source,
-            })?;
-        let _ = socket.set_nodelay(true);
+        let socket = config.open("connecting").await?;
         let mut replica = Replica {
             config,
             socket,
@@ -141,7 +174,7 @@ impl Replica {
             if let Some(user) = &replica.config.user {
                 auth.push(user.as_bytes().to_vec());
             }
-            auth.push(password.into_bytes());
+            auth.push(password.expose().as_bytes().to_vec());
             replica.expect_ok(&auth, "logging in (AUTH)").await?;
         }
         replica.send(&[b"PING".to_vec()]).await?;

@@ -2,10 +2,10 @@
 //! in one go (pipelining), so a batch costs one round trip; the first error reply fails the
 //! batch and names the command it answered.
 
+use ferry_tls::Stream;
 use redis_protocol::resp2::decode::decode;
 use redis_protocol::resp2::types::OwnedFrame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::RedisError;
 use crate::replica::ReplicaConfig;
@@ -16,7 +16,7 @@ pub use redis_protocol::resp2::types::OwnedFrame as Reply;
 /// A pipelined connection to the target.
 pub struct RedisWriter {
     address: String,
-    socket: TcpStream,
+    socket: Stream,
     out: Vec<u8>,
     /// Where each command queued and not yet sent starts in `out` (its name is the first
     /// argument there), kept to name a command the target refuses.
@@ -33,14 +33,7 @@ pub struct RedisWriter {
 impl RedisWriter {
     /// Connects (and logs in when a password is given).
     pub async fn connect(config: &ReplicaConfig) -> Result<RedisWriter, RedisError> {
-        let socket = TcpStream::connect(&config.address)
-            .await
-            .map_err(|source| RedisError::Io {
-                address: config.address.clone(),
-                context: "connecting to the target".into(),
-                source,
-            })?;
-        let _ = socket.set_nodelay(true);
+        let socket = config.open("connecting to the target").await?;
         let mut writer = RedisWriter {
             address: config.address.clone(),
             socket,
@@ -57,11 +50,16 @@ impl RedisWriter {
             if let Some(user) = &config.user {
                 auth.push(user.as_bytes());
             }
-            auth.push(password.as_bytes());
+            auth.push(password.expose().as_bytes());
             writer.command(&auth);
             writer.flush().await?;
         }
         Ok(writer)
+    }
+
+    /// The TLS protocol and cipher suite of the connection, `None` when plain.
+    pub fn negotiated(&self) -> Option<String> {
+        self.socket.negotiated()
     }
 
     /// Queues one command.

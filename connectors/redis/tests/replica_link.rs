@@ -250,7 +250,7 @@ async fn a_password_is_asked_for_and_settings_that_spoil_a_migration_are_named()
         .to_string();
     assert!(error.contains("password"), "{error}");
     let with_password = ReplicaConfig {
-        password: Some("s3cret".into()),
+        password: Some(ferry_tls::Secret::new("s3cret")),
         ..config(&source)
     };
     let (mut replica, start) = Replica::connect(with_password, None).await.unwrap();

@@ -26,8 +26,8 @@ use tracing::{info, warn};
 use crate::context::RunContext;
 use crate::job::{CheckReport, DropReport, Job, RunReport, VerifyReport};
 use crate::precheck::{
-    Precheck, RULES_VALID, SERVER_SETTINGS, SINK_CONNECTIVITY, SINK_EVICTION, SOURCE_CONNECTIVITY,
-    SOURCE_REPLICATION,
+    answers as answers_with, Precheck, RULES_VALID, SERVER_SETTINGS, SINK_CONNECTIVITY,
+    SINK_EVICTION, SOURCE_CONNECTIVITY, SOURCE_REPLICATION,
 };
 use crate::registry::{self, Side};
 use crate::spec::JobSpec;
@@ -57,10 +57,9 @@ impl RedisJob {
     pub fn new(spec: JobSpec) -> Result<RedisJob, Error> {
         let job = &spec.file;
         registry::connector(&job.sink.url, Side::Sink, Some(Shape::Keyspace))?;
-        let retry = ferry_redis::source_retry(job.source.connector_options()?)?;
-        job.sink
-            .connector_options()?
-            .finish(ferry_redis::CONNECTOR.sink_options)?;
+        let (source, retry) =
+            ferry_redis::source(&job.source.url, job.source.connector_options()?)?;
+        let target = ferry_redis::target(&job.sink.url, job.sink.connector_options()?)?;
         if !job.runs(MigrationType::Full) {
             return Err(SqlError::InvalidField {
                 field: "migration.types".into(),
@@ -68,10 +67,6 @@ impl RedisJob {
             }
             .into());
         }
-        let (source, target) = (
-            ferry_redis::endpoint(&job.source.url, "source.url")?,
-            ferry_redis::endpoint(&job.sink.url, "sink.url")?,
-        );
         if source.address == target.address {
             return Err(SqlError::InvalidField {
                 field: "sink.url".into(),
@@ -221,20 +216,22 @@ impl Job for RedisJob {
             async move {
                 let mut conn = RedisWriter::connect(&config).await?;
                 conn.info("server").await?;
-                Ok::<_, Error>(())
+                Ok::<_, Error>(config.tls_settings.describe(conn.negotiated().as_deref()))
             }
         };
+        let source = answers(&self.source).await;
         let source = items.record(
             SOURCE_CONNECTIVITY,
             Some(self.source.address.clone()),
-            "the source answers",
-            answers(&self.source).await,
+            &answers_with("source", &source),
+            source,
         );
+        let target = answers(&self.target).await;
         let target = items.record(
             SINK_CONNECTIVITY,
             Some(self.target.address.clone()),
-            "the target answers",
-            answers(&self.target).await,
+            &answers_with("target", &target),
+            target,
         );
         if source.is_none() || target.is_none() {
             items.skip(RULES_VALID, "a server cannot be reached");
@@ -283,6 +280,7 @@ impl Job for RedisJob {
             );
         }
         let report = CheckReport::Keyspace {
+            connections: Vec::new(),
             source: self.source.address.clone(),
             target: self.target.address.clone(),
             warnings,

@@ -14,8 +14,8 @@ use tracing::warn;
 use crate::context::RunContext;
 use crate::job::{CheckReport, DropReport, Job, PlanSummary, RunReport, VerifyReport};
 use crate::precheck::{
-    Item, Precheck, CHECKPOINT, RULES_VALID, SINK_CONFLICTS, SINK_CONNECTIVITY, SOURCE_CDC,
-    SOURCE_CONNECTIVITY, SOURCE_LOG_RETENTION,
+    answers, Item, Precheck, CHECKPOINT, RULES_VALID, SINK_CONFLICTS, SINK_CONNECTIVITY,
+    SOURCE_CDC, SOURCE_CONNECTIVITY, SOURCE_LOG_RETENTION,
 };
 use crate::registry;
 use crate::spec::JobSpec;
@@ -77,23 +77,27 @@ impl Job for TableJob {
         let source = async {
             let options = job.source.connector_options()?;
             let opened = registry::open_source(&job.source.url, options, &self.spec.name)?;
-            opened.source.identity().await
+            opened.source.identity().await?;
+            opened.source.transport().await
         };
+        let source = source.await;
         let source = items.record(
             SOURCE_CONNECTIVITY,
             Some(registry::place(&job.source.url)),
-            "the source answers",
-            source.await,
+            &answers("source", &source),
+            source,
         );
         let sink = async {
             let sink = registry::open_sink(&job.sink.url, job.sink.connector_options()?)?;
-            sink.identity().await
+            sink.identity().await?;
+            sink.transport().await
         };
+        let sink = sink.await;
         let sink = items.record(
             SINK_CONNECTIVITY,
             Some(registry::place(&job.sink.url)),
-            "the sink answers",
-            sink.await,
+            &answers("sink", &sink),
+            sink,
         );
         let incremental = job.runs(MigrationType::Incremental);
         let mut later = vec![RULES_VALID, SINK_CONFLICTS];
@@ -196,6 +200,7 @@ impl Job for TableJob {
             }
         }
         let report = CheckReport::Tables {
+            connections: Vec::new(),
             plan: plan.summary(),
             notes,
         };

@@ -60,7 +60,8 @@ impl TableReport {
 
 /// Compares every target of `plan`; returns one report per target, in plan order.
 pub async fn verify(plan: &Plan) -> ferry_engine::Result<Vec<TableReport>> {
-    let sink_source = crate::registry::read_back(&plan.job.sink.url)?;
+    let sink_source =
+        crate::registry::read_back(&plan.job.sink.url, plan.job.sink.connector_options()?)?;
     let sink_catalog = sink_source.catalog().await?;
     let mut reports = Vec::new();
     for (index, flow) in plan.flows.iter().enumerate() {

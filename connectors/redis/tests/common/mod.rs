@@ -9,11 +9,7 @@ use ferry_testkit::RedisServer;
 
 /// How to reach `server` (no password).
 pub fn config(server: &RedisServer) -> ReplicaConfig {
-    ReplicaConfig {
-        address: format!("127.0.0.1:{}", server.port()),
-        user: None,
-        password: None,
-    }
+    ReplicaConfig::plain(format!("127.0.0.1:{}", server.port()))
 }
 
 /// A server's keys: (db, key) → (type, value as text, expiry).
