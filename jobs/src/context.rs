@@ -311,6 +311,12 @@ pub fn parse_limits(text: &str) -> (Option<u64>, Option<u64>) {
     (rows, bandwidth)
 }
 
+/// Writes `bytes` to a file at `path` only its owner can read (0600), as every state file.
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    ferry_engine::private_file(path)?.write_all(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_limits;
@@ -324,10 +330,4 @@ mod tests {
         assert_eq!(parse_limits("bandwidth_mb = 0\n# note\n"), (None, Some(0)));
         assert_eq!(parse_limits("rows_per_second = many"), (None, None));
     }
-}
-
-/// Writes `bytes` to a file at `path` only its owner can read (0600), as every state file.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    ferry_engine::private_file(path)?.write_all(bytes)
 }

@@ -215,35 +215,6 @@ pub(crate) fn quote_table(id: &ferry_engine::TableId) -> String {
     format!("{}.{}", quote_ident(&id.schema), quote_ident(&id.name))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_show_no_password_and_accept_mariadb() {
-        let mut options = ConnectorOptions::empty("source.options");
-        let endpoint = MyEndpoint::parse(
-            "mariadb://u:secret@127.0.0.1:3307/shop",
-            &mut options,
-            "source",
-        )
-        .unwrap();
-        assert!(!format!("{endpoint:?}").contains("secret"));
-        assert_eq!(endpoint.display(), "127.0.0.1:3307/shop");
-        assert_eq!(endpoint.database(), Some("shop"));
-        let error = MyEndpoint::parse("mysql://u@127.0.0.1:notaport/x", &mut options, "source")
-            .unwrap_err();
-        assert!(error
-            .to_string()
-            .starts_with("source.url: not a valid MySQL URL"));
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_ident("a`b"), "`a``b`");
-    }
-}
-
 /// The driver's TLS options for `tls`, `None` under `disable`. The driver builds its own rustls
 /// configuration (on the process's provider, ring, installed by `ferry-tls`); it checks the
 /// chain and the name together, so `verify-ca` (the chain without the name) is not offered.
@@ -272,4 +243,33 @@ fn ssl_opts(tls: &TlsSettings) -> Result<Option<SslOpts>, ferry_engine::Error> {
             Some(ssl.with_root_certs(vec![roots.into()]))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_show_no_password_and_accept_mariadb() {
+        let mut options = ConnectorOptions::empty("source.options");
+        let endpoint = MyEndpoint::parse(
+            "mariadb://u:secret@127.0.0.1:3307/shop",
+            &mut options,
+            "source",
+        )
+        .unwrap();
+        assert!(!format!("{endpoint:?}").contains("secret"));
+        assert_eq!(endpoint.display(), "127.0.0.1:3307/shop");
+        assert_eq!(endpoint.database(), Some("shop"));
+        let error = MyEndpoint::parse("mysql://u@127.0.0.1:notaport/x", &mut options, "source")
+            .unwrap_err();
+        assert!(error
+            .to_string()
+            .starts_with("source.url: not a valid MySQL URL"));
+    }
+
+    #[test]
+    fn identifiers_are_quoted() {
+        assert_eq!(quote_ident("a`b"), "`a``b`");
+    }
 }

@@ -35,6 +35,8 @@ pub struct PgEndpoint {
     tls: TlsSettings,
     /// The rustls configuration, `None` under `sslmode=disable`.
     client_config: Option<Arc<ClientConfig>>,
+    /// The driver's TLS connector made from it, once.
+    connector: Option<MakeRustlsConnect>,
 }
 
 impl std::fmt::Debug for PgEndpoint {
@@ -86,11 +88,15 @@ impl PgEndpoint {
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let display = format!("{host}:{port}/{}", config.get_dbname().unwrap_or_default());
         let client_config = prepared.tls.client_config()?;
+        let connector = client_config
+            .as_deref()
+            .map(|tls| MakeRustlsConnect::new(tls.clone()));
         Ok(PgEndpoint {
             config,
             display,
             tls: prepared.tls,
             client_config,
+            connector,
         })
     }
 
@@ -148,35 +154,27 @@ impl PgEndpoint {
 
     /// Opens a new connection; its I/O runs on a spawned task until the client is dropped.
     pub async fn connect(&self) -> Result<Client, PgError> {
+        match &self.connector {
+            None => self.finish_connect(self.config.connect(NoTls).await),
+            Some(connector) => self.finish_connect(self.config.connect(connector.clone()).await),
+        }
+    }
+
+    /// The client of a connection attempt, its I/O spawned; or the error, explained.
+    fn finish_connect<C>(
+        &self,
+        attempt: Result<(Client, C), tokio_postgres::Error>,
+    ) -> Result<Client, PgError>
+    where
+        C: std::future::Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+    {
+        let (client, connection) = attempt.map_err(|source| self.connect_error(source))?;
         let endpoint = self.display.clone();
-        let client = match &self.client_config {
-            None => {
-                let (client, connection) = self
-                    .config
-                    .connect(NoTls)
-                    .await
-                    .map_err(|source| self.connect_error(source))?;
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        warn!(%endpoint, %error, "postgres connection ended with an error");
-                    }
-                });
-                client
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                warn!(%endpoint, %error, "postgres connection ended with an error");
             }
-            Some(tls) => {
-                let (client, connection) = self
-                    .config
-                    .connect(MakeRustlsConnect::new(ClientConfig::clone(tls)))
-                    .await
-                    .map_err(|source| self.connect_error(source))?;
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        warn!(%endpoint, %error, "postgres connection ended with an error");
-                    }
-                });
-                client
-            }
-        };
+        });
         Ok(client)
     }
 
