@@ -20,7 +20,6 @@ const SINK_PASSWORD: &str = "Sink-pass-7f3a9c";
 const SINK_PASSWORD_VAR: &str = "FERRY_TLS_TEST_SINK_PASSWORD";
 /// The source's password, handed to ferry in a file.
 const SOURCE_PASSWORD: &str = "Source-pass-41d2e8";
-/// The Redis target user's password, in the environment.
 
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {

@@ -7,6 +7,7 @@ use std::io;
 use rustls::{CertificateError, Error as TlsError};
 
 use crate::config::TlsSettings;
+use crate::stream::NoTlsAnswer;
 
 /// What went wrong with TLS in `error` (a driver's error for a connection to `endpoint` made
 /// with `tls`), and what fixes it; `None` when the error is not about TLS.
@@ -19,6 +20,11 @@ pub fn explain(
     while let Some(error) = at {
         if let Some(tls_error) = error.downcast_ref::<TlsError>() {
             return Some(sentence(tls_error, endpoint, tls));
+        }
+        if let Some(silence) = error.downcast_ref::<NoTlsAnswer>() {
+            return Some(format!(
+                "{endpoint} did not answer in TLS ({silence}); check that the port is the server's TLS port, or turn TLS off for it (sslmode=disable)"
+            ));
         }
         // `io::Error::source` skips the error it wraps: look inside it instead.
         at = match error.downcast_ref::<io::Error>().and_then(|e| e.get_ref()) {

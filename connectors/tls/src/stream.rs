@@ -5,6 +5,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
@@ -59,15 +60,32 @@ pub fn server_name(host: &str) -> io::Result<ServerName<'static>> {
     })
 }
 
+/// How long a server has to answer the TLS handshake: a port that does not speak TLS may
+/// read the ClientHello as a partial command and wait for the rest forever (Redis does).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handshake the server did not answer within [`HANDSHAKE_TIMEOUT`].
+#[derive(Debug)]
+pub(crate) struct NoTlsAnswer;
+
+impl std::fmt::Display for NoTlsAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no TLS answer within {} s", HANDSHAKE_TIMEOUT.as_secs())
+    }
+}
+
+impl std::error::Error for NoTlsAnswer {}
+
 /// TLS over `tcp`, the certificate checked for `host` as `config` says.
 pub async fn handshake(
     tcp: TcpStream,
     host: &str,
     config: Arc<ClientConfig>,
 ) -> io::Result<TlsStream<TcpStream>> {
-    TlsConnector::from(config)
-        .connect(server_name(host)?, tcp)
+    let handshake = TlsConnector::from(config).connect(server_name(host)?, tcp);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
         .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, NoTlsAnswer)))
 }
 
 /// Connects to `address` (`host:port`), with TLS from the first byte when `config` is given.
